@@ -1,0 +1,164 @@
+//! The files a run leaves in its output directory: `stdout`, `stderr`, `output/...` and
+//! `receipt.json`, written so that a crash never leaves a half-written directory behind.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::job::JobRun;
+use crate::receipt::Receipt;
+
+/// The receipt's file name inside an artifact directory.
+pub const RECEIPT_FILE: &str = "receipt.json";
+/// The job's stdout.
+pub const STDOUT_FILE: &str = "stdout";
+/// The job's stderr.
+pub const STDERR_FILE: &str = "stderr";
+/// The folder holding the job's `/output` files.
+pub const OUTPUT_FOLDER: &str = "output";
+
+/// An artifact directory could not be written or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    /// I/O failed on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The directory exists and is not empty; gridbox never overwrites results.
+    #[error("output directory {0} exists and is not empty: choose another or remove it")]
+    NotEmpty(PathBuf),
+    /// An output path from the job is not a plain relative path.
+    #[error("output path {0:?} is not a plain relative path")]
+    BadPath(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io { path: path.to_path_buf(), source }
+}
+
+/// Fails unless `dir` is absent or empty: called before a run, so nothing is computed in vain.
+pub fn check_writable(dir: &Path) -> Result<(), ArtifactError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            Some(_) => Err(ArtifactError::NotEmpty(dir.to_path_buf())),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// Writes the run's artifacts and receipt into `dir`, which must be absent or empty.
+///
+/// Everything goes to a sibling staging directory first, each file synced, and the staging
+/// directory is renamed onto `dir` last: readers see all of it or none of it.
+pub fn write(dir: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), ArtifactError> {
+    check_writable(dir)?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    let result = write_into(&staging, run, receipt).and_then(|()| {
+        if dir.exists() {
+            // An empty directory: rename(2) replaces it atomically.
+            std::fs::remove_dir(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&staging, dir).map_err(io(dir))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn write_into(staging: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), ArtifactError> {
+    std::fs::create_dir_all(staging.join(OUTPUT_FOLDER)).map_err(io(staging))?;
+    write_synced(&staging.join(STDOUT_FILE), &run.stdout)?;
+    write_synced(&staging.join(STDERR_FILE), &run.stderr)?;
+    for (name, bytes) in &run.outputs {
+        if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(ArtifactError::BadPath(name.clone()));
+        }
+        let path = staging.join(OUTPUT_FOLDER).join(name);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(io(folder))?;
+        }
+        write_synced(&path, bytes)?;
+    }
+    write_synced(&staging.join(RECEIPT_FILE), &receipt.to_canonical_json())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
+    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    file.write_all(bytes).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// What an artifact directory holds, for `gridbox verify` to check against a receipt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Artifacts {
+    /// The `stdout` file, if present.
+    pub stdout: Option<Vec<u8>>,
+    /// The `stderr` file, if present.
+    pub stderr: Option<Vec<u8>>,
+    /// Every regular file under `output/`, by relative path.
+    pub outputs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Reads an artifact directory.
+pub fn read(dir: &Path) -> Result<Artifacts, ArtifactError> {
+    let optional = |path: PathBuf| match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    };
+    let mut artifacts = Artifacts {
+        stdout: optional(dir.join(STDOUT_FILE))?,
+        stderr: optional(dir.join(STDERR_FILE))?,
+        outputs: BTreeMap::new(),
+    };
+    let output = dir.join(OUTPUT_FOLDER);
+    if output.is_dir() {
+        for (name, path) in walk_files(&output)? {
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            artifacts.outputs.insert(name, bytes);
+        }
+    }
+    Ok(artifacts)
+}
+
+/// Every regular file under `root`, by `/`-separated relative path, in sorted order. Symbolic
+/// links and other special files are refused rather than followed.
+pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ArtifactError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(String::new(), root.to_path_buf())];
+    while let Some((prefix, folder)) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(io(&folder))? {
+            let entry = entry.map_err(io(&folder))?;
+            let path = entry.path();
+            let name = entry.file_name().into_string().map_err(|n| ArtifactError::BadPath(n.to_string_lossy().into_owned()))?;
+            let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let kind = entry.file_type().map_err(io(&path))?;
+            if kind.is_dir() {
+                pending.push((relative, path));
+            } else if kind.is_file() {
+                found.push((relative, path));
+            } else {
+                return Err(ArtifactError::BadPath(relative));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

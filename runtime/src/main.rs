@@ -1,0 +1,307 @@
+//! `gridbox`: run jobs, verify receipts, make provider keys.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use gridbox_runtime::artifacts::{self, RECEIPT_FILE};
+use gridbox_runtime::job::INPUT_DIR;
+use gridbox_runtime::verify::{self, Evidence};
+use gridbox_runtime::{Digest, Job, JobEngine, LimitKind, Manifest, Outcome, Policy, Receipt, RunOptions, keys};
+
+/// Exit status when the job trapped (as `wasmtime run`: 128 + SIGABRT).
+const EXIT_TRAPPED: u8 = 134;
+/// Exit status when the job was stopped by one of its limits.
+const EXIT_LIMIT: u8 = 135;
+/// Exit status when gridbox refused the job or could not run it (bad module, manifest, flags).
+const EXIT_REFUSED: u8 = 136;
+/// `gridbox verify`: a field did not match.
+const EXIT_MISMATCH: u8 = 1;
+/// `gridbox verify`: verification could not be carried out.
+const EXIT_VERIFY_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "gridbox", version, about = "Deterministic, verifiable WebAssembly compute jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a wasm32-wasip1 job and write its outputs and signed receipt.
+    ///
+    /// Exit status: the job's own (0-125), 134 if it trapped, 135 if a limit stopped it,
+    /// 136 if gridbox refused it or could not run it.
+    Run(RunArgs),
+    /// Check a receipt: its signature, its commitments, and a replay of the job.
+    ///
+    /// Exit status: 0 if every field matches, 1 on a mismatch (the first is named), 2 if
+    /// verification could not be carried out.
+    Verify(VerifyArgs),
+    /// Write a new provider key pair: KEYFILE (mode 0600) and KEYFILE.pub.
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(default_value = "provider.key")]
+        keyfile: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// An input, mounted read-only at /input/NAME.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// Mount every file under a host folder as inputs under GUEST (which must be /input or below).
+    #[arg(long = "dir", value_name = "HOST::GUEST")]
+    dirs: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The job's wasm module.
+    module: PathBuf,
+    /// The job's manifest (TOML). Without one, gridbox writes one from the flags.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: InputArgs,
+    /// An environment variable; NAME alone takes the value from gridbox's own environment.
+    #[arg(long = "env", value_name = "NAME[=VAL]")]
+    env: Vec<String>,
+    /// The input to feed to the job's stdin.
+    #[arg(long, value_name = "NAME")]
+    stdin: Option<String>,
+    /// A limit for the job, e.g. `fuel=1000000` (see spec/manifest.md for names).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+    /// The provider policy (TOML) that caps every limit; default: gridbox's built-in policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The provider's secret key; without one, a throwaway key signs the receipt.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Do not echo the job's stdout and stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Arguments passed to the job after argv[0].
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The receipt to check.
+    receipt: PathBuf,
+    /// The job's wasm module.
+    #[arg(long)]
+    module: PathBuf,
+    #[command(flatten)]
+    inputs: InputArgs,
+    /// Folder holding the delivered stdout, stderr and output/ to check too; default: the
+    /// receipt's folder when it holds them.
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_REFUSED } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run(args).map_err(|e| (EXIT_REFUSED, e)),
+        Command::Verify(args) => verify(args).map_err(|e| (EXIT_VERIFY_ERROR, e)),
+        Command::Keygen { keyfile } => keygen(&keyfile).map_err(|e| (EXIT_REFUSED, e)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err((code, error)) => {
+            eprintln!("gridbox: error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<u8> {
+    let module: Arc<[u8]> = read(&args.module)?.into();
+    let inputs = gather_inputs(&args.inputs)?;
+    let policy = match &args.policy {
+        Some(path) => Policy::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?,
+        None => Policy::default(),
+    };
+    let manifest = match &args.manifest {
+        Some(path) => {
+            if !args.env.is_empty() || !args.args.is_empty() || args.stdin.is_some() || !args.limits.is_empty() {
+                bail!("--env, --stdin, --limit and job arguments go in the manifest when --manifest is given");
+            }
+            Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?
+        }
+        None => manifest_from_flags(&args, &module, &inputs)?,
+    };
+    let resolved = manifest.resolve(&policy)?;
+    if let Some(out) = &args.out {
+        artifacts::check_writable(out)?;
+    }
+    let key = match &args.key {
+        Some(path) => keys::read_secret_key(path)?,
+        None => keys::generate()?,
+    };
+    let engine = JobEngine::new(&policy)?;
+    let job = Job::new(module, resolved, inputs)?;
+    let run = engine.run(&job, RunOptions::default())?;
+    let receipt = Receipt::sign(&job, &run, "cpu", &key);
+
+    if !args.quiet {
+        std::io::stdout().write_all(&run.stdout).context("writing stdout")?;
+        std::io::stderr().write_all(&run.stderr).context("writing stderr")?;
+    }
+    if let Some(out) = &args.out {
+        artifacts::write(out, &run, &receipt)?;
+        eprintln!("gridbox: {}; receipt in {}", run.outcome, out.join(RECEIPT_FILE).display());
+    } else if !matches!(run.outcome, Outcome::Exited { code: 0 }) {
+        eprintln!("gridbox: {}", run.outcome);
+    }
+    if args.key.is_none() && args.out.is_some() {
+        eprintln!("gridbox: note: signed with a throwaway key; pass --key (see `gridbox keygen`) to sign as a provider");
+    }
+    Ok(match &run.outcome {
+        Outcome::Exited { code } => u8::try_from(*code).unwrap_or(1),
+        Outcome::Trapped { .. } => {
+            if let Some(detail) = &run.detail {
+                eprintln!("gridbox: {detail}");
+            }
+            EXIT_TRAPPED
+        }
+        _ => EXIT_LIMIT,
+    })
+}
+
+fn manifest_from_flags(args: &RunArgs, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
+    let mut manifest = Manifest::new(Digest::of(module));
+    manifest.args = args.args.clone();
+    manifest.stdin = args.stdin.clone();
+    manifest.inputs = inputs.iter().map(|(name, bytes)| (name.clone(), Digest::of(bytes))).collect();
+    for pair in &args.env {
+        let (name, value) = match pair.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (pair.clone(), std::env::var(pair).with_context(|| format!("--env {pair}: not set in gridbox's environment"))?),
+        };
+        manifest.env.insert(name, value);
+    }
+    for pair in &args.limits {
+        let (name, value) = pair.split_once('=').with_context(|| format!("--limit {pair:?}: expected NAME=VALUE"))?;
+        let kind = LimitKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .with_context(|| format!("--limit {pair:?}: unknown limit {name:?}; known: {}", LimitKind::ALL.map(|k| k.as_str()).join(", ")))?;
+        let value: u64 = value.replace('_', "").parse().with_context(|| format!("--limit {pair:?}: {value:?} is not a whole number"))?;
+        manifest.limits.set(kind, value);
+    }
+    manifest.validate()?;
+    Ok(manifest)
+}
+
+fn verify(args: VerifyArgs) -> Result<u8> {
+    let receipt = Receipt::from_json(&read(&args.receipt)?).with_context(|| format!("receipt {}", args.receipt.display()))?;
+    let artifact_dir = match &args.artifacts {
+        Some(dir) => Some(dir.clone()),
+        None => {
+            let folder = args.receipt.parent().unwrap_or(Path::new("."));
+            folder.join(artifacts::STDOUT_FILE).exists().then(|| folder.to_path_buf())
+        }
+    };
+    let evidence = Evidence {
+        module: read(&args.module)?.into(),
+        inputs: gather_inputs(&args.inputs)?,
+        artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
+    };
+    let engine = JobEngine::new(&Policy::default())?;
+    let report = verify::verify(&engine, &receipt, &evidence);
+    if args.json {
+        let json = serde_json::json!({
+            "ok": report.ok(),
+            "first_mismatch": report.first_mismatch().map(|check| &check.field),
+            "checks": report.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_table(&report);
+    }
+    match report.first_mismatch() {
+        None => {
+            eprintln!("gridbox: receipt verified: every field matches");
+            Ok(0)
+        }
+        Some(check) => {
+            eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
+            Ok(EXIT_MISMATCH)
+        }
+    }
+}
+
+fn print_table(report: &verify::Verification) {
+    let width = |f: fn(&verify::Check) -> usize| report.checks.iter().map(f).max().unwrap_or(0);
+    let (fw, ew) = (width(|c| c.field.len()).max(5), width(|c| c.expected.len()).clamp(8, 80));
+    println!("{:fw$}  {:ew$}  {:ew$}  ok", "field", "expected", "got");
+    for check in &report.checks {
+        let mark = if check.ok { "yes" } else { "NO" };
+        println!("{:fw$}  {:ew$}  {:ew$}  {mark}", check.field, check.expected, check.got);
+    }
+}
+
+fn keygen(path: &Path) -> Result<u8> {
+    let key = keys::generate()?;
+    let public = keys::write_key_pair(&key, path)?;
+    println!("wrote {} (secret, mode 0600) and {}", path.display(), public.display());
+    println!("public key: {}", hex::encode(key.verifying_key().as_bytes()));
+    Ok(0)
+}
+
+fn gather_inputs(args: &InputArgs) -> Result<BTreeMap<String, Arc<[u8]>>> {
+    let mut inputs = BTreeMap::new();
+    let mut add = |name: String, bytes: Vec<u8>| -> Result<()> {
+        gridbox_runtime::manifest::check_input_name(&name).map_err(|reason| anyhow::anyhow!("input {name:?}: {reason}"))?;
+        if inputs.insert(name.clone(), Arc::from(bytes)).is_some() {
+            bail!("input {name:?} is given twice");
+        }
+        Ok(())
+    };
+    for pair in &args.inputs {
+        let (name, file) = pair.split_once('=').with_context(|| format!("--input {pair:?}: expected NAME=FILE"))?;
+        add(name.to_string(), read(Path::new(file))?)?;
+    }
+    for pair in &args.dirs {
+        let (host, guest) = pair.split_once("::").with_context(|| format!("--dir {pair:?}: expected HOST::GUEST"))?;
+        let prefix = match guest.trim_end_matches('/').strip_prefix(INPUT_DIR) {
+            Some("") => String::new(),
+            Some(rest) if rest.starts_with('/') => format!("{}/", &rest[1..]),
+            _ => bail!("--dir {pair:?}: the guest folder must be {INPUT_DIR} or below it (outputs go to /output)"),
+        };
+        for (relative, path) in artifacts::walk_files(Path::new(host)).with_context(|| format!("--dir {pair:?}"))? {
+            add(format!("{prefix}{relative}"), read(&path)?)?;
+        }
+    }
+    Ok(inputs)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
