@@ -1,0 +1,79 @@
+//! Startup overhead: an in-process gridbox run of a hello-world job against a bare wasmtime
+//! instantiate-and-run of the same module, measured side by side in one process.
+//!
+//! `cargo bench -p gridbox-runtime --bench startup` prints the median of each and their ratio.
+//! Goal: gridbox (run + signed receipt) <= 1.5x bare wasmtime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridbox_runtime::{Digest, Job, JobEngine, Manifest, Policy, Receipt, RunOptions, keys};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::WasiP1Ctx;
+
+const ROUNDS: usize = 2_000;
+
+fn main() {
+    let module: Arc<[u8]> = std::fs::read(gridbox_guests::PROBE_WASM).expect("probe.wasm").into();
+
+    // gridbox: engine and module cache warm, as in a provider that has seen the module before.
+    let engine = JobEngine::new(&Policy::default()).expect("engine");
+    let mut manifest = Manifest::new(Digest::of(&module));
+    manifest.args = vec!["hello".into()];
+    let job = Job::new(module.clone(), manifest.resolve(&Policy::default()).expect("manifest"), Default::default()).expect("job");
+    let key = keys::generate().expect("key");
+    let gridbox_run = || {
+        let run = engine.run(&job, RunOptions::default()).expect("run");
+        assert_eq!(run.stdout, b"hello from a gridbox job\n");
+        Receipt::sign(&job, &run, "cpu", &key)
+    };
+
+    // Bare wasmtime: default configuration plus the pooling allocator, module compiled once,
+    // `InstancePre` reused, a fresh WASI context per run writing stdout to memory.
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(PoolingAllocationConfig::new()));
+    let bare_engine = Engine::new(&config).expect("bare engine");
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(&bare_engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |cx| cx).expect("wasi");
+    let compiled = Module::new(&bare_engine, &module).expect("compile");
+    let instance_pre = linker.instantiate_pre(&compiled).expect("instantiate_pre");
+    let bare_run = || {
+        let stdout = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(1 << 20);
+        let wasi = WasiCtxBuilder::new().args(&["job.wasm", "hello"]).stdout(stdout.clone()).build_p1();
+        let mut store = Store::new(&bare_engine, wasi);
+        let instance = instance_pre.instantiate(&mut store).expect("instantiate");
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start").expect("_start");
+        start.call(&mut store, ()).expect("run");
+        drop(store);
+        assert_eq!(&stdout.contents()[..], b"hello from a gridbox job\n");
+    };
+
+    for _ in 0..50 {
+        gridbox_run();
+        bare_run();
+    }
+    let (mut gridbox_times, mut bare_times) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        std::hint::black_box(gridbox_run());
+        gridbox_times.push(start.elapsed());
+        let start = Instant::now();
+        bare_run();
+        bare_times.push(start.elapsed());
+    }
+    let (gridbox, bare) = (median(&mut gridbox_times), median(&mut bare_times));
+    println!("hello-world job, {ROUNDS} rounds interleaved, median:");
+    println!("  bare wasmtime instantiate + run:        {:>9.1} us", micros(bare));
+    println!("  gridbox run + signed receipt:            {:>9.1} us", micros(gridbox));
+    println!("  ratio gridbox / bare:                    {:>9.2}x  (goal <= 1.50x)", micros(gridbox) / micros(bare));
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}

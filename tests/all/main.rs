@@ -1,0 +1,8 @@
+//! gridbox's integration tests, in one binary: real wasm32-wasip1 jobs built from the sources in
+//! tests/programs and examples/, run through the library and through the `gridbox` binary.
+
+mod common;
+mod determinism;
+mod limits;
+mod refusals;
+mod verify;

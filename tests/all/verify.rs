@@ -1,0 +1,149 @@
+//! `gridbox run` then `gridbox verify`: a clean receipt verifies, and every kind of tamper is
+//! caught with the field named.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+struct Example {
+    _work: tempfile::TempDir,
+    data: PathBuf,
+    out: PathBuf,
+    module: PathBuf,
+}
+
+fn run_wordfreq() -> Example {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    put(&data, "one.txt", b"the cat sat on the mat");
+    put(&data, "more/two.txt", b"The dog chased the cat");
+    let module = work.path().join("wordfreq.wasm");
+    std::fs::copy(gridbox_guests::WORDFREQ_WASM, &module).unwrap();
+    let out = work.path().join("out");
+    let output = gridbox_output(&[&"run", &module, &"--dir", &format!("{}::/input", data.display()), &"--out", &out, &"--", &"--top", &"3"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 files, 11 words, 7 distinct"));
+    assert_eq!(std::fs::read_to_string(out.join("output/freq.tsv")).unwrap().lines().nth(1), Some("the\t4"));
+    Example { _work: work, data, out, module }
+}
+
+fn verify(example: &Example, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> (Option<i32>, serde_json::Value) {
+    let dir = format!("{}::/input", example.data.display());
+    let receipt = example.out.join("receipt.json");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"verify", &receipt, &"--module", &example.module, &"--dir", &dir, &"--json"];
+    args.extend_from_slice(extra);
+    let output = gridbox_output(&args);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&output)));
+    (output.status.code(), report)
+}
+
+fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let index = offset.min(bytes.len() - 1);
+    bytes[index] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn assert_caught(example: &Example, field: &str) {
+    let (code, report) = verify(example, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["first_mismatch"], field, "{report:#}");
+}
+
+#[test]
+fn a_clean_run_verifies_with_a_table_and_json() {
+    let example = run_wordfreq();
+    let (code, report) = verify(&example, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["ok"], true);
+    let fields: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    for field in ["signature", "manifest", "module", "inputs[\"more/two.txt\"]", "outcome", "fuel_used", "stdout", "outputs[\"freq.tsv\"]", "trace.root"] {
+        assert!(fields.contains(&field), "{field} not checked: {fields:?}");
+    }
+    let table = gridbox_output(&[&"verify", &example.out.join("receipt.json"), &"--module", &example.module, &"--dir", &format!("{}::/input", example.data.display())]);
+    assert!(table.status.success());
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("field") && text.contains("expected") && text.contains("signature"), "{text}");
+}
+
+#[test]
+fn a_flipped_output_byte_is_caught() {
+    let example = run_wordfreq();
+    flip_byte(&example.out.join("output/freq.tsv"), 12);
+    assert_caught(&example, "delivered outputs[\"freq.tsv\"]");
+}
+
+#[test]
+fn a_flipped_stdout_byte_is_caught() {
+    let example = run_wordfreq();
+    flip_byte(&example.out.join("stdout"), 3);
+    assert_caught(&example, "delivered stdout");
+}
+
+#[test]
+fn a_flipped_input_byte_is_caught() {
+    let example = run_wordfreq();
+    flip_byte(&example.data.join("more/two.txt"), 0);
+    assert_caught(&example, "inputs[\"more/two.txt\"]");
+}
+
+#[test]
+fn a_flipped_module_byte_is_caught() {
+    let example = run_wordfreq();
+    flip_byte(&example.module, 5000);
+    assert_caught(&example, "module");
+}
+
+#[test]
+fn an_edited_receipt_is_caught() {
+    let example = run_wordfreq();
+    let path = example.out.join("receipt.json");
+    let mut receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    receipt["fuel_used"] = serde_json::json!(receipt["fuel_used"].as_u64().unwrap() - 1);
+    std::fs::write(&path, serde_json::to_vec(&receipt).unwrap()).unwrap();
+    assert_caught(&example, "signature");
+}
+
+#[test]
+fn a_flipped_receipt_byte_is_caught() {
+    let example = run_wordfreq();
+    let path = example.out.join("receipt.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Flip one hex digit of the committed stdout hash.
+    let at = text.find("\"stdout\":{\"blake3\":\"").unwrap() + 20;
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&path, bytes).unwrap();
+    assert_caught(&example, "signature");
+}
+
+#[test]
+fn receipts_carry_key_signature_and_an_empty_trace() {
+    let example = run_wordfreq();
+    let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(example.out.join("receipt.json")).unwrap()).unwrap();
+    assert_eq!(receipt["public_key"].as_str().unwrap().len(), 64);
+    assert_eq!(receipt["signature"].as_str().unwrap().len(), 128);
+    assert_eq!(receipt["trace"], serde_json::json!({"root": "0".repeat(64), "length": 0}));
+}
+
+#[test]
+fn traps_exit_134_with_a_receipt_that_verifies() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--out", &out, &"--", &"trap"]);
+    assert_eq!(output.status.code(), Some(134), "{}", stderr(&output));
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &gridbox_guests::PROBE_WASM]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    let exited = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--", &"exit", &"7"]);
+    assert_eq!(exited.status.code(), Some(7));
+}
+
+#[test]
+fn a_non_empty_out_dir_is_refused_before_running() {
+    let work = tempfile::tempdir().unwrap();
+    put(work.path(), "out/precious.txt", b"keep me");
+    let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--out", &work.path().join("out")]);
+    assert_eq!(output.status.code(), Some(136));
+    assert!(stderr(&output).contains("not empty"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(work.path().join("out/precious.txt")).unwrap(), b"keep me");
+}
