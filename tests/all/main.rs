@@ -1,6 +1,9 @@
 //! gridbox's integration tests, in one binary: real wasm32-wasip1 jobs built from the sources in
 //! tests/programs and examples/, run through the library and through the `gridbox` binary.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 mod determinism;
 mod limits;
