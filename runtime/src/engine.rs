@@ -109,7 +109,14 @@ impl JobEngine {
     /// Compiles `module` (or takes it from the cache) and checks its imports against the
     /// capabilities granted, refusing it before anything runs.
     pub fn prepare(&self, module: &[u8], granted: &[Capability]) -> Result<Arc<PreparedModule>, RunError> {
-        let hash = Digest::of(module);
+        self.prepare_hashed(Digest::of(module), module, granted)
+    }
+
+    /// [`JobEngine::prepare`] for a module whose hash is already known to be `hash` (a [`Job`]
+    /// checked it), so that a cache hit costs no hashing.
+    ///
+    /// [`Job`]: crate::job::Job
+    pub(crate) fn prepare_hashed(&self, hash: Digest, module: &[u8], granted: &[Capability]) -> Result<Arc<PreparedModule>, RunError> {
         let key = (hash, self.config_fingerprint);
         let cached = self.lock_cache().entries.get(&key).cloned();
         let prepared = match cached {

@@ -238,7 +238,8 @@ impl JobEngine {
     /// starts, every ending (exit, trap, limit) is an [`Outcome`].
     pub fn run(&self, job: &Job, options: RunOptions) -> Result<JobRun, RunError> {
         let manifest = job.manifest.manifest();
-        let prepared = self.prepare(&job.module, &manifest.capabilities)?;
+        // `Job::new` checked that the module hashes to the manifest's `module`.
+        let prepared = self.prepare_hashed(manifest.module, &job.module, &manifest.capabilities)?;
         let limits = job.manifest.limits();
         let mut store = Store::new(self.engine(), self.job_state(job, limits)?);
         store.limiter(|state| &mut state.limiter);

@@ -99,13 +99,22 @@ pub enum ReceiptError {
 impl Receipt {
     /// Builds and signs the receipt for `run` of `job`.
     pub fn sign(job: &Job, run: &JobRun, backend: &str, key: &SigningKey) -> Receipt {
+        let manifest = job.manifest().manifest();
         let mut receipt = Receipt {
             format: RECEIPT_FORMAT.into(),
             runtime: RuntimeInfo { name: "gridbox".into(), version: env!("CARGO_PKG_VERSION").into() },
             backend: backend.into(),
-            module: BlobRef::of(job.module()),
+            // `Job::new` checked the module and every input against these hashes.
+            module: BlobRef { blake3: manifest.module, size: job.module().len() as u64 },
             manifest: ManifestCommitment { blake3: job.manifest().hash(), text: job.manifest().text().into() },
-            inputs: job.inputs().iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
+            inputs: manifest
+                .inputs
+                .iter()
+                .map(|(name, blake3)| {
+                    let size = job.inputs().get(name).map_or(0, |bytes| bytes.len() as u64);
+                    (name.clone(), BlobRef { blake3: *blake3, size })
+                })
+                .collect(),
             outcome: run.outcome.clone(),
             fuel_used: run.fuel_used,
             stdout: BlobRef::of(&run.stdout),
