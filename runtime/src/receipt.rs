@@ -131,11 +131,14 @@ impl Receipt {
 
     /// Parses a receipt. The signature is not checked here: see [`Receipt::check_signature`].
     pub fn from_json(bytes: &[u8]) -> Result<Receipt, ReceiptError> {
-        let receipt: Receipt = serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
-        if receipt.format != RECEIPT_FORMAT {
-            return Err(ReceiptError::UnsupportedFormat(receipt.format));
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        // The format decides the schema, so it is checked first.
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(RECEIPT_FORMAT) => {}
+            Some(other) => return Err(ReceiptError::UnsupportedFormat(other.into())),
+            None => return Err(ReceiptError::Malformed("no `format` string".into())),
         }
-        Ok(receipt)
+        serde_json::from_value(value).map_err(|e| ReceiptError::Malformed(e.to_string()))
     }
 
     /// The canonical encoding of the whole receipt, signature included: what `receipt.json` holds.

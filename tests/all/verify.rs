@@ -147,3 +147,20 @@ fn a_non_empty_out_dir_is_refused_before_running() {
     assert!(stderr(&output).contains("not empty"), "{}", stderr(&output));
     assert_eq!(std::fs::read(work.path().join("out/precious.txt")).unwrap(), b"keep me");
 }
+
+#[test]
+fn a_malformed_receipt_is_an_error_not_a_mismatch() {
+    let work = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("garbage", b"{not json", "not a gridbox receipt"),
+        ("unknown key", br#"{"format":"gridbox-receipt/1","extra":1}"#, "not a gridbox receipt"),
+        ("future format", br#"{"format":"gridbox-receipt/9"}"#, "is not supported"),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = work.path().join("receipt.json");
+        std::fs::write(&path, bytes).unwrap();
+        let output = gridbox_output(&[&"verify", &path, &"--module", &gridbox_guests::PROBE_WASM]);
+        assert_eq!(output.status.code(), Some(2), "{what}: {}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{what}: {}", stderr(&output));
+    }
+}
