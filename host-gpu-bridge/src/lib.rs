@@ -1,9 +1,20 @@
 //! gridbox's host bridge between jobs and tensor kernels.
 //!
-//! So far this crate holds the [`TraceChain`], the BLAKE3 hash chain over bridge calls that every
-//! receipt commits to. Runs that differ can be bisected to the first differing call by comparing
-//! chains link by link.
+//! - [`tensor`]: tensors as the host holds them.
+//! - [`ops`]: decoded op calls, shape inference and fuel prices, all checked before allocation.
+//! - [`cpu`]: the CPU reference kernels, defined bit for bit by spec/determinism.md.
+//! - [`math`]: gridbox's own exp, log, tanh, ... built from +, *, fma, division, sqrt and bit
+//!   operations, so every backend rounds identically.
+//! - [`TraceChain`]: the BLAKE3 hash chain over bridge calls that every receipt commits to.
+//!
+//! Nothing here knows about wasm or HTTP: kernels are tested and benchmarked alone.
 
+pub mod cpu;
+pub mod math;
+pub mod ops;
+pub mod tensor;
 mod trace;
 
+pub use ops::{OpCall, OpError};
+pub use tensor::{Tensor, TensorData, TensorMeta};
 pub use trace::{TraceChain, TraceLink};

@@ -1,0 +1,243 @@
+//! The tensor bridge ABI (spec/abi.md), defined once and used by the host (`host-gpu-bridge`)
+//! and by jobs (`gridbox-guest-sdk`). No constant here is written anywhere else.
+//!
+//! Jobs import core-wasm functions from the module [`IMPORT_MODULE`]. Tensors live on the host;
+//! the guest holds opaque `u32` handles. Every function returns an `i32` [`ErrorCode`] (0 for
+//! success) and writes results through guest pointers.
+//!
+//! | import | signature | does |
+//! | --- | --- | --- |
+//! | `create` | `(dtype, shape_ptr, rank, data_ptr, data_len, out_handle_ptr) -> i32` | copies `data_len` bytes (little-endian elements) into a new tensor |
+//! | `read` | `(handle, data_ptr, data_len) -> i32` | copies the tensor's bytes out; `data_len` must equal its size |
+//! | `info` | `(handle, out_dtype_ptr, shape_ptr, max_rank, out_rank_ptr) -> i32` | dtype, rank and up to `max_rank` dims (u32 each) |
+//! | `free` | `(handle) -> i32` | releases the tensor |
+//! | one per [`Op`] (its [`Op::name`]) | `(inputs_ptr, n_inputs, params_ptr, n_params, out_handle_ptr) -> i32` | runs the op on `n_inputs` u32 handles with `n_params` i64 parameters |
+//!
+//! Shapes are arrays of `u32` dims. Parameters are `i64`; float parameters (epsilon) are the
+//! `f32` bit pattern in the low 32 bits.
+
+#![no_std]
+
+/// The import module every bridge function lives in. The version is part of the name: a new
+/// ABI version is a new module, and both can be served side by side.
+pub const IMPORT_MODULE: &str = "gridbox_tensor_v1";
+
+/// Import name: create a tensor from guest memory.
+pub const FN_CREATE: &str = "create";
+/// Import name: copy a tensor into guest memory.
+pub const FN_READ: &str = "read";
+/// Import name: a tensor's dtype and shape.
+pub const FN_INFO: &str = "info";
+/// Import name: free a tensor.
+pub const FN_FREE: &str = "free";
+/// The non-op imports, in a fixed order.
+pub const CORE_FUNCTIONS: [&str; 4] = [FN_CREATE, FN_READ, FN_INFO, FN_FREE];
+
+/// Most dimensions a tensor may have.
+pub const MAX_RANK: usize = 8;
+/// Most inputs an op call may pass (concat takes many).
+pub const MAX_OP_INPUTS: usize = 64;
+/// Most parameters an op call may pass.
+pub const MAX_OP_PARAMS: usize = 64;
+
+/// Element types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum DType {
+    /// IEEE 754 binary32.
+    F32 = 0,
+    /// Two's complement 32-bit integer (indices).
+    I32 = 1,
+}
+
+impl DType {
+    /// The dtype with ABI code `code`.
+    pub fn from_code(code: u32) -> Option<DType> {
+        match code {
+            0 => Some(DType::F32),
+            1 => Some(DType::I32),
+            _ => None,
+        }
+    }
+
+    /// The ABI code.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        4
+    }
+
+    /// Lowercase name (`f32`, `i32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        }
+    }
+}
+
+/// Results of bridge calls that a job can handle. Misuse (a bad pointer, an unknown or freed
+/// handle, a malformed call) is not a code: it traps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i32)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Success.
+    Ok = 0,
+    /// The result would pass the job's tensor memory quota.
+    TensorMemoryQuota = 1,
+    /// The job already holds as many tensors as its quota allows.
+    TensorCountQuota = 2,
+    /// Input shapes do not fit the op (or a reshape changes the element count).
+    ShapeMismatch = 3,
+    /// The op does not accept an input of this dtype.
+    UnsupportedDType = 4,
+    /// A parameter is out of range (an axis, a stride, a slice bound, a gather index...).
+    InvalidParameter = 5,
+}
+
+impl ErrorCode {
+    /// The code for `raw`, if it is one.
+    pub fn from_raw(raw: i32) -> Option<ErrorCode> {
+        Some(match raw {
+            0 => ErrorCode::Ok,
+            1 => ErrorCode::TensorMemoryQuota,
+            2 => ErrorCode::TensorCountQuota,
+            3 => ErrorCode::ShapeMismatch,
+            4 => ErrorCode::UnsupportedDType,
+            5 => ErrorCode::InvalidParameter,
+            _ => return None,
+        })
+    }
+
+    /// The raw value returned across the ABI.
+    pub fn raw(self) -> i32 {
+        self as i32
+    }
+
+    /// What it means, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::Ok => "ok",
+            ErrorCode::TensorMemoryQuota => "tensor memory quota exceeded",
+            ErrorCode::TensorCountQuota => "tensor count quota exceeded",
+            ErrorCode::ShapeMismatch => "shape mismatch",
+            ErrorCode::UnsupportedDType => "unsupported dtype",
+            ErrorCode::InvalidParameter => "invalid parameter",
+        }
+    }
+}
+
+macro_rules! ops {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, inputs $inputs:expr, params $params:expr;)*) => {
+        /// The ops. Each is its own import (named [`Op::name`]), so a module that imports an op its
+        /// manifest does not grant is refused at load. Inputs and parameters are listed in
+        /// spec/abi.md; `inputs` and `params` give their counts (`None`: variable).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u32)]
+        #[non_exhaustive]
+        pub enum Op {
+            $($(#[$doc])* $variant = $code,)*
+        }
+
+        impl Op {
+            /// Every op, in code order.
+            pub const ALL: &'static [Op] = &[$(Op::$variant,)*];
+
+            /// The import name (and the name used in manifests and traces).
+            pub fn name(self) -> &'static str {
+                match self { $(Op::$variant => $name,)* }
+            }
+
+            /// The op called `name`.
+            pub fn from_name(name: &str) -> Option<Op> {
+                match name { $($name => Some(Op::$variant),)* _ => None }
+            }
+
+            /// How many inputs it takes, or `None` when variable (concat: 1 or more).
+            pub fn input_count(self) -> Option<usize> {
+                match self { $(Op::$variant => $inputs,)* }
+            }
+
+            /// How many parameters it takes, or `None` when variable.
+            pub fn param_count(self) -> Option<usize> {
+                match self { $(Op::$variant => $params,)* }
+            }
+        }
+    };
+}
+
+ops! {
+    /// `[..., M, K] x [..., K, N] -> [..., M, N]`, batch dims broadcast.
+    Matmul = 0, "matmul", inputs Some(2), params Some(0);
+    /// Elementwise `a + b`, broadcast.
+    Add = 1, "add", inputs Some(2), params Some(0);
+    /// Elementwise `a - b`, broadcast.
+    Sub = 2, "sub", inputs Some(2), params Some(0);
+    /// Elementwise `a * b`, broadcast.
+    Mul = 3, "mul", inputs Some(2), params Some(0);
+    /// Elementwise `a / b`, broadcast.
+    Div = 4, "div", inputs Some(2), params Some(0);
+    /// `-x`.
+    Neg = 5, "neg", inputs Some(1), params Some(0);
+    /// `max(x, 0)`.
+    Relu = 6, "relu", inputs Some(1), params Some(0);
+    /// GELU, tanh form.
+    Gelu = 7, "gelu", inputs Some(1), params Some(0);
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid = 8, "sigmoid", inputs Some(1), params Some(0);
+    /// Hyperbolic tangent.
+    Tanh = 9, "tanh", inputs Some(1), params Some(0);
+    /// `e^x`.
+    Exp = 10, "exp", inputs Some(1), params Some(0);
+    /// Natural logarithm.
+    Log = 11, "log", inputs Some(1), params Some(0);
+    /// Square root.
+    Sqrt = 12, "sqrt", inputs Some(1), params Some(0);
+    /// Softmax over the last axis.
+    Softmax = 13, "softmax", inputs Some(1), params Some(0);
+    /// Layer norm over the last axis: inputs x, gamma, beta; params [epsilon f32 bits].
+    LayerNorm = 14, "layer_norm", inputs Some(3), params Some(1);
+    /// RMS norm over the last axis: inputs x, gamma; params [epsilon f32 bits].
+    RmsNorm = 15, "rms_norm", inputs Some(2), params Some(1);
+    /// Sum over an axis: params [axis, keepdims 0/1].
+    Sum = 16, "sum", inputs Some(1), params Some(2);
+    /// Mean over an axis: params [axis, keepdims 0/1].
+    Mean = 17, "mean", inputs Some(1), params Some(2);
+    /// Max over an axis: params [axis, keepdims 0/1].
+    Max = 18, "max", inputs Some(1), params Some(2);
+    /// Permute axes: params = the permutation (rank of them).
+    Permute = 19, "permute", inputs Some(1), params None;
+    /// Reshape: params = the new dims (rank of them).
+    Reshape = 20, "reshape", inputs Some(1), params None;
+    /// Slice: params [axis, start, end) on one axis.
+    Slice = 21, "slice", inputs Some(1), params Some(3);
+    /// Concatenate along an axis: params [axis].
+    Concat = 22, "concat", inputs None, params Some(1);
+    /// Embedding lookup: inputs table [V, ...] (f32), indices (i32) -> [indices..., ...].
+    Gather = 23, "gather", inputs Some(2), params Some(0);
+    /// 2-D convolution, NCHW x OIHW (+ optional bias [O] as a third input): params
+    /// [stride_h, stride_w, pad_h, pad_w].
+    Conv2d = 24, "conv2d", inputs None, params Some(4);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_codes_round_trip() {
+        for (index, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(*op as usize, index);
+            assert_eq!(Op::from_name(op.name()), Some(*op));
+            assert!(!CORE_FUNCTIONS.contains(&op.name()));
+        }
+        for raw in 0..6 {
+            assert_eq!(ErrorCode::from_raw(raw).map(ErrorCode::raw), Some(raw));
+        }
+    }
+}
