@@ -7,14 +7,21 @@
 //!   operations, so every backend rounds identically.
 //! - [`TraceChain`]: the BLAKE3 hash chain over bridge calls that every receipt commits to.
 //!
-//! Nothing here knows about wasm or HTTP: kernels are tested and benchmarked alone.
+//! - [`host`]: the functions jobs import, over a per-job [`BridgeState`]; the only module that
+//!   knows about wasm.
+//!
+//! The kernels know nothing about wasm or HTTP: they are tested and benchmarked alone.
 
+pub mod backend;
 pub mod cpu;
+pub mod host;
 pub mod math;
 pub mod ops;
 pub mod tensor;
 mod trace;
 
+pub use backend::Backend;
+pub use host::{BridgeGrant, BridgeState, TraceLevel};
 pub use ops::{OpCall, OpError};
 pub use tensor::{Tensor, TensorData, TensorMeta};
 pub use trace::{TraceChain, TraceLink};

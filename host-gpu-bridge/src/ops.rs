@@ -354,9 +354,8 @@ impl OpCall {
             OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
                 all_f32(inputs, "conv2d")?;
                 let (x, w) = (&inputs[0], &inputs[1]);
-                let ([n, c, h, wd], [o, c2, kh, kw]) = (dims4(&x.shape, "input")?, dims4(&w.shape, "weight")?) else {
-                    unreachable!("dims4 returns four dims")
-                };
+                let [n, c, h, wd] = dims4(&x.shape, "input")?;
+                let [o, c2, kh, kw] = dims4(&w.shape, "weight")?;
                 if c != c2 {
                     return Err(OpError::ShapeMismatch(format!("conv2d channels differ: input {:?}, weight {:?}", x.shape, w.shape)));
                 }

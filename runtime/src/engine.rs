@@ -1,6 +1,6 @@
 //! The wasmtime engine configured for determinism, and a cache of prepared modules.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel, PoolingAllocationConfig};
+
+use gridbox_abi::{CORE_FUNCTIONS, IMPORT_MODULE, Op};
+use host_gpu_bridge::Backend;
 
 use crate::digest::Digest;
 use crate::job::{JobState, RunError};
@@ -39,6 +42,7 @@ pub struct JobEngine {
     engine: Engine,
     linker: Linker<JobState>,
     config_fingerprint: u64,
+    backend: Backend,
     cache: Mutex<ModuleCache>,
     ticker: Option<JoinHandle<()>>,
     stop_ticker: Arc<AtomicBool>,
@@ -72,6 +76,8 @@ impl JobEngine {
         linker.allow_shadowing(true);
         wasi::preview1::add_to_linker(&mut linker, |state: &mut JobState| &mut state.files)
             .map_err(|e| RunError::Engine(format!("{e:#}")))?;
+        host_gpu_bridge::host::add_to_linker(&mut linker, |state: &mut JobState| &mut state.bridge)
+            .map_err(|e| RunError::Engine(format!("{e:#}")))?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -95,10 +101,16 @@ impl JobEngine {
             engine,
             linker,
             config_fingerprint,
+            backend: Backend::cpu(policy.kernel_threads),
             cache: Mutex::new(ModuleCache::default()),
             ticker: Some(ticker),
             stop_ticker,
         })
+    }
+
+    /// The tensor backend jobs' bridge calls run on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     /// The underlying wasmtime engine.
@@ -107,16 +119,22 @@ impl JobEngine {
     }
 
     /// Compiles `module` (or takes it from the cache) and checks its imports against the
-    /// capabilities granted, refusing it before anything runs.
-    pub fn prepare(&self, module: &[u8], granted: &[Capability]) -> Result<Arc<PreparedModule>, RunError> {
-        self.prepare_hashed(Digest::of(module), module, granted)
+    /// capabilities and tensor ops granted, refusing it before anything runs.
+    pub fn prepare(&self, module: &[u8], granted: &[Capability], ops: &BTreeSet<Op>) -> Result<Arc<PreparedModule>, RunError> {
+        self.prepare_hashed(Digest::of(module), module, granted, ops)
     }
 
     /// [`JobEngine::prepare`] for a module whose hash is already known to be `hash` (a [`Job`]
     /// checked it), so that a cache hit costs no hashing.
     ///
     /// [`Job`]: crate::job::Job
-    pub(crate) fn prepare_hashed(&self, hash: Digest, module: &[u8], granted: &[Capability]) -> Result<Arc<PreparedModule>, RunError> {
+    pub(crate) fn prepare_hashed(
+        &self,
+        hash: Digest,
+        module: &[u8],
+        granted: &[Capability],
+        ops: &BTreeSet<Op>,
+    ) -> Result<Arc<PreparedModule>, RunError> {
         let key = (hash, self.config_fingerprint);
         let cached = self.lock_cache().entries.get(&key).cloned();
         let prepared = match cached {
@@ -145,13 +163,18 @@ impl JobEngine {
                 prepared
             }
         };
-        // Capabilities differ between jobs that share a module, so they are checked every time.
+        // Grants differ between jobs that share a module, so they are checked every time.
         for import in prepared.instance_pre.module().imports() {
-            if import.module() == PREVIEW1_MODULE && !granted.contains(&Capability::Wasi) {
-                return Err(RunError::ImportNotGranted {
-                    import: format!("{}::{}", import.module(), import.name()),
-                    capability: Capability::Wasi,
-                });
+            let name = || format!("{}::{}", import.module(), import.name());
+            let needs = if import.module() == PREVIEW1_MODULE { Capability::Wasi } else { Capability::Tensor };
+            if !granted.contains(&needs) {
+                return Err(RunError::ImportNotGranted { import: name(), capability: needs });
+            }
+            if let Some(op) = Op::from_name(import.name())
+                && import.module() == IMPORT_MODULE
+                && !ops.contains(&op)
+            {
+                return Err(RunError::OpNotGranted { import: name() });
             }
         }
         Ok(prepared)
@@ -199,6 +222,9 @@ fn check_imports(module: &Module) -> Result<(), RunError> {
             if PREVIEW1_FUNCTIONS.contains(&import.name()) {
                 continue;
             }
+        }
+        if import.module() == IMPORT_MODULE && (CORE_FUNCTIONS.contains(&import.name()) || Op::from_name(import.name()).is_some()) {
+            continue;
         }
         return Err(RunError::UnknownImport { import: name });
     }

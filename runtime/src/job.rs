@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use host_gpu_bridge::TraceChain;
+use host_gpu_bridge::{BridgeGrant, BridgeState, TraceChain};
 use wasmtime::{ResourceLimiter, Store, Trap};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
@@ -41,6 +41,12 @@ pub enum RunError {
     /// The module imports a socket function.
     #[error("the module imports `{import}`: gridbox jobs have no sockets")]
     NoSockets {
+        /// `module::name`.
+        import: String,
+    },
+    /// The module imports a tensor op the manifest's `[tensor] ops` does not grant.
+    #[error("the module imports `{import}`, an op the manifest's `tensor.ops` does not grant")]
+    OpNotGranted {
         /// `module::name`.
         import: String,
     },
@@ -197,8 +203,8 @@ pub struct JobRun {
 pub struct JobState {
     pub(crate) wasi: WasiP1Ctx,
     pub(crate) files: DeterministicWasi,
+    pub(crate) bridge: BridgeState,
     limiter: JobLimiter,
-    trace: TraceChain,
 }
 
 /// Enforces the memory and table limits, trapping with [`LimitExceeded`] rather than letting
@@ -239,7 +245,8 @@ impl JobEngine {
     pub fn run(&self, job: &Job, options: RunOptions) -> Result<JobRun, RunError> {
         let manifest = job.manifest.manifest();
         // `Job::new` checked that the module hashes to the manifest's `module`.
-        let prepared = self.prepare_hashed(manifest.module, &job.module, &manifest.capabilities)?;
+        let ops = manifest.tensor.as_ref().map(|t| t.granted_ops()).unwrap_or_default();
+        let prepared = self.prepare_hashed(manifest.module, &job.module, &manifest.capabilities, &ops)?;
         let limits = job.manifest.limits();
         let mut store = Store::new(self.engine(), self.job_state(job, limits)?);
         store.limiter(|state| &mut state.limiter);
@@ -263,7 +270,7 @@ impl JobEngine {
             stdout: state.files.stdout().to_vec(),
             stderr: state.files.stderr().to_vec(),
             outputs: state.files.collect_outputs(),
-            trace: state.trace,
+            trace: state.bridge.trace().clone(),
             detail,
         })
     }
@@ -304,11 +311,19 @@ impl JobEngine {
         Ok(JobState {
             wasi,
             files,
+            bridge: BridgeState::new(
+                BridgeGrant {
+                    ops: manifest.tensor.as_ref().map(|t| t.granted_ops()).unwrap_or_default(),
+                    max_bytes: limits.get(LimitKind::TensorBytes),
+                    max_tensors: limits.get(LimitKind::TensorCount),
+                    trace_level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
+                },
+                self.backend().clone(),
+            ),
             limiter: JobLimiter {
                 memory_limit: limits.get(LimitKind::MemoryBytes),
                 table_limit: limits.get(LimitKind::TableElements),
             },
-            trace: TraceChain::new(),
         })
     }
 }

@@ -23,11 +23,15 @@ pub enum LimitKind {
     OutputBytes,
     /// Files and directories the job creates in its output directories.
     OutputFiles,
+    /// Bytes of tensor data the job holds in the bridge at once.
+    TensorBytes,
+    /// Tensors the job holds in the bridge at once.
+    TensorCount,
 }
 
 impl LimitKind {
     /// Every limit, in the order they are listed in manifests and policies.
-    pub const ALL: [LimitKind; 7] = [
+    pub const ALL: [LimitKind; 9] = [
         LimitKind::Fuel,
         LimitKind::MemoryBytes,
         LimitKind::TableElements,
@@ -35,6 +39,8 @@ impl LimitKind {
         LimitKind::StdioBytes,
         LimitKind::OutputBytes,
         LimitKind::OutputFiles,
+        LimitKind::TensorBytes,
+        LimitKind::TensorCount,
     ];
 
     /// The key that names this limit in manifests, policies and receipts.
@@ -47,6 +53,8 @@ impl LimitKind {
             LimitKind::StdioBytes => "stdio_bytes",
             LimitKind::OutputBytes => "output_bytes",
             LimitKind::OutputFiles => "output_files",
+            LimitKind::TensorBytes => "tensor_bytes",
+            LimitKind::TensorCount => "tensor_count",
         }
     }
 }

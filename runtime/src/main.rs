@@ -163,7 +163,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let engine = JobEngine::new(&policy)?;
     let job = Job::new(module, resolved, inputs)?;
     let run = engine.run(&job, RunOptions::default())?;
-    let receipt = Receipt::sign(&job, &run, "cpu", &key);
+    let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
 
     if !args.quiet {
         std::io::stdout().write_all(&run.stdout).context("writing stdout")?;

@@ -4,7 +4,10 @@
 //! checks one against the other and fills in every default, giving a [`ResolvedManifest`] whose
 //! canonical text is what receipts embed and hash, so a replay never depends on a policy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use gridbox_abi::Op;
+use host_gpu_bridge::TraceLevel;
 
 use crate::digest::Digest;
 use crate::limits::LimitKind;
@@ -29,6 +32,8 @@ pub enum Capability {
     /// Deterministic WASI preview1: args, env, virtual clocks, seeded random, stdio, `/input`
     /// (read-only) and `/output`.
     Wasi,
+    /// The tensor bridge (`gridbox_tensor_v1`): the ops listed in the manifest's `[tensor]`.
+    Tensor,
 }
 
 impl Capability {
@@ -36,6 +41,7 @@ impl Capability {
     pub fn as_str(self) -> &'static str {
         match self {
             Capability::Wasi => "wasi",
+            Capability::Tensor => "tensor",
         }
     }
 }
@@ -59,6 +65,10 @@ pub struct Limits {
     pub output_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_count: Option<u64>,
 }
 
 impl Limits {
@@ -81,6 +91,8 @@ impl Limits {
             LimitKind::StdioBytes => &self.stdio_bytes,
             LimitKind::OutputBytes => &self.output_bytes,
             LimitKind::OutputFiles => &self.output_files,
+            LimitKind::TensorBytes => &self.tensor_bytes,
+            LimitKind::TensorCount => &self.tensor_count,
         }
     }
 
@@ -93,6 +105,8 @@ impl Limits {
             LimitKind::StdioBytes => &mut self.stdio_bytes,
             LimitKind::OutputBytes => &mut self.output_bytes,
             LimitKind::OutputFiles => &mut self.output_files,
+            LimitKind::TensorBytes => &mut self.tensor_bytes,
+            LimitKind::TensorCount => &mut self.tensor_count,
         }
     }
 }
@@ -138,13 +152,50 @@ pub struct Manifest {
     /// Inputs by name (a relative path, mounted read-only at `/input/NAME`) and BLAKE3 hash.
     #[serde(default)]
     pub inputs: BTreeMap<String, Digest>,
+    /// The tensor bridge grant; needs the `tensor` capability. Resolution fills it in when the
+    /// capability is asked for and the section is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor: Option<TensorSection>,
     /// Requested limits; unset ones take the policy's defaults.
     #[serde(default)]
     pub limits: Limits,
 }
 
+/// The `[tensor]` table: which bridge ops a job may import and what its trace records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSection {
+    /// Op names (spec/abi.md); a module importing any other op is refused at load. Default: all.
+    #[serde(default = "all_op_names")]
+    pub ops: Vec<String>,
+    /// `full` (every call, every tensor hashed) or `readback` (creates and reads only).
+    #[serde(default)]
+    pub trace: TraceLevel,
+}
+
+impl Default for TensorSection {
+    fn default() -> Self {
+        TensorSection { ops: all_op_names(), trace: TraceLevel::Full }
+    }
+}
+
+impl TensorSection {
+    /// The granted ops.
+    pub fn granted_ops(&self) -> BTreeSet<Op> {
+        self.ops.iter().filter_map(|name| Op::from_name(name)).collect()
+    }
+}
+
+fn all_op_names() -> Vec<String> {
+    Op::ALL.iter().map(|op| op.name().to_string()).collect()
+}
+
 fn default_start_time() -> u64 {
     DEFAULT_START_TIME_UNIX
+}
+
+fn all_capabilities() -> Vec<Capability> {
+    vec![Capability::Wasi, Capability::Tensor]
 }
 
 fn default_capabilities() -> Vec<Capability> {
@@ -205,6 +256,7 @@ impl Manifest {
             capabilities: default_capabilities(),
             env: BTreeMap::new(),
             inputs: BTreeMap::new(),
+            tensor: None,
             limits: Limits::default(),
         }
     }
@@ -252,6 +304,20 @@ impl Manifest {
         if total > MAX_ARGS_ENV_BYTES {
             return Err(invalid("args".into(), &format!("args and env take {total} bytes, more than {MAX_ARGS_ENV_BYTES}")));
         }
+        if let Some(tensor) = &self.tensor {
+            if !self.capabilities.contains(&Capability::Tensor) {
+                return Err(invalid("tensor".into(), "needs `tensor` in `capabilities`"));
+            }
+            let mut seen = BTreeSet::new();
+            for name in &tensor.ops {
+                if Op::from_name(name).is_none() {
+                    return Err(invalid("tensor.ops".into(), &format!("{name:?} is not an op (see spec/abi.md)")));
+                }
+                if !seen.insert(name) {
+                    return Err(invalid("tensor.ops".into(), &format!("{name:?} is listed twice")));
+                }
+            }
+        }
         let mut seen = Vec::new();
         for capability in &self.capabilities {
             if seen.contains(capability) {
@@ -282,6 +348,12 @@ impl Manifest {
             self.limits.set(kind, value);
         }
         self.capabilities.sort();
+        if self.capabilities.contains(&Capability::Tensor) {
+            let tensor = self.tensor.get_or_insert_with(TensorSection::default);
+            // Canonical order: the ABI's op order.
+            let granted = tensor.granted_ops();
+            tensor.ops = granted.iter().map(|op| op.name().to_string()).collect();
+        }
         ResolvedManifest::new(self)
     }
 }
@@ -364,8 +436,8 @@ impl ResolvedManifest {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Capabilities jobs may ask for.
-    #[serde(default = "default_capabilities")]
+    /// Capabilities jobs may ask for. Default: all.
+    #[serde(default = "all_capabilities")]
     pub capabilities: Vec<Capability>,
     /// The most a job may ask for; unset limits take [`Policy::BUILTIN_MAX`].
     #[serde(default)]
@@ -374,11 +446,18 @@ pub struct Policy {
     /// [`Policy::BUILTIN_DEFAULT`].
     #[serde(default)]
     pub default: Limits,
+    /// Threads one tensor kernel may use. Results never depend on it; only speed does.
+    #[serde(default = "one")]
+    pub kernel_threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { capabilities: default_capabilities(), max: Limits::default(), default: Limits::default() }
+        Policy { capabilities: all_capabilities(), max: Limits::default(), default: Limits::default(), kernel_threads: 1 }
     }
 }
 
@@ -392,6 +471,8 @@ impl Policy {
         stdio_bytes: Some(64 << 20),
         output_bytes: Some(1 << 30),
         output_files: Some(10_000),
+        tensor_bytes: Some(16 << 30),
+        tensor_count: Some(1_000_000),
     };
 
     /// Defaults used where neither the manifest nor the policy file sets one.
@@ -403,6 +484,8 @@ impl Policy {
         stdio_bytes: Some(16 << 20),
         output_bytes: Some(256 << 20),
         output_files: Some(1_000),
+        tensor_bytes: Some(1 << 30),
+        tensor_count: Some(10_000),
     };
 
     /// Parses a policy written in TOML.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use host_gpu_bridge::TraceLevel;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::digest::{BlobRef, Digest};
@@ -42,6 +43,8 @@ pub struct TraceCommitment {
     pub root: Digest,
     /// Number of calls recorded.
     pub length: u64,
+    /// What was recorded: `full` or `readback` (from the manifest's `[tensor] trace`).
+    pub level: TraceLevel,
 }
 
 /// A signed receipt. Field order here is for people; the canonical encoding sorts keys.
@@ -120,7 +123,11 @@ impl Receipt {
             stdout: BlobRef::of(&run.stdout),
             stderr: BlobRef::of(&run.stderr),
             outputs: run.outputs.iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
-            trace: TraceCommitment { root: Digest(run.trace.root()), length: run.trace.len() },
+            trace: TraceCommitment {
+                root: Digest(run.trace.root()),
+                length: run.trace.len(),
+                level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
+            },
             public_key: hex::encode(key.verifying_key().as_bytes()),
             signature: String::new(),
         };

@@ -84,7 +84,7 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence) -> Ver
     };
     report.push("signature", "valid", signature);
     report.info("runtime", format!("{} {}", receipt.runtime.name, receipt.runtime.version), format!("gridbox {}", env!("CARGO_PKG_VERSION")));
-    report.info("backend", &receipt.backend, "cpu");
+    report.info("backend", &receipt.backend, engine.backend().name());
 
     report.push("manifest", receipt.manifest.blake3, Digest::of(receipt.manifest.text.as_bytes()));
     let manifest = ResolvedManifest::from_canonical_text(&receipt.manifest.text);
