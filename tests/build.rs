@@ -11,9 +11,13 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("tests/ sits in the workspace root").to_path_buf();
     let target_dir = root.join("target").join("wasm-guests");
+    // The guests link the SDK and the ABI: rebuild them when those change.
+    for shared in ["guest-sdk/src", "guest-sdk/Cargo.toml", "abi/src", "abi/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(shared).display());
+    }
     let mut lines = Vec::new();
     for (workspace, consts) in [
-        (manifest_dir.join("programs"), &[("PROBE_WASM", "probe")][..]),
+        (manifest_dir.join("programs"), &[("PROBE_WASM", "probe"), ("TENSOR_PROBE_WASM", "tensor-probe")][..]),
         (root.join("examples"), &[("WORDFREQ_WASM", "wordfreq")][..]),
     ] {
         build_workspace(&workspace, &target_dir);

@@ -171,58 +171,122 @@ macro_rules! ops {
     };
 }
 
-ops! {
-    /// `[..., M, K] x [..., K, N] -> [..., M, N]`, batch dims broadcast.
-    Matmul = 0, "matmul", inputs Some(2), params Some(0);
-    /// Elementwise `a + b`, broadcast.
-    Add = 1, "add", inputs Some(2), params Some(0);
-    /// Elementwise `a - b`, broadcast.
-    Sub = 2, "sub", inputs Some(2), params Some(0);
-    /// Elementwise `a * b`, broadcast.
-    Mul = 3, "mul", inputs Some(2), params Some(0);
-    /// Elementwise `a / b`, broadcast.
-    Div = 4, "div", inputs Some(2), params Some(0);
-    /// `-x`.
-    Neg = 5, "neg", inputs Some(1), params Some(0);
-    /// `max(x, 0)`.
-    Relu = 6, "relu", inputs Some(1), params Some(0);
-    /// GELU, tanh form.
-    Gelu = 7, "gelu", inputs Some(1), params Some(0);
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid = 8, "sigmoid", inputs Some(1), params Some(0);
-    /// Hyperbolic tangent.
-    Tanh = 9, "tanh", inputs Some(1), params Some(0);
-    /// `e^x`.
-    Exp = 10, "exp", inputs Some(1), params Some(0);
-    /// Natural logarithm.
-    Log = 11, "log", inputs Some(1), params Some(0);
-    /// Square root.
-    Sqrt = 12, "sqrt", inputs Some(1), params Some(0);
-    /// Softmax over the last axis.
-    Softmax = 13, "softmax", inputs Some(1), params Some(0);
-    /// Layer norm over the last axis: inputs x, gamma, beta; params [epsilon f32 bits].
-    LayerNorm = 14, "layer_norm", inputs Some(3), params Some(1);
-    /// RMS norm over the last axis: inputs x, gamma; params [epsilon f32 bits].
-    RmsNorm = 15, "rms_norm", inputs Some(2), params Some(1);
-    /// Sum over an axis: params [axis, keepdims 0/1].
-    Sum = 16, "sum", inputs Some(1), params Some(2);
-    /// Mean over an axis: params [axis, keepdims 0/1].
-    Mean = 17, "mean", inputs Some(1), params Some(2);
-    /// Max over an axis: params [axis, keepdims 0/1].
-    Max = 18, "max", inputs Some(1), params Some(2);
-    /// Permute axes: params = the permutation (rank of them).
-    Permute = 19, "permute", inputs Some(1), params None;
-    /// Reshape: params = the new dims (rank of them).
-    Reshape = 20, "reshape", inputs Some(1), params None;
-    /// Slice: params [axis, start, end) on one axis.
-    Slice = 21, "slice", inputs Some(1), params Some(3);
-    /// Concatenate along an axis: params [axis].
-    Concat = 22, "concat", inputs None, params Some(1);
-    /// Embedding lookup: inputs table [V, ...] (f32), indices (i32) -> [indices..., ...].
-    Gather = 23, "gather", inputs Some(2), params Some(0);
-    /// 2-D convolution, NCHW x OIHW (+ optional bias [O] as a third input): params
-    /// [stride_h, stride_w, pad_h, pad_w].
-    Conv2d = 24, "conv2d", inputs None, params Some(4);
+/// Calls macro `$callback` with the list of every op, in the form
+/// `$(#[doc] Variant = code, "name", inputs EXPR, params EXPR;)*`. This list is the one place
+/// ops are written down: the [`Op`] enum here and the guest SDK's import declarations are both
+/// generated from it.
+#[macro_export]
+macro_rules! for_each_op {
+    ($callback:ident) => {
+        $callback! {
+            /// `[..., M, K] x [..., K, N] -> [..., M, N]`, batch dims broadcast.
+            Matmul = 0, "matmul", inputs Some(2), params Some(0);
+            /// Elementwise `a + b`, broadcast.
+            Add = 1, "add", inputs Some(2), params Some(0);
+            /// Elementwise `a - b`, broadcast.
+            Sub = 2, "sub", inputs Some(2), params Some(0);
+            /// Elementwise `a * b`, broadcast.
+            Mul = 3, "mul", inputs Some(2), params Some(0);
+            /// Elementwise `a / b`, broadcast.
+            Div = 4, "div", inputs Some(2), params Some(0);
+            /// `-x`.
+            Neg = 5, "neg", inputs Some(1), params Some(0);
+            /// `max(x, 0)`.
+            Relu = 6, "relu", inputs Some(1), params Some(0);
+            /// GELU, tanh form.
+            Gelu = 7, "gelu", inputs Some(1), params Some(0);
+            /// `1 / (1 + exp(-x))`.
+            Sigmoid = 8, "sigmoid", inputs Some(1), params Some(0);
+            /// Hyperbolic tangent.
+            Tanh = 9, "tanh", inputs Some(1), params Some(0);
+            /// `e^x`.
+            Exp = 10, "exp", inputs Some(1), params Some(0);
+            /// Natural logarithm.
+            Log = 11, "log", inputs Some(1), params Some(0);
+            /// Square root.
+            Sqrt = 12, "sqrt", inputs Some(1), params Some(0);
+            /// Softmax over the last axis.
+            Softmax = 13, "softmax", inputs Some(1), params Some(0);
+            /// Layer norm over the last axis: inputs x, gamma, beta; params [epsilon f32 bits].
+            LayerNorm = 14, "layer_norm", inputs Some(3), params Some(1);
+            /// RMS norm over the last axis: inputs x, gamma; params [epsilon f32 bits].
+            RmsNorm = 15, "rms_norm", inputs Some(2), params Some(1);
+            /// Sum over an axis: params [axis, keepdims 0/1].
+            Sum = 16, "sum", inputs Some(1), params Some(2);
+            /// Mean over an axis: params [axis, keepdims 0/1].
+            Mean = 17, "mean", inputs Some(1), params Some(2);
+            /// Max over an axis: params [axis, keepdims 0/1].
+            Max = 18, "max", inputs Some(1), params Some(2);
+            /// Permute axes: params = the permutation (rank of them).
+            Permute = 19, "permute", inputs Some(1), params None;
+            /// Reshape: params = the new dims (rank of them).
+            Reshape = 20, "reshape", inputs Some(1), params None;
+            /// Slice: params [axis, start, end) on one axis.
+            Slice = 21, "slice", inputs Some(1), params Some(3);
+            /// Concatenate along an axis: params [axis].
+            Concat = 22, "concat", inputs None, params Some(1);
+            /// Embedding lookup: inputs table [V, ...] (f32), indices (i32) -> [indices..., ...].
+            Gather = 23, "gather", inputs Some(2), params Some(0);
+            /// 2-D convolution, NCHW x OIHW (+ optional bias [O] as a third input): params
+            /// [stride_h, stride_w, pad_h, pad_w].
+            Conv2d = 24, "conv2d", inputs None, params Some(4);
+        }
+    };
+}
+
+for_each_op!(ops);
+
+/// The raw imports, for guests (the guest SDK wraps them in a safe API). Only on wasm, where
+/// the host provides them.
+#[cfg(target_family = "wasm")]
+#[allow(unsafe_code, non_snake_case, missing_docs)] // FFI declarations, named after `Op` variants.
+pub mod guest {
+    use super::Op;
+
+    // The import module's name must be a literal here; `IMPORT_MODULE` is the same string, and
+    // the integration tests load real guests built against these declarations.
+    #[link(wasm_import_module = "gridbox_tensor_v1")]
+    unsafe extern "C" {
+        #[link_name = "create"]
+        pub fn create(dtype: u32, shape: *const u32, rank: u32, data: *const u8, data_len: u32, out_handle: *mut u32) -> i32;
+        #[link_name = "read"]
+        pub fn read(handle: u32, data: *mut u8, data_len: u32) -> i32;
+        #[link_name = "info"]
+        pub fn info(handle: u32, out_dtype: *mut u32, shape: *mut u32, max_rank: u32, out_rank: *mut u32) -> i32;
+        #[link_name = "free"]
+        pub fn free(handle: u32) -> i32;
+    }
+
+    macro_rules! op_imports {
+        ($($(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, inputs $inputs:expr, params $params:expr;)*) => {
+            mod raw {
+                #[link(wasm_import_module = "gridbox_tensor_v1")]
+                unsafe extern "C" {
+                    $(
+                        #[link_name = $name]
+                        pub(super) fn $variant(inputs: *const u32, n_inputs: u32, params: *const i64, n_params: u32, out_handle: *mut u32) -> i32;
+                    )*
+                }
+            }
+
+            /// Calls the import of `op`.
+            ///
+            /// # Safety
+            /// `inputs` must point to `n_inputs` readable u32s, `params` to `n_params` readable
+            /// i64s and `out_handle` to a writable u32 (the host checks bounds and traps on
+            /// misuse, so breaking this stops the job rather than corrupting it).
+            pub unsafe fn call_op(op: Op, inputs: *const u32, n_inputs: u32, params: *const i64, n_params: u32, out_handle: *mut u32) -> i32 {
+                // SAFETY: the caller upholds the pointer contract above.
+                unsafe {
+                    match op {
+                        $(Op::$variant => raw::$variant(inputs, n_inputs, params, n_params, out_handle),)*
+                    }
+                }
+            }
+        };
+    }
+
+    crate::for_each_op!(op_imports);
 }
 
 #[cfg(test)]

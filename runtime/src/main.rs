@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use gridbox_runtime::artifacts::{self, RECEIPT_FILE};
 use gridbox_runtime::job::INPUT_DIR;
 use gridbox_runtime::verify::{self, Evidence};
-use gridbox_runtime::{Digest, Job, JobEngine, LimitKind, Manifest, Outcome, Policy, Receipt, RunOptions, keys};
+use gridbox_runtime::manifest::TensorSection;
+use host_gpu_bridge::TraceLevel;
+use gridbox_runtime::{Capability, Digest, Job, JobEngine, LimitKind, Manifest, Outcome, Policy, Receipt, RunOptions, keys};
 
 /// Exit status when the job trapped (as `wasmtime run`: 128 + SIGABRT).
 const EXIT_TRAPPED: u8 = 134;
@@ -76,6 +78,12 @@ struct RunArgs {
     /// The input to feed to the job's stdin.
     #[arg(long, value_name = "NAME")]
     stdin: Option<String>,
+    /// A capability to grant besides `wasi`: `tensor` (the tensor bridge, every op).
+    #[arg(long = "capability", value_name = "NAME")]
+    capabilities: Vec<String>,
+    /// What the tensor trace records: `full` or `readback` (needs the `tensor` capability).
+    #[arg(long, value_name = "LEVEL")]
+    trace: Option<String>,
     /// A limit for the job, e.g. `fuel=1000000` (see spec/manifest.md for names).
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
@@ -145,8 +153,14 @@ fn run(args: RunArgs) -> Result<u8> {
     };
     let manifest = match &args.manifest {
         Some(path) => {
-            if !args.env.is_empty() || !args.args.is_empty() || args.stdin.is_some() || !args.limits.is_empty() {
-                bail!("--env, --stdin, --limit and job arguments go in the manifest when --manifest is given");
+            if !args.env.is_empty()
+                || !args.args.is_empty()
+                || args.stdin.is_some()
+                || !args.limits.is_empty()
+                || !args.capabilities.is_empty()
+                || args.trace.is_some()
+            {
+                bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given");
             }
             Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?
         }
@@ -210,6 +224,21 @@ fn manifest_from_flags(args: &RunArgs, module: &[u8], inputs: &BTreeMap<String, 
             .with_context(|| format!("--limit {pair:?}: unknown limit {name:?}; known: {}", LimitKind::ALL.map(|k| k.as_str()).join(", ")))?;
         let value: u64 = value.replace('_', "").parse().with_context(|| format!("--limit {pair:?}: {value:?} is not a whole number"))?;
         manifest.limits.set(kind, value);
+    }
+    for name in &args.capabilities {
+        let capability: Capability = serde_json::from_value(serde_json::Value::String(name.clone()))
+            .map_err(|_| anyhow::anyhow!("--capability {name:?}: unknown; known: wasi, tensor"))?;
+        if !manifest.capabilities.contains(&capability) {
+            manifest.capabilities.push(capability);
+        }
+    }
+    if let Some(level) = &args.trace {
+        let trace: TraceLevel = serde_json::from_value(serde_json::Value::String(level.clone()))
+            .map_err(|_| anyhow::anyhow!("--trace {level:?}: expected `full` or `readback`"))?;
+        if !manifest.capabilities.contains(&Capability::Tensor) {
+            bail!("--trace needs --capability tensor");
+        }
+        manifest.tensor = Some(TensorSection { trace, ..TensorSection::default() });
     }
     manifest.validate()?;
     Ok(manifest)

@@ -8,4 +8,5 @@ mod common;
 mod determinism;
 mod limits;
 mod refusals;
+mod tensor;
 mod verify;

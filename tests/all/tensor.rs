@@ -1,0 +1,202 @@
+//! The tensor bridge end to end: real guests through the SDK, hostile raw ABI calls, quotas,
+//! capability refusal, the trace and its levels.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gridbox_runtime::manifest::TensorSection;
+use gridbox_runtime::{Capability, Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Outcome, Policy, RunError, RunOptions};
+use host_gpu_bridge::TraceLevel;
+
+use crate::common::*;
+
+fn tensor_probe() -> Arc<[u8]> {
+    std::fs::read(gridbox_guests::TENSOR_PROBE_WASM).unwrap().into()
+}
+
+fn tensor_manifest(module: &Arc<[u8]>, args: &[&str], limits: &[(LimitKind, u64)], tensor: Option<TensorSection>) -> Manifest {
+    let mut manifest = Manifest::new(Digest::of(module));
+    manifest.args = args.iter().map(|a| a.to_string()).collect();
+    manifest.capabilities = vec![Capability::Wasi, Capability::Tensor];
+    manifest.tensor = tensor;
+    for (kind, value) in limits {
+        manifest.limits.set(*kind, *value);
+    }
+    manifest
+}
+
+fn run_with(engine: &JobEngine, module: Arc<[u8]>, manifest: Manifest) -> Result<JobRun, RunError> {
+    let job = Job::new(module, manifest.resolve(&Policy::default())?, BTreeMap::new())?;
+    engine.run(&job, RunOptions::default())
+}
+
+fn run_tensor_probe(args: &[&str], limits: &[(LimitKind, u64)]) -> JobRun {
+    let module = tensor_probe();
+    let manifest = tensor_manifest(&module, args, limits, None);
+    let run = run_with(engine(), module, manifest).unwrap();
+    assert_eq!(run.outcome, Outcome::Exited { code: 0 }, "{}", String::from_utf8_lossy(&run.stderr));
+    run
+}
+
+#[test]
+fn every_op_runs_through_the_sdk_and_matches_the_kernels_called_directly() {
+    let run = run_tensor_probe(&["ops"], &[]);
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert_eq!(text.lines().count(), 25, "{text}");
+    // The guest's matmul equals the CPU kernel run on the host directly, bit for bit.
+    use host_gpu_bridge::{Backend, OpCall, Tensor, TensorMeta};
+    let values: Vec<f32> = (0..30).map(|i| (i as f32 - 13.5) * 0.37).collect();
+    let a = Tensor::f32(vec![2, 3], values[..6].to_vec()).unwrap();
+    let b = Tensor::f32(vec![3, 4], values[6..18].to_vec()).unwrap();
+    let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
+    let direct = Backend::cpu(1).execute(&OpCall::Matmul, &[&a, &b], &out).unwrap();
+    let bits: Vec<String> = direct.as_f32().unwrap().iter().map(|x| format!("{:08x}", x.to_bits())).collect();
+    assert!(text.contains(&format!("matmul [2, 4] {}", bits.join(","))), "{text}");
+    let _: TensorMeta = out;
+    assert!(run.trace.len() > 25, "every create, op and read is traced");
+}
+
+#[test]
+fn handleable_errors_come_back_as_values() {
+    let run = run_tensor_probe(&["errors"], &[]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    for expected in [
+        "matmul 2x3 by 2x3: Some(ShapeMismatch)",
+        "axis 5: Some(InvalidParameter)",
+        "slice past end: Some(InvalidParameter)",
+        "gather out of range: Some(InvalidParameter)",
+        "exp of i32: Some(UnsupportedDType)",
+    ] {
+        assert!(text.contains(expected), "{expected} not in {text}");
+    }
+}
+
+#[test]
+fn quotas_are_error_codes_the_job_handles() {
+    let run = run_tensor_probe(&["quota-bytes"], &[(LimitKind::TensorBytes, 10 * 4096)]);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("quota after 10 tensors") && text.contains("allocated again"), "{text}");
+    let run = run_tensor_probe(&["quota-count"], &[(LimitKind::TensorCount, 7)]);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("count quota after 7 tensors"));
+}
+
+#[test]
+fn ungranted_capabilities_and_ops_are_refused_at_load() {
+    let module = tensor_probe();
+    let mut manifest = tensor_manifest(&module, &["ops"], &[], None);
+    manifest.capabilities = vec![Capability::Wasi];
+    let message = run_with(engine(), module.clone(), manifest).err().unwrap().to_string();
+    assert!(message.contains("gridbox_tensor_v1::") && message.contains("`tensor` capability"), "{message}");
+
+    let only_add = TensorSection { ops: vec!["add".into()], ..TensorSection::default() };
+    let manifest = tensor_manifest(&module, &["ops"], &[], Some(only_add));
+    let message = run_with(engine(), module, manifest).err().unwrap().to_string();
+    assert!(message.contains("gridbox_tensor_v1::") && message.contains("tensor.ops"), "{message}");
+}
+
+#[test]
+fn trace_levels_and_thread_counts() {
+    let module = tensor_probe();
+    let full = run_with(engine(), module.clone(), tensor_manifest(&module, &["chain", "6"], &[], None)).unwrap();
+    let readback_section = TensorSection { trace: TraceLevel::Readback, ..TensorSection::default() };
+    let readback = run_with(engine(), module.clone(), tensor_manifest(&module, &["chain", "6"], &[], Some(readback_section))).unwrap();
+    assert_eq!(full.stdout, readback.stdout);
+    // full: 1 create + 12 ops + 1 read; readback: the create and the read.
+    assert_eq!((full.trace.len(), readback.trace.len()), (14, 2));
+    assert_ne!(full.trace.root(), readback.trace.root());
+
+    // More kernel threads change nothing but speed.
+    let policy = Policy { kernel_threads: 3, ..Policy::default() };
+    let threaded = JobEngine::new(&policy).unwrap();
+    let again = run_with(&threaded, module.clone(), tensor_manifest(&module, &["chain", "6"], &[], None)).unwrap();
+    assert_eq!((again.stdout, again.trace, again.fuel_used), (full.stdout, full.trace, full.fuel_used));
+}
+
+#[test]
+fn bridge_work_is_paid_in_fuel_and_a_short_budget_stops_it() {
+    let short = run_tensor_probe(&["chain", "1"], &[]);
+    let long = run_tensor_probe(&["chain", "20"], &[]);
+    // Each extra step is an 8x8x8 matmul (512 + base) and a tanh (64 * 8 + base) at least.
+    assert!(long.fuel_used - short.fuel_used >= 19 * (512 + 512 + 200), "{} vs {}", short.fuel_used, long.fuel_used);
+    let module = tensor_probe();
+    let limit = short.fuel_used + 1000;
+    let stopped = run_with(engine(), module.clone(), tensor_manifest(&module, &["chain", "200"], &[(LimitKind::Fuel, limit)], None)).unwrap();
+    assert_eq!(stopped.outcome, Outcome::LimitExceeded { limit: LimitKind::Fuel, value: limit });
+    assert_eq!(stopped.fuel_used, limit);
+}
+
+/// A raw module calling one bridge import with the given i32 arguments from `_start`, after
+/// creating a [2, 2] f32 tensor (handle 1) from memory offset 64.
+fn raw_call(import: &str, params: usize, args: &[i64]) -> String {
+    let param_list = "i32 ".repeat(params);
+    let arg_list: String = args.iter().map(|a| format!("(i32.const {a}) ")).collect();
+    format!(
+        r#"(module
+            (import "gridbox_tensor_v1" "create" (func $create (param i32 i32 i32 i32 i32 i32) (result i32)))
+            (import "gridbox_tensor_v1" "{import}" (func $target (param {param_list}) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 0) "\02\00\00\00\02\00\00\00")
+            (func (export "_start")
+                (drop (call $create (i32.const 0) (i32.const 0) (i32.const 2) (i32.const 64) (i32.const 16) (i32.const 32)))
+                (drop (call $target {arg_list}))))"#
+    )
+}
+
+fn run_raw(wat_text: &str) -> JobRun {
+    let module: Arc<[u8]> = wat::parse_str(wat_text).unwrap().into();
+    run_with(engine(), module.clone(), tensor_manifest(&module, &[], &[], None)).unwrap()
+}
+
+fn assert_trap(run: &JobRun, needle: &str) {
+    match &run.outcome {
+        Outcome::Trapped { trap, message } => {
+            assert_eq!(trap, "host");
+            assert!(message.contains(needle), "{needle:?} not in {message:?}");
+        }
+        other => panic!("expected a trap with {needle:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_abi_calls_trap_with_a_message_and_never_crash_the_host() {
+    // Pointers outside memory.
+    assert_trap(&run_raw(&raw_call("create", 6, &[0, 65530, 2, 64, 16, 32])), "outside the job's memory");
+    assert_trap(&run_raw(&raw_call("create", 6, &[0, 0, 2, -16, 16, 32])), "outside the job's memory");
+    assert_trap(&run_raw(&raw_call("read", 3, &[1, 65530, 16])), "outside the job's memory");
+    // Unknown and freed handles.
+    assert_trap(&run_raw(&raw_call("read", 3, &[99, 0, 16])), "handle 99 is not a live tensor");
+    assert_trap(&run_raw(&raw_call("free", 1, &[7])), "handle 7 is not a live tensor");
+    assert_trap(&run_raw(&raw_call("neg", 5, &[4096, 1, 0, 0, 32])), "not a live tensor");
+    // A read whose length is not the tensor's size.
+    assert_trap(&run_raw(&raw_call("read", 3, &[1, 0, 15])), "has 16 bytes");
+    // Too many inputs or params, and a rank above the maximum.
+    assert_trap(&run_raw(&raw_call("concat", 5, &[0, 100_000, 0, 1, 32])), "at most");
+    assert_trap(&run_raw(&raw_call("reshape", 5, &[0, 1, 0, -1, 32])), "at most");
+    assert_trap(&run_raw(&raw_call("create", 6, &[0, 0, 9, 64, 16, 32])), "rank 9");
+    // A data length that does not match the shape.
+    assert_trap(&run_raw(&raw_call("create", 6, &[0, 0, 2, 64, 12, 32])), "needs 16 bytes");
+}
+
+#[test]
+fn huge_and_overflowing_shapes_get_codes_before_any_allocation() {
+    // dims 0xffffffff x 0xffffffff: the byte count overflows or passes the quota; either way an
+    // error code, no allocation, no trap. The job stores the code at offset 128 and exits with it.
+    let wat_text = r#"(module
+        (import "gridbox_tensor_v1" "create" (func $create (param i32 i32 i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff\ff")
+        (func (export "_start")
+            (call $exit (call $create (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 64) (i32.const 16) (i32.const 32)))))"#;
+    let run = run_raw(wat_text);
+    match run.outcome {
+        Outcome::Exited { code } => assert!(code == 1 || code == 3, "quota (1) or shape (3) code, got {code}"),
+        other => panic!("{other:?}"),
+    }
+    // A reshape to a huge shape is refused with a code too.
+    let wat_text = raw_call("reshape", 5, &[200, 1, 208, 2, 32]).replace(
+        "(data (i32.const 0)",
+        r#"(data (i32.const 200) "\01\00\00\00") (data (i32.const 208) "\ff\ff\ff\ff\ff\ff\ff\7f\ff\ff\ff\ff\ff\ff\ff\7f") (data (i32.const 0)"#,
+    );
+    assert_eq!(run_raw(&wat_text).outcome, Outcome::Exited { code: 0 });
+}
