@@ -5,9 +5,10 @@
 //! memory, an unknown or freed handle, a malformed call) traps with a message naming the call.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use gridbox_abi::{CORE_FUNCTIONS, DType, ErrorCode, IMPORT_MODULE, MAX_OP_INPUTS, MAX_OP_PARAMS, MAX_RANK, Op};
-use wasmtime::{Caller, Linker, Trap};
+use wasmtime::{Caller, Linker, Memory, Trap};
 
 use crate::backend::Backend;
 use crate::ops::{OpCall, transfer_fuel};
@@ -49,6 +50,27 @@ pub struct BridgeGrant {
     pub trace_level: TraceLevel,
 }
 
+/// Handles are sequential numbers the host chose, so they need no hashing against collisions:
+/// the table hashes them as themselves (multiplied to spread the high bits).
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8 | byte as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.0 = (value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct Entry {
     tensor: Tensor,
     /// Computed once, when the trace needs it.
@@ -59,8 +81,9 @@ struct Entry {
 pub struct BridgeState {
     grant: BridgeGrant,
     backend: Backend,
-    tensors: HashMap<u32, Entry>,
+    tensors: HashMap<u32, Entry, BuildHasherDefault<HandleHasher>>,
     next_handle: u32,
+    memory: Option<Memory>,
     bytes_used: u64,
     trace: TraceChain,
 }
@@ -68,7 +91,15 @@ pub struct BridgeState {
 impl BridgeState {
     /// A bridge for one job.
     pub fn new(grant: BridgeGrant, backend: Backend) -> Self {
-        BridgeState { grant, backend, tensors: HashMap::new(), next_handle: 1, bytes_used: 0, trace: TraceChain::new() }
+        BridgeState {
+            grant,
+            backend,
+            tensors: HashMap::default(),
+            next_handle: 1,
+            memory: None,
+            bytes_used: 0,
+            trace: TraceChain::new(),
+        }
     }
 
     /// The trace so far.
@@ -115,6 +146,8 @@ impl BridgeState {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn trap(function: &str, message: impl std::fmt::Display) -> wasmtime::Error {
     wasmtime::Error::msg(format!("{IMPORT_MODULE}::{function}: {message}"))
 }
@@ -130,26 +163,42 @@ fn charge<T>(caller: &mut Caller<'_, T>, cost: u64) -> wasmtime::Result<()> {
 }
 
 /// Guest memory and bridge state, borrowed together.
+#[inline]
 fn split<'a, T: 'static>(
     caller: &'a mut Caller<'_, T>,
     function: &str,
     get: fn(&mut T) -> &mut BridgeState,
 ) -> wasmtime::Result<(&'a mut [u8], &'a mut BridgeState)> {
-    let memory = caller
-        .get_export("memory")
-        .and_then(|export| export.into_memory())
-        .ok_or_else(|| trap(function, "the module exports no memory named `memory`"))?;
+    // The export lookup is by name: done once per job, then the handle is kept.
+    let memory = match get(caller.data_mut()).memory {
+        Some(memory) => memory,
+        None => {
+            let memory = caller
+                .get_export("memory")
+                .and_then(|export| export.into_memory())
+                .ok_or_else(|| trap(function, "the module exports no memory named `memory`"))?;
+            get(caller.data_mut()).memory = Some(memory);
+            memory
+        }
+    };
     let (memory, state) = memory.data_and_store_mut(caller);
     Ok((memory, get(state)))
 }
 
+#[inline]
 fn range(memory: &[u8], function: &str, what: &str, ptr: u32, len: u64) -> wasmtime::Result<std::ops::Range<usize>> {
     let start = ptr as usize;
     let end = usize::try_from(len).ok().and_then(|len| start.checked_add(len));
     match end {
         Some(end) if end <= memory.len() => Ok(start..end),
-        _ => Err(trap(function, format!("{what} at {ptr} with {len} bytes is outside the job's memory ({} bytes)", memory.len()))),
+        _ => Err(outside(memory.len(), function, what, ptr, len)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn outside(memory_len: usize, function: &str, what: &str, ptr: u32, len: u64) -> wasmtime::Error {
+    trap(function, format!("{what} at {ptr} with {len} bytes is outside the job's memory ({memory_len} bytes)"))
 }
 
 fn read_u32s(memory: &[u8], function: &str, what: &str, ptr: u32, count: u32) -> wasmtime::Result<Vec<u32>> {
@@ -157,6 +206,7 @@ fn read_u32s(memory: &[u8], function: &str, what: &str, ptr: u32, count: u32) ->
     Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
+#[inline]
 fn write_u32(memory: &mut [u8], function: &str, what: &str, ptr: u32, value: u32) -> wasmtime::Result<()> {
     let at = range(memory, function, what, ptr, 4)?;
     memory[at].copy_from_slice(&value.to_le_bytes());
@@ -190,7 +240,6 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut
         },
     )?;
     linker.func_wrap(IMPORT_MODULE, CORE_FUNCTIONS[3], move |mut caller: Caller<'_, T>, handle: u32| -> wasmtime::Result<i32> {
-        charge(&mut caller, transfer_fuel(0))?;
         let state = get(caller.data_mut());
         let entry = state.tensors.remove(&handle).ok_or_else(|| trap("free", format!("handle {handle} is not a live tensor")))?;
         state.bytes_used -= entry.tensor.byte_len() as u64;
@@ -276,7 +325,7 @@ fn info<T: 'static>(
     rank_ptr: u32,
 ) -> wasmtime::Result<i32> {
     const F: &str = "info";
-    charge(caller, transfer_fuel(0))?;
+    // `info` and `free` are O(1) and charge no fuel of their own: the wasm around them pays.
     let (memory, state) = split(caller, F, get)?;
     let entry = state.tensors.get(&handle).ok_or_else(|| trap(F, format!("handle {handle} is not a live tensor")))?;
     let shape = entry.tensor.shape();
@@ -286,11 +335,14 @@ fn info<T: 'static>(
         return Err(trap(F, format!("tensor {handle} has rank {rank}, max_rank is {max_rank}")));
     }
     let dims = range(memory, F, "shape", shape_ptr, rank as u64 * 4)?;
-    let mut encoded = Vec::with_capacity(dims.len());
-    shape.iter().for_each(|d| encoded.extend((*d as u32).to_le_bytes()));
+    range(memory, F, "dtype", dtype_ptr, 4)?;
+    range(memory, F, "rank", rank_ptr, 4)?;
+    // Every range is checked before the first write, so a bad pointer changes nothing.
+    for (slot, dim) in memory[dims].chunks_exact_mut(4).zip(shape) {
+        slot.copy_from_slice(&(*dim as u32).to_le_bytes());
+    }
     write_u32(memory, F, "dtype", dtype_ptr, dtype)?;
     write_u32(memory, F, "rank", rank_ptr, rank)?;
-    memory[dims].copy_from_slice(&encoded);
     Ok(ErrorCode::Ok.raw())
 }
 

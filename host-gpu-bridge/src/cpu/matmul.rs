@@ -1,0 +1,619 @@
+//! Batched matrix product, `[..., M, K] x [..., K, N] -> [..., M, N]`.
+//!
+//! The result is defined element by element (spec/determinism.md): `acc = +0.0`, then for
+//! `k` in `0..K` ascending `acc = fma(a[i, k], b[k, j], acc)` with one rounding per step, then
+//! a NaN result is stored as the canonical NaN `0x7FC0_0000`. Nothing here may change that
+//! order: K is never split across threads, and when it is blocked for the cache the running
+//! accumulators are parked in the output tile between blocks (an `f32` store and reload is
+//! exact) and the chain goes on from them.
+//!
+//! The speed comes from a BLIS-style blocking: B is packed into `KC x NR` panels, A into
+//! `MR x KC` panels, and a register-blocked microkernel keeps an `MR x NR` tile of accumulators
+//! in registers. On x86-64 the microkernel is written with intrinsics (module `x86`: AVX-512F,
+//! 14 x 32, or AVX2 + FMA, 6 x 16, whichever the CPU has at run time); elsewhere it is plain
+//! Rust over [`f32::mul_add`], which is a correctly rounded fused multiply-add everywhere (a
+//! hardware instruction on aarch64, a software routine on x86-64 without FMA), so all give the
+//! same bits.
+
+use gridbox_abi::DType;
+
+use crate::ops::{OpError, broadcast_shapes};
+use crate::tensor::{Tensor, TensorMeta, checked_product};
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Depth of one packed block: a `KC x NR` panel of B (16 or 32 KiB) stays in L1.
+const KC: usize = 256;
+/// About how many rows of A are packed at a time (rounded down to a multiple of `MR`):
+/// `MC x KC` (about 144 KiB) stays in L2.
+const MC: usize = 144;
+/// About how many columns of B are packed at a time (rounded down to a multiple of `NR`).
+const NC: usize = 2048;
+
+/// Below this many multiply-adds per thread, extra threads cost more than they save.
+const MIN_FMAS_PER_THREAD: u128 = 1 << 18;
+
+/// The canonical NaN every NaN result is stored as (quiet, positive, no payload).
+pub(crate) const CANONICAL_NAN: f32 = f32::from_bits(0x7FC0_0000);
+
+/// Replaces every NaN in `values` by [`CANONICAL_NAN`]: hardware disagrees on the sign and
+/// payload of a NaN it makes (x86 gives `0xFFC0_0000` for `inf * 0`, aarch64 `0x7FC0_0000`, CUDA
+/// `0x7FFF_FFFF`) and on which operand's payload survives, so only the fact of NaN is kept.
+pub(crate) fn canonicalize_nans(values: &mut [f32]) {
+    for v in values {
+        if v.is_nan() {
+            *v = CANONICAL_NAN;
+        }
+    }
+}
+
+/// Batched matrix product: `[..., M, K] x [..., K, N] -> [..., M, N]`, the batch dims
+/// broadcast NumPy-style.
+///
+/// `out` is what [`crate::OpCall::infer`] returned for these inputs; it is checked again, and an
+/// inconsistent one is a [`OpError::ShapeMismatch`], never a panic. Every output element is the
+/// chain `acc = +0.0; for k in 0..K: acc = fma(a[i,k], b[k,j], acc)` (NaN results stored as
+/// `0x7FC0_0000`), so the bits are the same for every `threads` and on every machine.
+pub fn matmul(a: &Tensor, b: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+    matmul_with(Kernel::detect(), a, b, out, threads)
+}
+
+/// [`matmul`] with a chosen microkernel (tests run every kernel the machine has).
+fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+    let plan = Plan::new(a, b, out)?;
+    let (Some(a_data), Some(b_data)) = (a.as_f32(), b.as_f32()) else {
+        return Err(OpError::UnsupportedDType("matmul takes f32".into()));
+    };
+    let mut data = zeroed(plan.out_len)?;
+    // Empty output, or K = 0: every element is the empty chain, +0.0.
+    if plan.out_len != 0 && plan.k != 0 {
+        let job = Job { plan: &plan, a: a_data, b: b_data, threads };
+        match kernel {
+            Kernel::Portable => job.run::<6, 16, _>(tile_portable::<6, 16>, &mut data),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2Fma(token) => job.run(move |a, b, c, ldc, first| token.tile(a, b, c, ldc, first), &mut data),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512(token) => job.run(move |a, b, c, ldc, first| token.tile(a, b, c, ldc, first), &mut data),
+        }
+    }
+    Tensor::f32(out.shape.clone(), data)
+}
+
+/// `len` zeros, or an error (not an abort) when they do not fit in memory.
+pub(crate) fn zeroed(len: usize) -> Result<Vec<f32>, OpError> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| OpError::ShapeMismatch(format!("an output of {len} elements does not fit in memory")))?;
+    data.resize(len, 0.0);
+    Ok(data)
+}
+
+/// Which microkernel runs. Every kernel computes the same chains; they differ only in speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Plain Rust over `f32::mul_add`, a 6 x 16 tile.
+    Portable,
+    /// AVX2 + FMA intrinsics, a 6 x 16 tile; holds the proof that both were detected.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma(x86::Avx2Fma),
+    /// AVX-512F intrinsics, a 14 x 32 tile; holds the proof that it was detected.
+    #[cfg(target_arch = "x86_64")]
+    Avx512(x86::Avx512),
+}
+
+impl Kernel {
+    /// The fastest kernel this machine runs.
+    fn detect() -> Kernel {
+        Kernel::available().pop().unwrap_or(Kernel::Portable)
+    }
+
+    /// Every kernel this machine runs, slowest first.
+    fn available() -> Vec<Kernel> {
+        #[allow(unused_mut)]
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.extend(x86::Avx2Fma::detect().map(Kernel::Avx2Fma));
+            all.extend(x86::Avx512::detect().map(Kernel::Avx512));
+        }
+        all
+    }
+}
+
+/// A microkernel: continues the chains of one `MR x NR` tile over `a.len() == b.len()` steps
+/// of k. The tile is `c[i * ldc + j]`; `first` means the chains start here from +0.0 and `c` is
+/// not read. `c` holds at least `(MR - 1) * ldc + NR` elements.
+trait Tile<const MR: usize, const NR: usize>: Fn(&[[f32; MR]], &[[f32; NR]], &mut [f32], usize, bool) + Copy + Send + Sync {}
+
+impl<const MR: usize, const NR: usize, F> Tile<MR, NR> for F where F: Fn(&[[f32; MR]], &[[f32; NR]], &mut [f32], usize, bool) + Copy + Send + Sync {}
+
+/// The portable microkernel: the same chains as the intrinsics, element by element.
+fn tile_portable<const MR: usize, const NR: usize>(a: &[[f32; MR]], b: &[[f32; NR]], c: &mut [f32], ldc: usize, first: bool) {
+    let mut acc = [[0.0f32; NR]; MR];
+    if !first {
+        for (i, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[i * ldc..i * ldc + NR]);
+        }
+    }
+    for (ak, bk) in a.iter().zip(b) {
+        for (row, &aik) in acc.iter_mut().zip(ak) {
+            for (acc_ij, &bkj) in row.iter_mut().zip(bk) {
+                *acc_ij = aik.mul_add(bkj, *acc_ij);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        c[i * ldc..i * ldc + NR].copy_from_slice(row);
+    }
+}
+
+/// A checked matmul: sizes, the output's length and how batches map to inputs.
+#[derive(Debug)]
+struct Plan {
+    m: usize,
+    n: usize,
+    k: usize,
+    out_len: usize,
+    /// Output batch dims.
+    batch_dims: Vec<usize>,
+    /// Per output batch dim, the step (in matrices) in A; 0 where A broadcasts.
+    a_steps: Vec<usize>,
+    /// The same for B.
+    b_steps: Vec<usize>,
+}
+
+impl Plan {
+    fn new(a: &Tensor, b: &Tensor, out: &TensorMeta) -> Result<Plan, OpError> {
+        for (what, dtype) in [("a", a.dtype()), ("b", b.dtype()), ("output", out.dtype)] {
+            if dtype != DType::F32 {
+                return Err(OpError::UnsupportedDType(format!("matmul takes f32, {what} is {}", dtype.name())));
+            }
+        }
+        let mismatch = || {
+            OpError::ShapeMismatch(format!("matmul of {:?} x {:?} cannot give {:?}", a.shape(), b.shape(), out.shape))
+        };
+        let (a_shape, b_shape, o_shape) = (a.shape(), b.shape(), out.shape.as_slice());
+        let (Some((&[m, k], a_batch)), Some((&[k2, n], b_batch)), Some((&[m2, n2], o_batch))) =
+            (split_last2(a_shape), split_last2(b_shape), split_last2(o_shape))
+        else {
+            return Err(mismatch());
+        };
+        if k != k2 || m != m2 || n != n2 || broadcast_shapes(a_batch, b_batch)? != o_batch {
+            return Err(mismatch());
+        }
+        let out_len = checked_product(o_shape)?;
+        Ok(Plan {
+            m,
+            n,
+            k,
+            out_len,
+            batch_dims: o_batch.to_vec(),
+            a_steps: broadcast_steps(a_batch, o_batch.len()),
+            b_steps: broadcast_steps(b_batch, o_batch.len()),
+        })
+    }
+
+    /// Indices (in matrices) into A and B of output batch `t`.
+    fn batch_sources(&self, mut t: usize) -> (usize, usize) {
+        let (mut ia, mut ib) = (0, 0);
+        for ((&dim, &sa), &sb) in self.batch_dims.iter().zip(&self.a_steps).zip(&self.b_steps).rev() {
+            let idx = t % dim;
+            t /= dim;
+            ia += idx * sa;
+            ib += idx * sb;
+        }
+        (ia, ib)
+    }
+}
+
+/// One matmul's inputs and thread budget.
+struct Job<'a> {
+    plan: &'a Plan,
+    a: &'a [f32],
+    b: &'a [f32],
+    threads: usize,
+}
+
+impl Job<'_> {
+    /// Fills `out` (zeroed, `out_len` long; `m, n, k > 0`). The output's rows, all batches
+    /// flattened, are cut into contiguous runs, one per thread; each thread computes its rows'
+    /// chains whole, so the cut changes nothing but speed.
+    fn run<const MR: usize, const NR: usize, T: Tile<MR, NR>>(&self, tile: T, out: &mut [f32]) {
+        let plan = self.plan;
+        let rows = plan.out_len / plan.n;
+        let fmas = plan.out_len as u128 * plan.k as u128;
+        let useful = usize::try_from((fmas / MIN_FMAS_PER_THREAD).max(1)).unwrap_or(usize::MAX);
+        let threads = self.threads.max(1).min(rows.div_ceil(MR)).min(useful);
+        if threads <= 1 {
+            self.run_rows(tile, 0, out);
+            return;
+        }
+        let rows_per_thread = rows.div_ceil(threads).next_multiple_of(MR);
+        std::thread::scope(|scope| {
+            for (t, chunk) in out.chunks_mut(rows_per_thread * plan.n).enumerate() {
+                scope.spawn(move || self.run_rows(tile, t * rows_per_thread, chunk));
+            }
+        });
+    }
+
+    /// Computes the output rows starting at flattened row `first_row` into `out`.
+    fn run_rows<const MR: usize, const NR: usize, T: Tile<MR, NR>>(&self, tile: T, first_row: usize, out: &mut [f32]) {
+        let (m, n, k) = (self.plan.m, self.plan.n, self.plan.k);
+        let mut packs = Packs { a: Vec::new(), b: Vec::new() };
+        let mut row = first_row;
+        let mut rest = out;
+        while !rest.is_empty() {
+            let (batch, i0) = (row / m, row % m);
+            let count = (m - i0).min(rest.len() / n);
+            let (here, later) = rest.split_at_mut(count * n);
+            let (ia, ib) = self.plan.batch_sources(batch);
+            let a_rows = &self.a[(ia * m + i0) * k..(ia * m + i0 + count) * k];
+            let b_mat = &self.b[ib * k * n..(ib + 1) * k * n];
+            gemm(tile, Dims { m: count, n, k }, a_rows, b_mat, here, &mut packs);
+            row += count;
+            rest = later;
+        }
+    }
+}
+
+/// `shape` without its last two dims, and those two.
+fn split_last2(shape: &[usize]) -> Option<(&[usize; 2], &[usize])> {
+    let split = shape.len().checked_sub(2)?;
+    let (batch, last) = shape.split_at(split);
+    Some((last.try_into().ok()?, batch))
+}
+
+/// Steps (in matrices) of an input's batch dims aligned to `rank` output batch dims, 0 where
+/// the input broadcasts (missing dim or dim 1).
+fn broadcast_steps(batch: &[usize], rank: usize) -> Vec<usize> {
+    let mut steps = vec![0; rank];
+    let mut step: usize = 1;
+    for (i, &dim) in batch.iter().enumerate().rev() {
+        let at = rank - batch.len() + i;
+        steps[at] = if dim == 1 { 0 } else { step };
+        // Saturates only when the input is empty (a 0 among M, K): then so is the output, and
+        // the steps are never used.
+        step = step.saturating_mul(dim);
+    }
+    steps
+}
+
+/// Packing buffers, reused across blocks and batches of one thread.
+struct Packs<const MR: usize, const NR: usize> {
+    a: Vec<[f32; MR]>,
+    b: Vec<[f32; NR]>,
+}
+
+/// Sizes of one plain matrix product.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+/// `c = a x b` for row-major `a: m x k`, `b: k x n`, `c: m x n` (zeroed), `m, n, k > 0`.
+fn gemm<const MR: usize, const NR: usize, T: Tile<MR, NR>>(tile: T, dims: Dims, a: &[f32], b: &[f32], c: &mut [f32], packs: &mut Packs<MR, NR>) {
+    let Dims { m, n, k } = dims;
+    let mc_max = (MC / MR).max(1) * MR;
+    let nc_max = (NC / NR).max(1) * NR;
+    for jc in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // The chains start from +0.0 in the first K block and continue from the tile after.
+            let first = pc == 0;
+            pack_b(b, n, pc, kc, jc, nc, &mut packs.b);
+            for ic in (0..m).step_by(mc_max) {
+                let mc = mc_max.min(m - ic);
+                pack_a(a, k, ic, mc, pc, kc, &mut packs.a);
+                for (jp, jr) in (0..nc).step_by(NR).enumerate() {
+                    let nr = NR.min(nc - jr);
+                    let bp = &packs.b[jp * kc..(jp + 1) * kc];
+                    for (ip, ir) in (0..mc).step_by(MR).enumerate() {
+                        let mr = MR.min(mc - ir);
+                        let ap = &packs.a[ip * kc..(ip + 1) * kc];
+                        let at = (ic + ir) * n + jc + jr;
+                        if mr == MR && nr == NR {
+                            tile(ap, bp, &mut c[at..], n, first);
+                        } else {
+                            edge_tile(tile, ap, bp, &mut c[at..], n, [mr, nr], first);
+                        }
+                    }
+                }
+                if pc + kc == k {
+                    // These chains are complete; their NaNs take the canonical bits while the
+                    // rows are still in cache.
+                    for row in ic..ic + mc {
+                        canonicalize_nans(&mut c[row * n + jc..row * n + jc + nc]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A tile cut by the matrix edge (`mr x nr` valid): run through a full-size scratch tile and
+/// copy the valid part.
+fn edge_tile<const MR: usize, const NR: usize, T: Tile<MR, NR>>(
+    tile: T,
+    a: &[[f32; MR]],
+    b: &[[f32; NR]],
+    c: &mut [f32],
+    ldc: usize,
+    [mr, nr]: [usize; 2],
+    first: bool,
+) {
+    let mut tmp = [[0.0f32; NR]; MR];
+    if !first {
+        for (i, row) in tmp.iter_mut().enumerate().take(mr) {
+            row[..nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
+        }
+    }
+    tile(a, b, tmp.as_flattened_mut(), NR, first);
+    for (i, row) in tmp.iter().enumerate().take(mr) {
+        c[i * ldc..i * ldc + nr].copy_from_slice(&row[..nr]);
+    }
+}
+
+/// Packs `b[pc..pc+kc, jc..jc+nc]` as `ceil(nc / NR)` panels of `kc` rows of `NR`, zero-filled
+/// past column `nc` (those columns' results are never stored).
+fn pack_b<const NR: usize>(b: &[f32], n: usize, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut Vec<[f32; NR]>) {
+    let panels = nc.div_ceil(NR);
+    dst.resize(panels * kc, [0.0; NR]);
+    for kk in 0..kc {
+        let src = &b[(pc + kk) * n + jc..(pc + kk) * n + jc + nc];
+        for (p, cols) in src.chunks(NR).enumerate() {
+            let slot = &mut dst[p * kc + kk];
+            slot[..cols.len()].copy_from_slice(cols);
+            slot[cols.len()..].fill(0.0);
+        }
+    }
+}
+
+/// Packs `a[ic..ic+mc, pc..pc+kc]` as `ceil(mc / MR)` panels of `kc` columns of `MR`,
+/// zero-filled past row `mc` (those rows' results are never stored).
+fn pack_a<const MR: usize>(a: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut Vec<[f32; MR]>) {
+    let panels = mc.div_ceil(MR);
+    dst.resize(panels * kc, [0.0; MR]);
+    for (p, panel) in dst[..panels * kc].chunks_exact_mut(kc).enumerate() {
+        let r0 = ic + p * MR;
+        let rows = MR.min(ic + mc - r0);
+        if rows == MR {
+            // MR row streams in, contiguous panel slots out.
+            let src: [&[f32]; MR] = std::array::from_fn(|i| &a[(r0 + i) * k + pc..(r0 + i) * k + pc + kc]);
+            for (kk, slot) in panel.iter_mut().enumerate() {
+                for (s, row) in slot.iter_mut().zip(&src) {
+                    *s = row[kk];
+                }
+            }
+        } else {
+            for (i, slot_i) in (0..MR).map(|i| (i, i < rows)) {
+                for (kk, slot) in panel.iter_mut().enumerate() {
+                    slot[i] = if slot_i { a[(r0 + i) * k + pc + kk] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OpCall;
+
+    /// The spec, literally.
+    fn reference(a: &Tensor, b: &Tensor, out: &TensorMeta) -> Vec<f32> {
+        let plan = Plan::new(a, b, out).unwrap();
+        let (ad, bd) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+        let (m, n, k) = (plan.m, plan.n, plan.k);
+        let mut res = vec![0.0; plan.out_len];
+        for (t, mat) in res.chunks_mut((m * n).max(1)).enumerate() {
+            if m * n == 0 {
+                break;
+            }
+            let (ia, ib) = plan.batch_sources(t);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0.0f32;
+                    for kk in 0..k {
+                        acc = ad[(ia * m + i) * k + kk].mul_add(bd[(ib * k + kk) * n + j], acc);
+                    }
+                    mat[i * n + j] = if acc.is_nan() { CANONICAL_NAN } else { acc };
+                }
+            }
+        }
+        res
+    }
+
+    /// Deterministic values with varied exponents, so reassociation or double rounding shows.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let mant = (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let exp = ((s >> 8) % 16) as i32 - 8;
+                mant * 2f32.powi(exp)
+            })
+            .collect()
+    }
+
+    fn tensor(shape: &[usize], seed: u64) -> Tensor {
+        let len = shape.iter().product();
+        Tensor::f32(shape.to_vec(), values(len, seed)).unwrap()
+    }
+
+    fn kernels() -> Vec<Kernel> {
+        Kernel::available()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Every kernel and thread count against the reference, bit for bit.
+    fn check(a: &Tensor, b: &Tensor) {
+        let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
+        let want = bits(&reference(a, b, &out));
+        for kernel in kernels() {
+            for threads in [1, 2, 3] {
+                let got = matmul_with(kernel, a, b, &out, threads).unwrap();
+                assert_eq!(got.shape(), out.shape.as_slice());
+                assert!(
+                    bits(got.as_f32().unwrap()) == want,
+                    "{kernel:?} threads {threads}: {:?} x {:?} differs from the reference",
+                    a.shape(),
+                    b.shape()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn edge_sizes_match_the_reference() {
+        let sizes = [0, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 65, 97, 129];
+        let mut seed = 1;
+        for &m in &sizes {
+            for &n in &sizes {
+                // Every (m, n) with a few depths; every depth with a few (m, n) below.
+                for k in [0, 1, 7, 17] {
+                    seed += 1;
+                    if m * n * k > 40_000 {
+                        continue;
+                    }
+                    check(&tensor(&[m, k], seed), &tensor(&[k, n], seed + 1000));
+                }
+            }
+        }
+        for &k in &sizes {
+            for (m, n) in [(1, 1), (7, 17), (13, 33)] {
+                seed += 1;
+                check(&tensor(&[m, k], seed), &tensor(&[k, n], seed + 1000));
+            }
+        }
+    }
+
+    #[test]
+    fn deep_k_crosses_cache_blocks() {
+        // K > KC: the chains are parked in the output between blocks and continued.
+        for k in [KC - 1, KC, KC + 1, 2 * KC + 3] {
+            check(&tensor(&[7, k], k as u64), &tensor(&[k, 19], 3 * k as u64));
+        }
+    }
+
+    #[test]
+    fn wide_and_tall_cross_cache_blocks() {
+        check(&tensor(&[MC + 7, 3], 1), &tensor(&[3, 5], 2));
+        check(&tensor(&[2, 3], 3), &tensor(&[3, NC + 17], 4));
+    }
+
+    #[test]
+    fn batch_dims_broadcast() {
+        check(&tensor(&[2, 1, 5, 7], 1), &tensor(&[3, 7, 9], 2));
+        check(&tensor(&[4, 3, 8], 3), &tensor(&[8, 17], 4));
+        check(&tensor(&[6, 5], 5), &tensor(&[2, 3, 5, 7], 6));
+        check(&tensor(&[1, 3, 2, 4], 7), &tensor(&[2, 1, 4, 3], 8));
+        check(&tensor(&[0, 3, 4], 9), &tensor(&[1, 4, 2], 10));
+        check(&tensor(&[3, 33, 2], 11), &tensor(&[3, 2, 31], 12));
+    }
+
+    #[test]
+    fn special_values_follow_fma() {
+        let specials = [0.0, -0.0, 1.0, -1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE / 3.0, f32::MAX, 1e-30];
+        let (m, n, k) = (9, 18, 10);
+        let mut seed = 7u64;
+        let pick = |len: usize, seed: &mut u64| -> Vec<f32> {
+            values(len, *seed)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    *seed += 1;
+                    if (i as u64 + *seed).is_multiple_of(3) { specials[(i + *seed as usize) % specials.len()] } else { v }
+                })
+                .collect()
+        };
+        for _ in 0..4 {
+            let a = Tensor::f32(vec![m, k], pick(m * k, &mut seed)).unwrap();
+            let b = Tensor::f32(vec![k, n], pick(k * n, &mut seed)).unwrap();
+            check(&a, &b);
+        }
+        // -0.0 products added to the +0.0 start give +0.0 ...
+        let a = Tensor::f32(vec![1, 2], vec![-0.0, -0.0]).unwrap();
+        let b = Tensor::f32(vec![2, 1], vec![1.0, 1.0]).unwrap();
+        let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
+        assert_eq!(matmul(&a, &b, &out, 1).unwrap().as_f32().unwrap()[0].to_bits(), 0);
+        // ... but a negative product too small for f32 rounds to -0.0, and stays so.
+        let a = Tensor::f32(vec![1, 2], vec![1e-30, 1e-30]).unwrap();
+        let b = Tensor::f32(vec![2, 1], vec![-1e-30, -1e-30]).unwrap();
+        assert_eq!(matmul(&a, &b, &out, 1).unwrap().as_f32().unwrap()[0].to_bits(), 0x8000_0000);
+        // ... and inf * 0 is NaN, stored canonically.
+        let a = Tensor::f32(vec![1, 1], vec![f32::INFINITY]).unwrap();
+        let b = Tensor::f32(vec![1, 1], vec![0.0]).unwrap();
+        let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
+        assert_eq!(matmul(&a, &b, &out, 1).unwrap().as_f32().unwrap()[0].to_bits(), 0x7FC0_0000);
+    }
+
+    #[test]
+    fn fma_is_fused() {
+        // 1 + 2^-23 squared is 1 + 2^-22 + 2^-46; minus (1 + 2^-22) leaves 2^-46 only if fused.
+        let x = 1.0 + f32::EPSILON;
+        let a = Tensor::f32(vec![1, 2], vec![x, -1.0]).unwrap();
+        let b = Tensor::f32(vec![2, 1], vec![x, 1.0 + 2.0 * f32::EPSILON]).unwrap();
+        // Chain: acc = fma(x, x, 0) = round(1 + 2^-22 + 2^-46) = 1 + 2^-22; then
+        // fma(-1, 1 + 2^-22, acc) = 0. Order matters: reversing it gives 2^-46.
+        let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
+        assert_eq!(matmul(&a, &b, &out, 1).unwrap().as_f32().unwrap(), &[0.0]);
+        let a = Tensor::f32(vec![1, 2], vec![-1.0, x]).unwrap();
+        let b = Tensor::f32(vec![2, 1], vec![1.0 + 2.0 * f32::EPSILON, x]).unwrap();
+        let got = matmul(&a, &b, &out, 1).unwrap().as_f32().unwrap()[0];
+        assert_eq!(got, 2f32.powi(-46));
+    }
+
+    #[test]
+    fn hostile_shapes_are_errors_not_panics() {
+        let a = tensor(&[2, 3], 1);
+        let b = tensor(&[3, 4], 2);
+        let meta = |shape: &[usize]| TensorMeta::new(DType::F32, shape.to_vec());
+        for bad in [&[2, 5][..], &[3, 4], &[2], &[], &[1, 2, 4], &[2, 2, 4], &[0, 2, 4]] {
+            let err = matmul(&a, &b, &meta(bad), 2).unwrap_err();
+            assert!(matches!(err, OpError::ShapeMismatch(_)), "{bad:?}: {err:?}");
+        }
+        let err = matmul(&a, &b, &TensorMeta::new(DType::I32, vec![2, 4]), 1).unwrap_err();
+        assert!(matches!(err, OpError::UnsupportedDType(_)));
+        let ints = Tensor::i32(vec![2, 3], vec![0; 6]).unwrap();
+        assert!(matches!(matmul(&ints, &b, &meta(&[2, 4]), 1), Err(OpError::UnsupportedDType(_))));
+        // Rank 1 and mismatched inner dims.
+        let v = Tensor::f32(vec![3], vec![1.0; 3]).unwrap();
+        assert!(matmul(&v, &b, &meta(&[4]), 1).is_err());
+        assert!(matmul(&b, &b, &meta(&[3, 4]), 1).is_err());
+        // Batch dims that do not broadcast, or an output that claims other batch dims.
+        let a3 = tensor(&[2, 2, 3], 3);
+        let b3 = tensor(&[3, 3, 4], 4);
+        assert!(matmul(&a3, &b3, &meta(&[3, 2, 4]), 1).is_err());
+        assert!(matmul(&a3, &b, &meta(&[4, 2, 4]), 1).is_err());
+        // Zero-size dims everywhere, any thread count.
+        for threads in [0, 1, 7] {
+            let z = tensor(&[0, 3], 5);
+            assert_eq!(matmul(&z, &b, &meta(&[0, 4]), threads).unwrap().len(), 0);
+            let a0 = tensor(&[2, 0], 6);
+            let b0 = tensor(&[0, 4], 7);
+            let got = matmul(&a0, &b0, &meta(&[2, 4]), threads).unwrap();
+            assert!(got.as_f32().unwrap().iter().all(|v| v.to_bits() == 0));
+            let bn = tensor(&[3, 0], 8);
+            assert_eq!(matmul(&a, &bn, &meta(&[2, 0]), threads).unwrap().len(), 0);
+            // Huge batch dims in an empty tensor.
+            let (huge, big) = (1usize << 40, 1usize << 20);
+            let empty = Tensor::f32(vec![huge, big, 0, 3], vec![]).unwrap();
+            assert_eq!(matmul(&empty, &b, &meta(&[huge, big, 0, 4]), threads).unwrap().len(), 0);
+            let empty_k = Tensor::f32(vec![huge, big, 2, 0], vec![]).unwrap();
+            let bk = tensor(&[0, 4], 9);
+            // Its output would not be empty: infer refuses it, and so does matmul.
+            assert!(OpCall::Matmul.infer(&[empty_k.meta(), bk.meta()]).is_err());
+            assert!(matmul(&empty_k, &bk, &meta(&[huge, big, 2, 4]), threads).is_err());
+        }
+    }
+}
