@@ -123,7 +123,7 @@ fn receipts_carry_key_signature_and_an_empty_trace() {
     let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(example.out.join("receipt.json")).unwrap()).unwrap();
     assert_eq!(receipt["public_key"].as_str().unwrap().len(), 64);
     assert_eq!(receipt["signature"].as_str().unwrap().len(), 128);
-    assert_eq!(receipt["trace"], serde_json::json!({"root": "0".repeat(64), "length": 0}));
+    assert_eq!(receipt["trace"], serde_json::json!({"root": "0".repeat(64), "length": 0, "level": "full"}));
 }
 
 #[test]
