@@ -18,7 +18,7 @@ fn main() {
     let mut lines = Vec::new();
     for (workspace, consts) in [
         (manifest_dir.join("programs"), &[("PROBE_WASM", "probe"), ("TENSOR_PROBE_WASM", "tensor-probe")][..]),
-        (root.join("examples"), &[("WORDFREQ_WASM", "wordfreq")][..]),
+        (root.join("examples"), &[("WORDFREQ_WASM", "wordfreq"), ("MLP_WASM", "mlp"), ("TRANSFORMER_WASM", "transformer")][..]),
     ] {
         build_workspace(&workspace, &target_dir);
         for (name, bin) in consts {

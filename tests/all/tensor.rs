@@ -200,3 +200,40 @@ fn huge_and_overflowing_shapes_get_codes_before_any_allocation() {
     );
     assert_eq!(run_raw(&wat_text).outcome, Outcome::Exited { code: 0 });
 }
+
+/// Runs an example through the real binary with its data, then verifies the receipt.
+fn run_example(module: &str, data: &str, trace: &str) -> (String, std::path::PathBuf, tempfile::TempDir) {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let dir = format!("{}/../examples/{data}::/input", env!("CARGO_MANIFEST_DIR"));
+    let output = gridbox_output(&[&"run", &module, &"--capability", &"tensor", &"--trace", &trace, &"--dir", &dir, &"--out", &out]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &module, &"--dir", &dir]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    (String::from_utf8_lossy(&output.stdout).into_owned(), out, work)
+}
+
+#[test]
+fn the_mlp_example_classifies_as_numpy_did_and_verifies() {
+    let (stdout, out, _work) = run_example(gridbox_guests::MLP_WASM, "mlp/data", "full");
+    // examples/mlp/train.py reports held-out accuracy 0.9535 (246 of 258) in numpy.
+    assert!(stdout.contains("258 points, 3 classes: 246 correct, accuracy 0.9535"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(out.join("output/predictions.csv")).unwrap().lines().count(), 259);
+}
+
+#[test]
+fn the_transformer_example_runs_and_verifies_at_both_trace_levels() {
+    let (full, full_out, _a) = run_example(gridbox_guests::TRANSFORMER_WASM, "transformer/data", "full");
+    let (readback, readback_out, _b) = run_example(gridbox_guests::TRANSFORMER_WASM, "transformer/data", "readback");
+    assert!(full.contains("output shape [16, 64]"), "{full}");
+    assert_eq!(full, readback);
+    let hidden = |dir: &std::path::Path| std::fs::read(dir.join("output/hidden.bin")).unwrap();
+    assert_eq!(hidden(&full_out), hidden(&readback_out));
+    let level = |dir: &std::path::Path| {
+        let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("receipt.json")).unwrap()).unwrap();
+        (receipt["trace"]["level"].as_str().unwrap().to_string(), receipt["trace"]["length"].as_u64().unwrap())
+    };
+    let ((full_level, full_len), (readback_level, readback_len)) = (level(&full_out), level(&readback_out));
+    assert_eq!((full_level.as_str(), readback_level.as_str()), ("full", "readback"));
+    assert!(full_len > readback_len, "{full_len} vs {readback_len}");
+}
