@@ -7,6 +7,8 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod reduce;
+#[cfg(test)]
+mod vectors;
 
 pub use conv::conv2d;
 pub use matmul::matmul;
