@@ -21,3 +21,9 @@ head -n 4 "$work/out/output/freq.tsv"
 
 echo "== gridbox verify"
 "$gridbox" verify "$work/out/receipt.json" --module "$job" --dir examples/wordfreq/data::/input
+
+echo "== the tensor bridge: an MLP classifier, run and verified"
+mlp=examples/target/wasm32-wasip1/release/mlp.wasm
+"$gridbox" run "$mlp" --capability tensor --dir examples/mlp/data::/input --key "$work/provider.key" \
+    --out "$work/mlp"
+"$gridbox" verify "$work/mlp/receipt.json" --module "$mlp" --dir examples/mlp/data::/input >/dev/null
