@@ -10,9 +10,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 use gridbox_abi::{CORE_FUNCTIONS, DType, ErrorCode, IMPORT_MODULE, MAX_OP_INPUTS, MAX_OP_PARAMS, MAX_RANK, Op};
 use wasmtime::{Caller, Linker, Memory, Trap};
 
-use crate::backend::Backend;
+use crate::backend::{Buffer, BufferError, JobBackend};
 use crate::ops::{OpCall, transfer_fuel};
 use crate::tensor::{Tensor, TensorMeta};
+
 use crate::trace::{TraceChain, TraceLink};
 
 /// How much of the bridge's work the trace records.
@@ -72,7 +73,8 @@ impl Hasher for HandleHasher {
 }
 
 struct Entry {
-    tensor: Tensor,
+    buffer: Buffer,
+    meta: TensorMeta,
     /// Computed once, when the trace needs it.
     hash: Option<[u8; 32]>,
 }
@@ -80,7 +82,7 @@ struct Entry {
 /// Per-job bridge state: the tensor table, quotas in use, and the trace.
 pub struct BridgeState {
     grant: BridgeGrant,
-    backend: Backend,
+    backend: JobBackend,
     tensors: HashMap<u32, Entry, BuildHasherDefault<HandleHasher>>,
     next_handle: u32,
     memory: Option<Memory>,
@@ -89,8 +91,8 @@ pub struct BridgeState {
 }
 
 impl BridgeState {
-    /// A bridge for one job.
-    pub fn new(grant: BridgeGrant, backend: Backend) -> Self {
+    /// A bridge for one job, on the job's own backend handle.
+    pub fn new(grant: BridgeGrant, backend: JobBackend) -> Self {
         BridgeState {
             grant,
             backend,
@@ -130,19 +132,23 @@ impl BridgeState {
 
     /// Stores `tensor` and returns its handle. Handles count up from 1 and are never reused, so
     /// they are the same on every run.
-    fn insert(&mut self, tensor: Tensor, hash: Option<[u8; 32]>) -> u32 {
+    fn insert(&mut self, buffer: Buffer, meta: TensorMeta, hash: Option<[u8; 32]>) -> u32 {
         let handle = self.next_handle;
         self.next_handle = self.next_handle.wrapping_add(1).max(1);
-        self.bytes_used += tensor.byte_len() as u64;
-        self.tensors.insert(handle, Entry { tensor, hash });
+        self.bytes_used += buffer.byte_len() as u64;
+        self.tensors.insert(handle, Entry { buffer, meta, hash });
         handle
     }
 
-    fn hash_of(&mut self, handle: u32) -> [u8; 32] {
-        match self.tensors.get_mut(&handle) {
-            Some(entry) => *entry.hash.get_or_insert_with(|| entry.tensor.content_hash()),
-            None => [0; 32],
+    /// The content hash of a live tensor (a device tensor is copied back once to hash it).
+    fn hash_of(&mut self, function: &str, handle: u32) -> wasmtime::Result<[u8; 32]> {
+        let entry = self.tensors.get_mut(&handle).ok_or_else(|| trap(function, format!("handle {handle} is not a live tensor")))?;
+        if let Some(hash) = entry.hash {
+            return Ok(hash);
         }
+        let hash = self.backend.download(&entry.buffer).map_err(|e| trap(function, e))?.content_hash();
+        entry.hash = Some(hash);
+        Ok(hash)
     }
 }
 
@@ -242,7 +248,7 @@ pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut
     linker.func_wrap(IMPORT_MODULE, CORE_FUNCTIONS[3], move |mut caller: Caller<'_, T>, handle: u32| -> wasmtime::Result<i32> {
         let state = get(caller.data_mut());
         let entry = state.tensors.remove(&handle).ok_or_else(|| trap("free", format!("handle {handle} is not a live tensor")))?;
-        state.bytes_used -= entry.tensor.byte_len() as u64;
+        state.bytes_used -= entry.buffer.byte_len() as u64;
         Ok(ErrorCode::Ok.raw())
     })?;
     for &op in Op::ALL {
@@ -293,7 +299,9 @@ fn create<T: 'static>(
     params.extend(dtype.code().to_le_bytes());
     tensor.shape().iter().for_each(|d| params.extend((*d as u64).to_le_bytes()));
     state.trace.append(&TraceLink { op: F.into(), params, inputs: Vec::new(), output: hash });
-    let handle = state.insert(tensor, Some(hash));
+    let meta = tensor.meta();
+    let buffer = state.backend.upload(tensor).map_err(|e| trap(F, e))?;
+    let handle = state.insert(buffer, meta, Some(hash));
     write_u32(memory, F, "out_handle", out_ptr, handle)?;
     Ok(ErrorCode::Ok.raw())
 }
@@ -302,14 +310,14 @@ fn read<T: 'static>(caller: &mut Caller<'_, T>, get: fn(&mut T) -> &mut BridgeSt
     const F: &str = "read";
     charge(caller, transfer_fuel(data_len as usize))?;
     let (memory, state) = split(caller, F, get)?;
-    let entry = state.tensors.get(&handle).ok_or_else(|| trap(F, format!("handle {handle} is not a live tensor")))?;
-    if entry.tensor.byte_len() != data_len as usize {
-        return Err(trap(F, format!("tensor {handle} has {} bytes, data_len is {data_len}", entry.tensor.byte_len())));
+    let entry = state.tensors.get_mut(&handle).ok_or_else(|| trap(F, format!("handle {handle} is not a live tensor")))?;
+    if entry.buffer.byte_len() != data_len as usize {
+        return Err(trap(F, format!("tensor {handle} has {} bytes, data_len is {data_len}", entry.buffer.byte_len())));
     }
     let at = range(memory, F, "data", data_ptr, data_len as u64)?;
-    let bytes = entry.tensor.to_le_bytes();
-    memory[at].copy_from_slice(&bytes);
-    let hash = state.hash_of(handle);
+    let tensor = state.backend.download(&entry.buffer).map_err(|e| trap(F, e))?;
+    memory[at].copy_from_slice(&tensor.to_le_bytes());
+    let hash = *entry.hash.get_or_insert_with(|| tensor.content_hash());
     state.trace.append(&TraceLink { op: F.into(), params: (handle as u64).to_le_bytes().to_vec(), inputs: Vec::new(), output: hash });
     Ok(ErrorCode::Ok.raw())
 }
@@ -328,8 +336,8 @@ fn info<T: 'static>(
     // `info` and `free` are O(1) and charge no fuel of their own: the wasm around them pays.
     let (memory, state) = split(caller, F, get)?;
     let entry = state.tensors.get(&handle).ok_or_else(|| trap(F, format!("handle {handle} is not a live tensor")))?;
-    let shape = entry.tensor.shape();
-    let dtype = entry.tensor.dtype().code();
+    let shape = &entry.meta.shape;
+    let dtype = entry.meta.dtype.code();
     let rank = shape.len() as u32;
     if max_rank < rank {
         return Err(trap(F, format!("tensor {handle} has rank {rank}, max_rank is {max_rank}")));
@@ -377,7 +385,7 @@ fn op_call<T: 'static>(
         let mut metas = Vec::with_capacity(handles.len());
         for handle in &handles {
             let entry = state.tensors.get(handle).ok_or_else(|| trap(f, format!("handle {handle} is not a live tensor")))?;
-            metas.push(entry.tensor.meta());
+            metas.push(entry.meta.clone());
         }
         let call = match OpCall::decode(op, &params, handles.len()) {
             Ok(call) => call,
@@ -397,16 +405,17 @@ fn op_call<T: 'static>(
         return Ok(code.raw());
     }
     let output = {
-        let inputs: Vec<&Tensor> = handles.iter().filter_map(|h| state.tensors.get(h).map(|e| &e.tensor)).collect();
+        let inputs: Vec<&Buffer> = handles.iter().filter_map(|h| state.tensors.get(h).map(|e| &e.buffer)).collect();
         match state.backend.execute(&call, &inputs, &out_meta) {
             Ok(output) => output,
-            Err(e) => return Ok(e.code().raw()),
+            Err(BufferError::Op(e)) => return Ok(e.code().raw()),
+            Err(BufferError::Cuda(e)) => return Err(trap(f, e)),
         }
     };
     let hash = match state.grant.trace_level {
         TraceLevel::Full => {
-            let inputs = handles.iter().map(|h| state.hash_of(*h)).collect();
-            let output_hash = output.content_hash();
+            let inputs = handles.iter().map(|h| state.hash_of(f, *h)).collect::<wasmtime::Result<Vec<_>>>()?;
+            let output_hash = state.backend.download(&output).map_err(|e| trap(f, e))?.content_hash();
             let mut encoded = Vec::with_capacity(params.len() * 8);
             params.iter().for_each(|p| encoded.extend(p.to_le_bytes()));
             state.trace.append(&TraceLink { op: f.into(), params: encoded, inputs, output: output_hash });
@@ -414,7 +423,7 @@ fn op_call<T: 'static>(
         }
         TraceLevel::Readback => None,
     };
-    let handle = state.insert(output, hash);
+    let handle = state.insert(output, out_meta, hash);
     write_u32(memory, f, "out_handle", out_ptr, handle)?;
     Ok(ErrorCode::Ok.raw())
 }

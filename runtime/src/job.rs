@@ -318,7 +318,7 @@ impl JobEngine {
                     max_tensors: limits.get(LimitKind::TensorCount),
                     trace_level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
                 },
-                self.backend().clone(),
+                self.backend().for_job().map_err(|e| RunError::Engine(e.to_string()))?,
             ),
             limiter: JobLimiter {
                 memory_limit: limits.get(LimitKind::MemoryBytes),

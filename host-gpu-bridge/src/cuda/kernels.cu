@@ -1,0 +1,404 @@
+// gridbox's CUDA kernels. Every kernel reproduces the CPU reference (host-gpu-bridge/src/cpu,
+// src/math.rs) bit for bit, following spec/determinism.md. Compiled by NVRTC with
+// --fmad=false (no contraction of a*b+c), --ftz=false, --prec-div=true, --prec-sqrt=true and
+// no fast math: every `*`, `+`, `/` and sqrtf below is one IEEE operation, and fmaf is the only
+// fused multiply-add. Each expression mirrors the Rust one operation for operation.
+
+#define CANONICAL_NAN __int_as_float(0x7fc00000)
+#define FULL_MASK 0xffffffffu
+#define MAX_RANK 8
+
+extern "C" {
+
+struct Shape {
+    int rank;
+    unsigned long long dims[MAX_RANK];
+    unsigned long long strides_a[MAX_RANK];
+    unsigned long long strides_b[MAX_RANK];
+};
+
+__device__ __forceinline__ float canon(float x) { return isnan(x) ? CANONICAL_NAN : x; }
+
+// ---- math.rs, line for line -------------------------------------------------------------
+
+__device__ __forceinline__ float pow2i(int n) { return __int_as_float((n + 127) << 23); }
+
+__device__ __forceinline__ float exp_tail(float r) {
+    float p = __int_as_float(0x39500D01);
+    p = fmaf(p, r, __int_as_float(0x3AB60B61));
+    p = fmaf(p, r, __int_as_float(0x3C088889));
+    p = fmaf(p, r, __int_as_float(0x3D2AAAAB));
+    p = fmaf(p, r, __int_as_float(0x3E2AAAAB));
+    p = fmaf(p, r, 0.5f);
+    return (r * r) * p;
+}
+
+#define ROUND_MAGIC 12582912.0f
+#define LOG2_E __int_as_float(0x3FB8AA3B)
+#define LN2_HI __int_as_float(0x3F317200)
+#define LN2_LO __int_as_float(0x35BFBE8E)
+
+__device__ float gb_exp(float x) {
+    if (isnan(x)) return CANONICAL_NAN;
+    if (x > __int_as_float(0x42B17218)) return __int_as_float(0x7f800000);
+    if (x < __int_as_float(0xC2CFF1B5)) return 0.0f;
+    float n = fmaf(x, LOG2_E, ROUND_MAGIC) - ROUND_MAGIC;
+    float r = fmaf(-n, LN2_LO, fmaf(-n, LN2_HI, x));
+    float p = 1.0f + (r + exp_tail(r));
+    int k = (int)n;
+    if (k > 127) return p * pow2i(127) * 2.0f;
+    if (k < -125) return (p * pow2i(k + 64)) * pow2i(-64);
+    return p * pow2i(k);
+}
+
+__device__ float gb_expm1(float y) {
+    float n = fmaf(y, LOG2_E, ROUND_MAGIC) - ROUND_MAGIC;
+    float r = fmaf(-n, LN2_LO, fmaf(-n, LN2_HI, y));
+    float u = r + exp_tail(r);
+    float scale = pow2i((int)n);
+    return fmaf(scale, u, scale - 1.0f);
+}
+
+__device__ float gb_log(float x) {
+    if (isnan(x) || x < 0.0f) return CANONICAL_NAN;
+    if (x == 0.0f) return __int_as_float(0xff800000);
+    if (isinf(x)) return x;
+    unsigned int bits = __float_as_uint(x);
+    int e = -127;
+    if (bits < 0x00800000u) {
+        bits = __float_as_uint(x * pow2i(25));
+        e -= 25;
+    }
+    e += (int)((bits >> 23) & 0xffu);
+    float m = __uint_as_float((bits & 0x007fffffu) | 0x3f800000u);
+    if (m > 2.0f * __int_as_float(0x3F3504F3)) {
+        m *= 0.5f;
+        e += 1;
+    }
+    float f = m - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float r = z * (__int_as_float(0x3F2AAAAB) + z * (__int_as_float(0x3ECCCCCD) + z * (__int_as_float(0x3E924925) + z * __int_as_float(0x3E638E39))));
+    float h = 0.5f * f * f;
+    float ef = (float)e;
+    return ef * LN2_HI - ((h - (s * (h + r) + ef * LN2_LO)) - f);
+}
+
+__device__ float gb_tanh(float x) {
+    if (isnan(x)) return CANONICAL_NAN;
+    float a = fabsf(x);
+    float y;
+    if (a > 9.0f) {
+        y = 1.0f;
+    } else {
+        float t = gb_expm1(2.0f * a);
+        y = t / (t + 2.0f);
+    }
+    return copysignf(y, x);
+}
+
+__device__ float gb_sigmoid(float x) {
+    if (isnan(x)) return CANONICAL_NAN;
+    if (x >= 0.0f) return 1.0f / (1.0f + gb_exp(-x));
+    float e = gb_exp(x);
+    return e / (1.0f + e);
+}
+
+__device__ __forceinline__ void two_prod(float a, float b, float* hi, float* lo) {
+    *hi = a * b;
+    *lo = fmaf(a, b, -*hi);
+}
+
+__device__ float gb_gelu(float x) {
+    if (isnan(x)) return CANONICAL_NAN;
+    if (x >= 10.0f) return x;
+    if (x <= -20.0f) return -0.0f;
+    const float K2 = __int_as_float(0x3FCC422A);
+    const float K1 = 0.044715f;
+    float x2, e2, x3, e3, t, et, w, ew;
+    two_prod(x, x, &x2, &e2);
+    two_prod(x2, x, &x3, &e3);
+    e3 = e3 + e2 * x;
+    two_prod(K1, x3, &t, &et);
+    et = et + K1 * e3;
+    float sum = x + t;
+    float bv = sum - x;
+    float es = ((x - (sum - bv)) + (t - bv)) + et;
+    two_prod(K2, sum, &w, &ew);
+    ew = ew + K2 * es;
+    float s;
+    if (w >= 0.0f) {
+        float e = gb_exp(-w);
+        s = 1.0f / (1.0f + fmaf(e, -ew, e));
+    } else {
+        float e = gb_exp(w);
+        e = fmaf(e, ew, e);
+        s = e / (1.0f + e);
+    }
+    return x * s;
+}
+
+// ---- elementwise ----------------------------------------------------------------------------
+
+// Unary op codes: the order of UnaryOp in ops.rs.
+__device__ float apply_unary(int op, float x) {
+    switch (op) {
+        case 0: return canon(-x);
+        case 1: return x > 0.0f ? x : (isnan(x) ? CANONICAL_NAN : 0.0f);
+        case 2: return gb_gelu(x);
+        case 3: return gb_sigmoid(x);
+        case 4: return gb_tanh(x);
+        case 5: return gb_exp(x);
+        case 6: return gb_log(x);
+        default: return canon(sqrtf(x));
+    }
+}
+
+__global__ void unary_f32(float* out, const float* x, unsigned long long n, int op) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        out[i] = apply_unary(op, x[i]);
+    }
+}
+
+// Binary op codes: the order of BinaryOp in ops.rs. `shape` holds the output dims and each
+// input's strides (0 where it broadcasts).
+__global__ void binary_f32(float* out, const float* a, const float* b, unsigned long long n, int op, Shape shape) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long rest = i, ia = 0, ib = 0;
+        for (int d = shape.rank - 1; d >= 0; d--) {
+            unsigned long long index = rest % shape.dims[d];
+            rest /= shape.dims[d];
+            ia += index * shape.strides_a[d];
+            ib += index * shape.strides_b[d];
+        }
+        float x = a[ia], y = b[ib], r;
+        switch (op) {
+            case 0: r = x + y; break;
+            case 1: r = x - y; break;
+            case 2: r = x * y; break;
+            default: r = x / y; break;
+        }
+        out[i] = canon(r);
+    }
+}
+
+// ---- reductions: one warp per output, the 32-lane order -------------------------------------
+
+__device__ __forceinline__ float max2(float a, float b) {
+    if (isnan(a) || isnan(b)) return CANONICAL_NAN;
+    if (a > b) return a;
+    if (b > a) return b;
+    return __uint_as_float(__float_as_uint(a) & __float_as_uint(b));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = v + __shfl_down_sync(FULL_MASK, v, s);
+    return __shfl_sync(FULL_MASK, v, 0);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = max2(v, __shfl_down_sync(FULL_MASK, v, s));
+    return __shfl_sync(FULL_MASK, v, 0);
+}
+
+// op: 0 sum, 1 mean, 2 max. The input is [outer, n, inner]; output [outer, inner].
+__global__ void reduce_f32(float* out, const float* x, unsigned long long outer, unsigned long long n, unsigned long long inner, int op) {
+    unsigned long long warp = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (warp >= outer * inner) return;
+    unsigned long long o = warp / inner, i = warp % inner;
+    float acc = op == 2 ? __int_as_float(0xff800000) : 0.0f;
+    for (unsigned long long k = lane; k < n; k += 32) {
+        float v = x[(o * n + k) * inner + i];
+        acc = op == 2 ? max2(acc, v) : acc + v;
+    }
+    float r = op == 2 ? warp_max(acc) : warp_sum(acc);
+    if (op == 1) r = r / (float)n;
+    if (lane == 0) out[warp] = canon(r);
+}
+
+// Softmax over rows of length n; one warp per row.
+__global__ void softmax_f32(float* out, const float* x, unsigned long long rows, unsigned long long n) {
+    unsigned long long row = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float* xs = x + row * n;
+    float* ys = out + row * n;
+    float m = __int_as_float(0xff800000);
+    for (unsigned long long k = lane; k < n; k += 32) m = max2(m, xs[k]);
+    m = warp_max(m);
+    float s = 0.0f;
+    for (unsigned long long k = lane; k < n; k += 32) {
+        float e = gb_exp(xs[k] - m);
+        ys[k] = e;
+        s = s + e;
+    }
+    s = warp_sum(s);
+    for (unsigned long long k = lane; k < n; k += 32) ys[k] = canon(ys[k] / s);
+}
+
+// Layer norm (beta != null) or RMS norm (beta == null) over rows of length n.
+__global__ void norm_f32(float* out, const float* x, const float* gamma, const float* beta, unsigned long long rows, unsigned long long n, float eps) {
+    unsigned long long row = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float* xs = x + row * n;
+    float* ys = out + row * n;
+    float nf = (float)n;
+    if (beta != 0) {
+        float s = 0.0f;
+        for (unsigned long long k = lane; k < n; k += 32) s = s + xs[k];
+        float mean = warp_sum(s) / nf;
+        float v = 0.0f;
+        for (unsigned long long k = lane; k < n; k += 32) v = v + (xs[k] - mean) * (xs[k] - mean);
+        float var = warp_sum(v) / nf;
+        float inv = 1.0f / sqrtf(var + eps);
+        for (unsigned long long k = lane; k < n; k += 32) ys[k] = canon(((xs[k] - mean) * inv) * gamma[k] + beta[k]);
+    } else {
+        float s = 0.0f;
+        for (unsigned long long k = lane; k < n; k += 32) s = s + xs[k] * xs[k];
+        float ms = warp_sum(s) / nf;
+        float inv = 1.0f / sqrtf(ms + eps);
+        for (unsigned long long k = lane; k < n; k += 32) ys[k] = canon((xs[k] * inv) * gamma[k]);
+    }
+}
+
+// ---- layout (32-bit words: f32 and i32 alike) ------------------------------------------------
+
+// out[i] = x[offset(i)] where offset decodes i over `shape.dims` with `shape.strides_a`.
+__global__ void permute_u32(unsigned int* out, const unsigned int* x, unsigned long long n, Shape shape) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long rest = i, at = 0;
+        for (int d = shape.rank - 1; d >= 0; d--) {
+            at += (rest % shape.dims[d]) * shape.strides_a[d];
+            rest /= shape.dims[d];
+        }
+        out[i] = x[at];
+    }
+}
+
+// For o < outer, r < block: dst[o * dst_stride + dst_offset + r] = src[o * src_stride + src_offset + r].
+__global__ void copy_blocks_u32(unsigned int* dst, const unsigned int* src, unsigned long long outer, unsigned long long block,
+                                unsigned long long dst_stride, unsigned long long dst_offset, unsigned long long src_stride, unsigned long long src_offset) {
+    unsigned long long n = outer * block;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long o = i / block, r = i % block;
+        dst[o * dst_stride + dst_offset + r] = src[o * src_stride + src_offset + r];
+    }
+}
+
+// Rows of a table picked by indices already checked on the host.
+__global__ void gather_u32(unsigned int* out, const unsigned int* table, const int* ids, unsigned long long count, unsigned long long row) {
+    unsigned long long n = count * row;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long q = i / row, r = i % row;
+        out[i] = table[(unsigned long long)ids[q] * row + r];
+    }
+}
+
+// ---- conv2d: one thread per output, taps in (c, ky, kx) order, padding skipped --------------
+
+__global__ void conv2d_f32(float* out, const float* x, const float* w, const float* bias,
+                           int n, int c, int h, int wd, int o, int kh, int kw, int ho, int wo,
+                           int sh, int sw, int ph, int pw) {
+    unsigned long long total = (unsigned long long)n * o * ho * wo;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < total; i += (unsigned long long)gridDim.x * blockDim.x) {
+        int ox = (int)(i % wo);
+        int oy = (int)((i / wo) % ho);
+        int oc = (int)((i / ((unsigned long long)wo * ho)) % o);
+        int on = (int)(i / ((unsigned long long)wo * ho * o));
+        float acc = 0.0f;
+        for (int ci = 0; ci < c; ci++) {
+            for (int ky = 0; ky < kh; ky++) {
+                long long iy = (long long)oy * sh + ky - ph;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; kx++) {
+                    long long ix = (long long)ox * sw + kx - pw;
+                    if (ix < 0 || ix >= wd) continue;
+                    acc = fmaf(x[(((unsigned long long)on * c + ci) * h + iy) * wd + ix], w[(((unsigned long long)oc * c + ci) * kh + ky) * kw + kx], acc);
+                }
+            }
+        }
+        out[i] = canon(bias != 0 ? acc + bias[oc] : acc);
+    }
+}
+
+// ---- matmul: C[b] = A[b] B[b], each element's k-chain in order in registers -----------------
+//
+// 128 x 128 output tile per block of 256 threads, each thread an 8 x 8 register tile; K in
+// steps of 8 staged through shared memory. Each accumulator runs acc = fmaf(a[k], b[k], acc)
+// for k = 0, 1, ..., K-1 and nothing else: the tail of K is cut exactly (no fma with padding,
+// which would turn a -0.0 accumulator into +0.0), and out-of-range rows and columns are
+// computed but never stored.
+
+#define BM 128
+#define BN 128
+#define BK 8
+#define TM 8
+#define TN 8
+
+__global__ void __launch_bounds__(256) matmul_f32(float* out, const float* a, const float* b,
+                                                  const unsigned long long* offsets, int m, int n, int k) {
+    __shared__ float as[2][BK][BM];
+    __shared__ float bs[2][BK][BN];
+    const unsigned long long batch = blockIdx.z;
+    const float* A = a + offsets[3 * batch];
+    const float* B = b + offsets[3 * batch + 1];
+    float* C = out + offsets[3 * batch + 2];
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int tid = threadIdx.x;
+    const int ty = tid / 16, tx = tid % 16;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; i++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) acc[i][j] = 0.0f;
+
+    // Loading: A tile BM x BK (1024 values, 4 per thread), B tile BK x BN (4 per thread).
+    const int a_row = tid / 2, a_col = (tid % 2) * 4;
+    const int b_row = tid / 32, b_col = (tid % 32) * 4;
+    int stage = 0;
+    auto load = [&](int k0, int s) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int r = row0 + a_row, kk = k0 + a_col + q;
+            as[s][a_col + q][a_row] = (r < m && kk < k) ? A[(unsigned long long)r * k + kk] : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            int kk = k0 + b_row, cc = col0 + b_col + q;
+            bs[s][b_row][b_col + q] = (kk < k && cc < n) ? B[(unsigned long long)kk * n + cc] : 0.0f;
+        }
+    };
+    if (k > 0) load(0, 0);
+    __syncthreads();
+    for (int k0 = 0; k0 < k; k0 += BK) {
+        if (k0 + BK < k) load(k0 + BK, stage ^ 1);
+        const int kmax = min(BK, k - k0);
+        for (int kk = 0; kk < kmax; kk++) {
+            float af[TM], bf[TN];
+#pragma unroll
+            for (int i = 0; i < TM; i++) af[i] = as[stage][kk][ty * TM + i];
+#pragma unroll
+            for (int j = 0; j < TN; j++) bf[j] = bs[stage][kk][tx * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; i++)
+#pragma unroll
+                for (int j = 0; j < TN; j++) acc[i][j] = fmaf(af[i], bf[j], acc[i][j]);
+        }
+        __syncthreads();
+        stage ^= 1;
+    }
+#pragma unroll
+    for (int i = 0; i < TM; i++) {
+        int r = row0 + ty * TM + i;
+        if (r >= m) continue;
+#pragma unroll
+        for (int j = 0; j < TN; j++) {
+            int cc = col0 + tx * TN + j;
+            if (cc < n) C[(unsigned long long)r * n + cc] = canon(acc[i][j]);
+        }
+    }
+}
+
+}  // extern "C"

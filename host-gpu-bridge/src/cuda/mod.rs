@@ -1,0 +1,759 @@
+//! The CUDA backend: gridbox's kernels (`kernels.cu`) compiled at run time by NVRTC and run
+//! through cudarc, giving the same bits as the CPU reference.
+//!
+//! All of the crate's CUDA `unsafe` lives here. cudarc loads the CUDA libraries dynamically
+//! and panics when one is missing, so every entry point first probes for the library with
+//! `is_culib_present()` and turns every failure into a [`CudaError`].
+//!
+//! Memory: each job gets its own stream ([`CudaJob`]); its tensors are device allocations that
+//! are freed when dropped, so all of a job's device memory goes when its bridge state does,
+//! whatever ended the job. A tensor is only ever read after the kernel that wrote it, on the
+//! same stream, and every kernel writes every element of its output, so no job can read what
+//! an earlier job left behind.
+
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use gridbox_abi::DType;
+
+use crate::backend::CudaError;
+use crate::ops::{BinaryOp, OpCall, OpError, ReduceOp, UnaryOp, broadcast_shapes, resolve_axis};
+use crate::tensor::{Tensor, TensorData, TensorMeta};
+
+/// The kernels' source, compiled by NVRTC.
+pub const KERNELS_SOURCE: &str = include_str!("kernels.cu");
+
+const KERNEL_NAMES: [&str; 10] =
+    ["unary_f32", "binary_f32", "reduce_f32", "softmax_f32", "norm_f32", "permute_u32", "copy_blocks_u32", "gather_u32", "conv2d_f32", "matmul_f32"];
+
+/// Options that make NVRTC's arithmetic exactly IEEE: no contraction into fma, no flush to
+/// zero, correctly rounded division and square root, no fast math.
+fn compile_options(arch: &'static str) -> CompileOptions {
+    CompileOptions {
+        ftz: Some(false),
+        prec_sqrt: Some(true),
+        prec_div: Some(true),
+        fmad: Some(false),
+        use_fast_math: Some(false),
+        arch: Some(arch),
+        options: vec!["--std=c++17".into()],
+        ..CompileOptions::default()
+    }
+}
+
+fn nvrtc_present() -> Result<(), CudaError> {
+    // SAFETY: probing only tries to load the library; no function is called.
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("nvrtc")) }
+}
+
+fn driver_present() -> Result<(), CudaError> {
+    // SAFETY: as above.
+    if unsafe { cudarc::driver::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("cuda (the driver)")) }
+}
+
+/// Compiles the kernels for `arch` (e.g. `compute_90`). Needs NVRTC but no GPU: CI uses this
+/// to prove every kernel compiles.
+pub fn compile_kernels(arch: &'static str) -> Result<Ptx, CudaError> {
+    nvrtc_present()?;
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS_SOURCE, compile_options(arch)).map_err(|e| CudaError::Compile(format!("{e:?}")))
+}
+
+/// Compiled kernels, once per architecture per process.
+fn kernels_for(arch: &'static str) -> Result<Ptx, CudaError> {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, Ptx>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(ptx) = cache.get(arch) {
+        return Ok(ptx.clone());
+    }
+    let ptx = compile_kernels(arch)?;
+    cache.insert(arch, ptx.clone());
+    Ok(ptx)
+}
+
+fn driver(e: impl std::fmt::Debug) -> CudaError {
+    CudaError::Driver(format!("{e:?}"))
+}
+
+/// One GPU, with the kernels loaded.
+pub struct CudaDevice {
+    context: Arc<CudaContext>,
+    _module: Arc<CudaModule>,
+    functions: HashMap<&'static str, CudaFunction>,
+    description: String,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+/// How many CUDA devices there are (0 when the driver is missing).
+pub fn device_count() -> Result<usize, CudaError> {
+    driver_present()?;
+    CudaContext::device_count().map(|n| n.max(0) as usize).map_err(driver)
+}
+
+fn arch_name(major: i32, minor: i32) -> &'static str {
+    // NVRTC takes a &'static str; the architectures gridbox knows, newest first.
+    match (major, minor) {
+        (12, _) => "compute_120",
+        (10, _) => "compute_100",
+        (9, _) => "compute_90",
+        (8, 9) => "compute_89",
+        (8, 6) => "compute_86",
+        (8, _) => "compute_80",
+        (7, 5) => "compute_75",
+        _ => "compute_70",
+    }
+}
+
+impl CudaDevice {
+    /// Opens device `ordinal` and loads the kernels (compiled by NVRTC for its architecture,
+    /// once per process).
+    pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+        let count = device_count()?;
+        if ordinal >= count {
+            return Err(CudaError::NoDevice { ordinal, count });
+        }
+        nvrtc_present()?;
+        let context = CudaContext::new(ordinal).map_err(driver)?;
+        let (major, minor) = context.compute_capability().map_err(driver)?;
+        let name = context.name().map_err(driver)?;
+        let module = context.load_module(kernels_for(arch_name(major, minor))?).map_err(driver)?;
+        let mut functions = HashMap::new();
+        for kernel in KERNEL_NAMES {
+            functions.insert(kernel, module.load_function(kernel).map_err(driver)?);
+        }
+        let description = format!("cuda:{ordinal} ({name}, sm_{major}{minor})");
+        Ok(Arc::new(CudaDevice { context, _module: module, functions, description }))
+    }
+
+    /// `cuda:N (name, sm_XY)`: what logs and receipts record.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// A job's view of the device: its own stream.
+    pub fn new_job(self: &Arc<Self>) -> Result<CudaJob, CudaError> {
+        Ok(CudaJob { device: self.clone(), stream: self.context.new_stream().map_err(driver)? })
+    }
+}
+
+/// A tensor in device memory, as 32-bit words (f32 bits or i32).
+pub struct DeviceTensor {
+    meta: TensorMeta,
+    data: CudaSlice<u32>,
+}
+
+impl DeviceTensor {
+    /// Dtype and shape.
+    pub fn meta(&self) -> &TensorMeta {
+        &self.meta
+    }
+}
+
+/// Kernel-parameter struct; the layout of `Shape` in kernels.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Shape {
+    rank: i32,
+    dims: [u64; 8],
+    strides_a: [u64; 8],
+    strides_b: [u64; 8],
+}
+
+// SAFETY: `Shape` is plain old data with the same C layout as the kernel's struct.
+unsafe impl DeviceRepr for Shape {}
+
+impl Shape {
+    fn new(dims: &[usize], strides_a: &[usize], strides_b: &[usize]) -> Result<Shape, OpError> {
+        if dims.len() > 8 {
+            return Err(OpError::ShapeMismatch(format!("rank {} is above 8", dims.len())));
+        }
+        let mut shape = Shape { rank: dims.len() as i32, dims: [1; 8], strides_a: [0; 8], strides_b: [0; 8] };
+        for d in 0..dims.len() {
+            shape.dims[d] = dims[d] as u64;
+            shape.strides_a[d] = strides_a.get(d).copied().unwrap_or(0) as u64;
+            shape.strides_b[d] = strides_b.get(d).copied().unwrap_or(0) as u64;
+        }
+        Ok(shape)
+    }
+}
+
+/// Why a device op failed: an error the job can handle, or a CUDA failure (a trap).
+#[derive(Debug)]
+pub enum ExecError {
+    /// A handleable op error (bad gather index, ...).
+    Op(OpError),
+    /// The device failed.
+    Cuda(CudaError),
+}
+
+impl From<CudaError> for ExecError {
+    fn from(e: CudaError) -> Self {
+        ExecError::Cuda(e)
+    }
+}
+
+impl From<OpError> for ExecError {
+    fn from(e: OpError) -> Self {
+        ExecError::Op(e)
+    }
+}
+
+/// One job's stream on a device.
+pub struct CudaJob {
+    device: Arc<CudaDevice>,
+    stream: Arc<CudaStream>,
+}
+
+fn grid_for(threads: u64) -> LaunchConfig {
+    let blocks = threads.div_ceil(256).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * shape[d + 1];
+    }
+    strides
+}
+
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let offset = out.len() - shape.len();
+    let contiguous = contiguous_strides(shape);
+    let mut strides = vec![0; out.len()];
+    for (i, &dim) in shape.iter().enumerate() {
+        strides[offset + i] = if dim == 1 { 0 } else { contiguous[i] };
+    }
+    strides
+}
+
+impl CudaJob {
+    /// The device's description.
+    pub fn description(&self) -> &str {
+        &self.device.description
+    }
+
+    fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
+        self.device.functions.get(name).ok_or_else(|| CudaError::Driver(format!("kernel {name} is not loaded")))
+    }
+
+    /// Uninitialised device memory for `meta`; every kernel writes all of it.
+    fn alloc(&self, len: usize) -> Result<CudaSlice<u32>, CudaError> {
+        // SAFETY: the memory is written in full by the kernel that produces the tensor before
+        // anything reads it (same stream).
+        unsafe { self.stream.alloc::<u32>(len.max(1)) }.map_err(driver)
+    }
+
+    /// Copies a host tensor to the device.
+    pub fn upload(&self, tensor: &Tensor) -> Result<DeviceTensor, CudaError> {
+        let words: Vec<u32> = match tensor.data() {
+            TensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+            TensorData::I32(v) => v.iter().map(|&x| x as u32).collect(),
+        };
+        let data = if words.is_empty() { self.alloc(0)? } else { self.stream.clone_htod(&words).map_err(driver)? };
+        Ok(DeviceTensor { meta: tensor.meta(), data })
+    }
+
+    /// Copies a device tensor back (waits for the kernels that wrote it).
+    pub fn download(&self, tensor: &DeviceTensor) -> Result<Tensor, CudaError> {
+        let len = tensor.meta.checked_len().map_err(|e| CudaError::Driver(e.to_string()))?;
+        let mut words = self.stream.clone_dtoh(&tensor.data).map_err(driver)?;
+        words.truncate(len);
+        let data = match tensor.meta.dtype {
+            DType::I32 => TensorData::I32(words.into_iter().map(|w| w as i32).collect()),
+            _ => TensorData::F32(words.into_iter().map(f32::from_bits).collect()),
+        };
+        Tensor::new(tensor.meta.shape.clone(), data).map_err(|e| CudaError::Driver(e.to_string()))
+    }
+
+    /// Runs `call` on device tensors. `out` is the inferred output.
+    pub fn execute(&self, call: &OpCall, inputs: &[&DeviceTensor], out: &TensorMeta) -> Result<DeviceTensor, ExecError> {
+        let len = out.checked_len()?;
+        let input = |i: usize| inputs.get(i).copied().ok_or_else(|| OpError::InvalidParameter(format!("missing input {i}")));
+        let mut result = self.alloc(len)?;
+        let n = len as u64;
+        let stream = &self.stream;
+        // SAFETY (every launch below): the arguments match the kernel's C signature in
+        // kernels.cu argument for argument; every pointer is a live allocation of at least
+        // the length the kernel indexes (shapes were checked by `OpCall::infer` and are
+        // checked again here), and all work is ordered on this job's one stream.
+        unsafe {
+            match call {
+                OpCall::Unary(op) => {
+                    let code = unary_code(*op);
+                    if len > 0 {
+                        stream.launch_builder(self.function("unary_f32")?).arg(&mut result).arg(&input(0)?.data).arg(&n).arg(&code).launch(grid_for(n)).map_err(driver)?;
+                    }
+                }
+                OpCall::Binary(op) => {
+                    let (a, b) = (input(0)?, input(1)?);
+                    let shape = broadcast_shapes(&a.meta.shape, &b.meta.shape)?;
+                    let params = Shape::new(&shape, &broadcast_strides(&a.meta.shape, &shape), &broadcast_strides(&b.meta.shape, &shape))?;
+                    let code = binary_code(*op);
+                    if len > 0 {
+                        stream
+                            .launch_builder(self.function("binary_f32")?)
+                            .arg(&mut result)
+                            .arg(&a.data)
+                            .arg(&b.data)
+                            .arg(&n)
+                            .arg(&code)
+                            .arg(&params)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Reduce { op, axis, .. } => {
+                    let x = input(0)?;
+                    let axis = resolve_axis(*axis, x.meta.shape.len())?;
+                    let reduced = x.meta.shape[axis] as u64;
+                    let inner: u64 = x.meta.shape[axis + 1..].iter().map(|&d| d as u64).product();
+                    let outer: u64 = x.meta.shape[..axis].iter().map(|&d| d as u64).product();
+                    let code: i32 = match op {
+                        ReduceOp::Sum => 0,
+                        ReduceOp::Mean => 1,
+                        ReduceOp::Max => 2,
+                    };
+                    if len > 0 {
+                        stream
+                            .launch_builder(self.function("reduce_f32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&outer)
+                            .arg(&reduced)
+                            .arg(&inner)
+                            .arg(&code)
+                            .launch(grid_for(n * 32))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Softmax | OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => {
+                    let x = input(0)?;
+                    let row = x.meta.shape.last().copied().unwrap_or(1) as u64;
+                    let rows = if row == 0 { 0 } else { n / row };
+                    if rows > 0 {
+                        match call {
+                            OpCall::Softmax => {
+                                stream.launch_builder(self.function("softmax_f32")?).arg(&mut result).arg(&x.data).arg(&rows).arg(&row).launch(grid_for(rows * 32)).map_err(driver)?;
+                            }
+                            OpCall::LayerNorm { eps } => {
+                                stream
+                                    .launch_builder(self.function("norm_f32")?)
+                                    .arg(&mut result)
+                                    .arg(&x.data)
+                                    .arg(&input(1)?.data)
+                                    .arg(&input(2)?.data)
+                                    .arg(&rows)
+                                    .arg(&row)
+                                    .arg(eps)
+                                    .launch(grid_for(rows * 32))
+                                    .map_err(driver)?;
+                            }
+                            OpCall::RmsNorm { eps } => {
+                                let null = 0u64;
+                                stream
+                                    .launch_builder(self.function("norm_f32")?)
+                                    .arg(&mut result)
+                                    .arg(&x.data)
+                                    .arg(&input(1)?.data)
+                                    .arg(&null)
+                                    .arg(&rows)
+                                    .arg(&row)
+                                    .arg(eps)
+                                    .launch(grid_for(rows * 32))
+                                    .map_err(driver)?;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                OpCall::Permute { perm } => {
+                    let x = input(0)?;
+                    let strides = contiguous_strides(&x.meta.shape);
+                    let permuted: Vec<usize> = perm.iter().map(|&p| strides.get(p as usize).copied().unwrap_or(0)).collect();
+                    let params = Shape::new(&out.shape, &permuted, &[])?;
+                    if len > 0 {
+                        stream.launch_builder(self.function("permute_u32")?).arg(&mut result).arg(&x.data).arg(&n).arg(&params).launch(grid_for(n)).map_err(driver)?;
+                    }
+                }
+                OpCall::Reshape { .. } => {
+                    if len > 0 {
+                        stream.memcpy_dtod(&input(0)?.data, &mut result).map_err(driver)?;
+                    }
+                }
+                OpCall::Slice { axis, start, .. } => {
+                    let x = input(0)?;
+                    let axis = resolve_axis(*axis, x.meta.shape.len())?;
+                    let inner: u64 = x.meta.shape[axis + 1..].iter().map(|&d| d as u64).product();
+                    let outer: u64 = x.meta.shape[..axis].iter().map(|&d| d as u64).product();
+                    let taken = out.shape[axis] as u64;
+                    let (block, src_stride, src_offset, zero) = (taken * inner, x.meta.shape[axis] as u64 * inner, *start as u64 * inner, 0u64);
+                    if len > 0 {
+                        stream
+                            .launch_builder(self.function("copy_blocks_u32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&outer)
+                            .arg(&block)
+                            .arg(&block)
+                            .arg(&zero)
+                            .arg(&src_stride)
+                            .arg(&src_offset)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Concat { axis } => {
+                    let first = input(0)?;
+                    let axis = resolve_axis(*axis, first.meta.shape.len())?;
+                    let outer: u64 = first.meta.shape[..axis].iter().map(|&d| d as u64).product();
+                    let dst_stride: u64 = out.shape[axis..].iter().map(|&d| d as u64).product();
+                    let mut offset = 0u64;
+                    for x in inputs {
+                        let block: u64 = x.meta.shape[axis..].iter().map(|&d| d as u64).product();
+                        let zero = 0u64;
+                        if outer * block > 0 {
+                            stream
+                                .launch_builder(self.function("copy_blocks_u32")?)
+                                .arg(&mut result)
+                                .arg(&x.data)
+                                .arg(&outer)
+                                .arg(&block)
+                                .arg(&dst_stride)
+                                .arg(&offset)
+                                .arg(&block)
+                                .arg(&zero)
+                                .launch(grid_for(outer * block))
+                                .map_err(driver)?;
+                        }
+                        offset += block;
+                    }
+                }
+                OpCall::Gather => {
+                    let (table, ids) = (input(0)?, input(1)?);
+                    let rows = table.meta.shape.first().copied().unwrap_or(0);
+                    let row: u64 = table.meta.shape[1..].iter().map(|&d| d as u64).product();
+                    // Indices are checked on the host before anything is written.
+                    let host_ids = self.download(ids)?;
+                    let host_ids = host_ids.as_i32().unwrap_or(&[]);
+                    if let Some(bad) = host_ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
+                        return Err(OpError::InvalidParameter(format!("gather index {bad} is outside 0..{rows}")).into());
+                    }
+                    let count = host_ids.len() as u64;
+                    if len > 0 {
+                        stream.launch_builder(self.function("gather_u32")?).arg(&mut result).arg(&table.data).arg(&ids.data).arg(&count).arg(&row).launch(grid_for(n)).map_err(driver)?;
+                    }
+                }
+                OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
+                    let (x, w) = (input(0)?, input(1)?);
+                    let dims = |s: &[usize], i: usize| s.get(i).copied().unwrap_or(0) as i32;
+                    let (xn, xc, xh, xw) = (dims(&x.meta.shape, 0), dims(&x.meta.shape, 1), dims(&x.meta.shape, 2), dims(&x.meta.shape, 3));
+                    let (wo, wkh, wkw) = (dims(&w.meta.shape, 0), dims(&w.meta.shape, 2), dims(&w.meta.shape, 3));
+                    let (ho, woo) = (dims(&out.shape, 2), dims(&out.shape, 3));
+                    let (sh, sw, ph, pw) = (*stride_h as i32, *stride_w as i32, *pad_h as i32, *pad_w as i32);
+                    let null = 0u64;
+                    if len > 0 {
+                        let mut builder = stream.launch_builder(self.function("conv2d_f32")?);
+                        builder.arg(&mut result).arg(&x.data).arg(&w.data);
+                        match inputs.get(2) {
+                            Some(bias) => builder.arg(&bias.data),
+                            None => builder.arg(&null),
+                        };
+                        builder.arg(&xn).arg(&xc).arg(&xh).arg(&xw).arg(&wo).arg(&wkh).arg(&wkw).arg(&ho).arg(&woo).arg(&sh).arg(&sw).arg(&ph).arg(&pw);
+                        builder.launch(grid_for(n)).map_err(driver)?;
+                    }
+                }
+                OpCall::Matmul => self.matmul(input(0)?, input(1)?, out, &mut result)?,
+            }
+        }
+        Ok(DeviceTensor { meta: out.clone(), data: result })
+    }
+
+    /// Batched matmul: one launch per up-to-65535 batches, each block a 128 x 128 output tile.
+    fn matmul(&self, a: &DeviceTensor, b: &DeviceTensor, out: &TensorMeta, result: &mut CudaSlice<u32>) -> Result<(), ExecError> {
+        let (ar, br, or) = (a.meta.shape.len(), b.meta.shape.len(), out.shape.len());
+        let (m, k, n) = (a.meta.shape[ar - 2], a.meta.shape[ar - 1], b.meta.shape[br - 1]);
+        let batch_shape = &out.shape[..or - 2];
+        let batches: usize = batch_shape.iter().product();
+        if batches == 0 || m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            // Every element is the empty chain: +0.0.
+            self.stream.memset_zeros(result).map_err(driver)?;
+            return Ok(());
+        }
+        let (sa, sb) = (broadcast_strides(&a.meta.shape[..ar - 2], batch_shape), broadcast_strides(&b.meta.shape[..br - 2], batch_shape));
+        let mut offsets = Vec::with_capacity(batches * 3);
+        for batch in 0..batches {
+            let (mut rest, mut oa, mut ob) = (batch, 0usize, 0usize);
+            for d in (0..batch_shape.len()).rev() {
+                let index = rest % batch_shape[d];
+                rest /= batch_shape[d];
+                oa += index * sa[d];
+                ob += index * sb[d];
+            }
+            offsets.extend([(oa * m * k) as u64, (ob * k * n) as u64, (batch * m * n) as u64]);
+        }
+        let offsets = self.stream.clone_htod(&offsets).map_err(driver)?;
+        let (m32, n32, k32) = (m as i32, n as i32, k as i32);
+        let function = self.function("matmul_f32")?;
+        for first in (0..batches).step_by(65_535) {
+            let count = (batches - first).min(65_535) as u32;
+            let view = offsets.slice(first * 3..);
+            let config = LaunchConfig { grid_dim: (n.div_ceil(128) as u32, m.div_ceil(128) as u32, count), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: `view` holds 3 offsets per batch in this launch; each offset plus the
+            // matrix it starts is inside its allocation (computed from the checked shapes).
+            unsafe {
+                self.stream
+                    .launch_builder(function)
+                    .arg(&mut *result)
+                    .arg(&a.data)
+                    .arg(&b.data)
+                    .arg(&view)
+                    .arg(&m32)
+                    .arg(&n32)
+                    .arg(&k32)
+                    .launch(config)
+                    .map_err(driver)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unary_code(op: UnaryOp) -> i32 {
+    match op {
+        UnaryOp::Neg => 0,
+        UnaryOp::Relu => 1,
+        UnaryOp::Gelu => 2,
+        UnaryOp::Sigmoid => 3,
+        UnaryOp::Tanh => 4,
+        UnaryOp::Exp => 5,
+        UnaryOp::Log => 6,
+        UnaryOp::Sqrt => 7,
+    }
+}
+
+fn binary_code(op: BinaryOp) -> i32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cross-backend suite: every op on CUDA against the CPU reference, bit for bit, over
+    //! edge sizes and special values. Without a GPU each test prints one line saying it was
+    //! skipped and checks nothing; kernel compilation needs only NVRTC, which CI installs.
+
+    use super::*;
+    use crate::cpu;
+    use gridbox_abi::Op;
+
+    /// The device, or a printed reason to skip.
+    fn device(test: &str) -> Option<Arc<CudaDevice>> {
+        match CudaDevice::open(0) {
+            Ok(device) => Some(device),
+            Err(why) => {
+                println!("SKIPPED {test}: no CUDA device ({why}); nothing was checked");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        let required = std::env::var_os("GRIDBOX_REQUIRE_NVRTC").is_some();
+        for arch in ["compute_80", "compute_90"] {
+            match compile_kernels(arch) {
+                Ok(_) => println!("kernels compiled for {arch}"),
+                Err(CudaError::LibraryMissing(lib)) if !required => {
+                    println!("SKIPPED kernels_compile_with_nvrtc: {lib} is not installed; set GRIDBOX_REQUIRE_NVRTC=1 to make this a failure");
+                    return;
+                }
+                Err(e) => panic!("{arch}: {e}"),
+            }
+        }
+    }
+
+    /// A deterministic generator of awkward f32 values: mostly ordinary, some special.
+    struct Values(u64);
+
+    impl Values {
+        fn next_u32(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 16) as u32
+        }
+
+        fn ordinary(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| (self.next_u32() % 20_000) as f32 / 1000.0 - 10.0).collect()
+        }
+
+        fn any_bits(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| f32::from_bits(self.next_u32())).collect()
+        }
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.to_le_bytes().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    }
+
+    /// Runs `call` on both backends and compares every bit.
+    fn same(job: &CudaJob, call: &OpCall, inputs: &[&Tensor], what: &str) {
+        let metas: Vec<TensorMeta> = inputs.iter().map(|t| t.meta()).collect();
+        let out = call.infer(&metas).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let want = cpu::execute(call, inputs, &out, 2);
+        let device: Vec<DeviceTensor> = inputs.iter().map(|t| job.upload(t).unwrap()).collect();
+        let refs: Vec<&DeviceTensor> = device.iter().collect();
+        let got = job.execute(call, &refs, &out);
+        match (want, got) {
+            (Ok(want), Ok(got)) => {
+                let got = job.download(&got).unwrap();
+                let (w, g) = (bits(&want), bits(&got));
+                if let Some(i) = (0..w.len()).find(|&i| w[i] != g[i]) {
+                    panic!("{what}: element {i} of {}: cpu {:08x} ({:e}), cuda {:08x} ({:e})", w.len(), w[i], f32::from_bits(w[i]), g[i], f32::from_bits(g[i]));
+                }
+            }
+            (Err(w), Err(ExecError::Op(g))) => assert_eq!(w.code(), g.code(), "{what}"),
+            (w, g) => panic!("{what}: cpu {:?}, cuda {:?}", w.map(|_| ()), g.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn elementwise_and_transcendentals_match_bit_for_bit() {
+        let Some(device) = device("elementwise_and_transcendentals_match_bit_for_bit") else { return };
+        let job = device.new_job().unwrap();
+        let mut values = Values(1);
+        let mut all = values.any_bits(1 << 20);
+        all.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, 1e-45, -1e-45, 88.7, -103.9, 9.0, -9.5, 10.0, -20.0]);
+        all.extend(values.ordinary(1 << 16));
+        let x = Tensor::f32(vec![all.len()], all).unwrap();
+        for op in [UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt] {
+            same(&job, &OpCall::Unary(op), &[&x], &format!("{op:?}"));
+        }
+        for (sa, sb) in [(vec![0], vec![0]), (vec![1], vec![1]), (vec![97], vec![97]), (vec![3, 1, 33], vec![4, 1]), (vec![1], vec![65]), (vec![2, 31], vec![])] {
+            let a = Tensor::f32(sa.clone(), values.any_bits(sa.iter().product())).unwrap();
+            let b = Tensor::f32(sb.clone(), values.ordinary(sb.iter().product())).unwrap();
+            for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+                same(&job, &OpCall::Binary(op), &[&a, &b], &format!("{op:?} {sa:?} {sb:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn reductions_softmax_and_norms_match_bit_for_bit() {
+        let Some(device) = device("reductions_softmax_and_norms_match_bit_for_bit") else { return };
+        let job = device.new_job().unwrap();
+        let mut values = Values(2);
+        for shape in [vec![0, 5], vec![1], vec![31], vec![32], vec![33], vec![7, 1000], vec![3, 65, 5], vec![2, 4097]] {
+            let x = Tensor::f32(shape.clone(), values.ordinary(shape.iter().product())).unwrap();
+            for axis in -1..shape.len() as i64 {
+                for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+                    same(&job, &OpCall::Reduce { op, axis, keepdims: false }, &[&x], &format!("{op:?} axis {axis} of {shape:?}"));
+                }
+            }
+            let d = *shape.last().unwrap();
+            let gamma = Tensor::f32(vec![d], values.ordinary(d)).unwrap();
+            let beta = Tensor::f32(vec![d], values.ordinary(d)).unwrap();
+            same(&job, &OpCall::Softmax, &[&x], &format!("softmax {shape:?}"));
+            same(&job, &OpCall::LayerNorm { eps: 1e-5 }, &[&x, &gamma, &beta], &format!("layer_norm {shape:?}"));
+            same(&job, &OpCall::RmsNorm { eps: 1e-6 }, &[&x, &gamma], &format!("rms_norm {shape:?}"));
+        }
+        let special = Tensor::f32(vec![2, 3], vec![f32::NEG_INFINITY, 0.0, f32::NAN, -0.0, 0.0, f32::INFINITY]).unwrap();
+        same(&job, &OpCall::Softmax, &[&special], "softmax specials");
+        same(&job, &OpCall::Reduce { op: ReduceOp::Max, axis: 1, keepdims: true }, &[&special], "max specials");
+    }
+
+    #[test]
+    fn matmul_and_conv2d_match_bit_for_bit_at_edge_sizes() {
+        let Some(device) = device("matmul_and_conv2d_match_bit_for_bit_at_edge_sizes") else { return };
+        let job = device.new_job().unwrap();
+        let mut values = Values(3);
+        for &m in &[0usize, 1, 7, 127, 128, 129, 257] {
+            for &k in &[0usize, 1, 8, 9, 255] {
+                for &n in &[1usize, 33, 128, 130] {
+                    let mut a = values.ordinary(m * k);
+                    a.iter_mut().step_by(7).for_each(|v| *v = -0.0);
+                    let a = Tensor::f32(vec![m, k], a).unwrap();
+                    let b = Tensor::f32(vec![k, n], values.ordinary(k * n)).unwrap();
+                    same(&job, &OpCall::Matmul, &[&a, &b], &format!("matmul {m}x{k}x{n}"));
+                }
+            }
+        }
+        let a = Tensor::f32(vec![2, 1, 5, 7], values.any_bits(70)).unwrap();
+        let b = Tensor::f32(vec![3, 7, 9], values.ordinary(189)).unwrap();
+        same(&job, &OpCall::Matmul, &[&a, &b], "batched matmul with special values");
+        for (x_shape, w_shape, params) in [
+            (vec![1, 1, 5, 5], vec![2, 1, 3, 3], [1, 1, 0, 0]),
+            (vec![2, 3, 7, 6], vec![4, 3, 2, 3], [2, 1, 1, 2]),
+            (vec![1, 2, 4, 4], vec![1, 2, 4, 4], [1, 1, 0, 0]),
+            (vec![1, 1, 1, 1], vec![3, 1, 1, 1], [3, 3, 2, 2]),
+        ] {
+            let x = Tensor::f32(x_shape.clone(), values.ordinary(x_shape.iter().product())).unwrap();
+            let w = Tensor::f32(w_shape.clone(), values.ordinary(w_shape.iter().product())).unwrap();
+            let bias = Tensor::f32(vec![w_shape[0]], values.ordinary(w_shape[0])).unwrap();
+            let call = OpCall::decode(Op::Conv2d, &params.map(|p| p as i64), 3).unwrap();
+            same(&job, &call, &[&x, &w, &bias], &format!("conv2d {x_shape:?} {w_shape:?} {params:?}"));
+            let call = OpCall::decode(Op::Conv2d, &params.map(|p| p as i64), 2).unwrap();
+            same(&job, &call, &[&x, &w], &format!("conv2d without bias {x_shape:?}"));
+        }
+    }
+
+    #[test]
+    fn layout_ops_match_and_bad_gathers_are_codes() {
+        let Some(device) = device("layout_ops_match_and_bad_gathers_are_codes") else { return };
+        let job = device.new_job().unwrap();
+        let mut values = Values(4);
+        let x = Tensor::f32(vec![2, 3, 5], values.any_bits(30)).unwrap();
+        same(&job, &OpCall::Permute { perm: vec![2, 0, 1] }, &[&x], "permute");
+        same(&job, &OpCall::Reshape { shape: vec![5, 6] }, &[&x], "reshape");
+        same(&job, &OpCall::Slice { axis: 2, start: 1, end: 4 }, &[&x], "slice");
+        same(&job, &OpCall::Slice { axis: 0, start: 1, end: 1 }, &[&x], "empty slice");
+        let y = Tensor::f32(vec![2, 1, 5], values.ordinary(10)).unwrap();
+        same(&job, &OpCall::Concat { axis: 1 }, &[&x, &y, &x], "concat");
+        let ids = Tensor::i32(vec![2, 2], vec![1, 0, 1, 1]).unwrap();
+        same(&job, &OpCall::Gather, &[&x, &ids], "gather");
+        let bad = Tensor::i32(vec![1], vec![2]).unwrap();
+        same(&job, &OpCall::Gather, &[&x, &bad], "gather out of range");
+        let ints = Tensor::i32(vec![3, 4], (0..12).collect()).unwrap();
+        same(&job, &OpCall::Permute { perm: vec![1, 0] }, &[&ints], "permute i32");
+    }
+
+    #[test]
+    fn a_job_never_sees_what_an_earlier_job_left_on_the_device() {
+        let Some(device) = device("a_job_never_sees_what_an_earlier_job_left_on_the_device") else { return };
+        // An earlier job fills and frees a large poisoned buffer...
+        {
+            let earlier = device.new_job().unwrap();
+            let poison = Tensor::f32(vec![1 << 24], vec![f32::from_bits(0x7FBA_DBAD); 1 << 24]).unwrap();
+            let held = earlier.upload(&poison).unwrap();
+            drop(held);
+            earlier.stream.synchronize().unwrap();
+        }
+        // ...and a later job's outputs, which reuse that memory, hold only what it computed.
+        let job = device.new_job().unwrap();
+        let mut values = Values(5);
+        let a = Tensor::f32(vec![300, 200], values.ordinary(60_000)).unwrap();
+        let b = Tensor::f32(vec![200, 300], values.ordinary(60_000)).unwrap();
+        for _ in 0..4 {
+            same(&job, &OpCall::Matmul, &[&a, &b], "matmul after a poisoned job");
+            same(&job, &OpCall::Unary(UnaryOp::Exp), &[&a], "exp after a poisoned job");
+            same(&job, &OpCall::Reduce { op: ReduceOp::Sum, axis: 0, keepdims: false }, &[&a], "sum after a poisoned job");
+        }
+    }
+}
