@@ -15,7 +15,7 @@ pub enum CudaError {
     #[error("this gridbox was built without CUDA support (the `cuda` feature)")]
     NotCompiled,
     /// A CUDA library could not be loaded.
-    #[error("the CUDA library {0} is not installed or not on the library path")]
+    #[error("{0} is not installed or not on the library path")]
     LibraryMissing(&'static str),
     /// There is no device with that number.
     #[error("there is no CUDA device {ordinal} ({count} found)")]
@@ -43,6 +43,16 @@ pub enum DeviceChoice {
     Cpu,
     /// CUDA device N; an error where there is none.
     Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
 }
 
 impl std::str::FromStr for DeviceChoice {

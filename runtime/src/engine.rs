@@ -55,9 +55,14 @@ struct ModuleCache {
 }
 
 impl JobEngine {
-    /// An engine able to run any job `policy` allows: the pooling allocator's slots are sized to
-    /// the policy's caps on memory and table size.
+    /// An engine on the CPU backend able to run any job `policy` allows: the pooling
+    /// allocator's slots are sized to the policy's caps on memory and table size.
     pub fn new(policy: &Policy) -> Result<Self, RunError> {
+        Self::with_backend(policy, Backend::cpu(policy.kernel_threads))
+    }
+
+    /// An engine whose jobs' tensor ops run on `backend`.
+    pub fn with_backend(policy: &Policy, backend: Backend) -> Result<Self, RunError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(POOL_SLOTS)
             .total_memories(POOL_SLOTS)
@@ -101,7 +106,7 @@ impl JobEngine {
             engine,
             linker,
             config_fingerprint,
-            backend: Backend::cpu(policy.kernel_threads),
+            backend,
             cache: Mutex::new(ModuleCache::default()),
             ticker: Some(ticker),
             stop_ticker,

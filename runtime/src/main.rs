@@ -12,7 +12,7 @@ use gridbox_runtime::artifacts::{self, RECEIPT_FILE};
 use gridbox_runtime::job::INPUT_DIR;
 use gridbox_runtime::verify::{self, Evidence};
 use gridbox_runtime::manifest::TensorSection;
-use host_gpu_bridge::TraceLevel;
+use host_gpu_bridge::{Backend, DeviceChoice, TraceLevel};
 use gridbox_runtime::{Capability, Digest, Job, JobEngine, LimitKind, Manifest, Outcome, Policy, Receipt, RunOptions, keys};
 
 /// Exit status when the job trapped (as `wasmtime run`: 128 + SIGABRT).
@@ -99,6 +99,9 @@ struct RunArgs {
     /// Do not echo the job's stdout and stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where tensor ops run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
     /// Arguments passed to the job after argv[0].
     #[arg(last = true)]
     args: Vec<String>,
@@ -120,6 +123,10 @@ struct VerifyArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N. Any backend must give the
+    /// receipt's bytes.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
 }
 
 fn main() -> ExitCode {
@@ -174,7 +181,7 @@ fn run(args: RunArgs) -> Result<u8> {
         Some(path) => keys::read_secret_key(path)?,
         None => keys::generate()?,
     };
-    let engine = JobEngine::new(&policy)?;
+    let engine = engine_on(&policy, args.device)?;
     let job = Job::new(module, resolved, inputs)?;
     let run = engine.run(&job, RunOptions::default())?;
     let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
@@ -258,7 +265,7 @@ fn verify(args: VerifyArgs) -> Result<u8> {
         inputs: gather_inputs(&args.inputs)?,
         artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
     };
-    let engine = JobEngine::new(&Policy::default())?;
+    let engine = engine_on(&Policy::default(), args.device)?;
     let report = verify::verify(&engine, &receipt, &evidence);
     if args.json {
         let json = serde_json::json!({
@@ -290,6 +297,16 @@ fn print_table(report: &verify::Verification) {
         let mark = if check.ok { "yes" } else { "NO" };
         println!("{:fw$}  {:ew$}  {:ew$}  {mark}", check.field, check.expected, check.got);
     }
+}
+
+/// An engine on the chosen device, saying on stderr which one it is.
+fn engine_on(policy: &Policy, device: DeviceChoice) -> Result<JobEngine> {
+    let (backend, fallback) = Backend::select(device, policy.kernel_threads).with_context(|| format!("--device {device}"))?;
+    match (&backend, fallback) {
+        (Backend::Cpu { .. }, Some(why)) => eprintln!("gridbox: tensor ops on the CPU ({why})"),
+        (backend, _) => eprintln!("gridbox: tensor ops on {}", backend.name()),
+    }
+    Ok(JobEngine::with_backend(policy, backend)?)
 }
 
 fn keygen(path: &Path) -> Result<u8> {

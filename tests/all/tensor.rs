@@ -237,3 +237,34 @@ fn the_transformer_example_runs_and_verifies_at_both_trace_levels() {
     assert_eq!((full_level.as_str(), readback_level.as_str()), ("full", "readback"));
     assert!(full_len > readback_len, "{full_len} vs {readback_len}");
 }
+
+/// With a GPU: every example's receipt made on CUDA verifies by a CPU replay, field for field.
+/// Without one: asking for CUDA is a clear error, never a silent CPU run.
+#[test]
+fn cuda_receipts_verify_on_the_cpu_or_asking_for_cuda_without_one_is_an_error() {
+    let work = tempfile::tempdir().unwrap();
+    let has_gpu = host_gpu_bridge::cuda::device_count().map(|n| n > 0).unwrap_or(false);
+    if !has_gpu {
+        let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--device", &"cuda"]);
+        assert_eq!(output.status.code(), Some(136), "{}", stderr(&output));
+        assert!(stderr(&output).contains("--device cuda:0"), "{}", stderr(&output));
+        println!("SKIPPED the CUDA half of this test: no CUDA device; only the refusal was checked");
+        return;
+    }
+    for (module, data) in [(gridbox_guests::MLP_WASM, "mlp/data"), (gridbox_guests::TRANSFORMER_WASM, "transformer/data")] {
+        let dir = format!("{}/../examples/{data}::/input", env!("CARGO_MANIFEST_DIR"));
+        let (cuda_out, cpu_out) = (work.path().join(format!("{data}-cuda")), work.path().join(format!("{data}-cpu")));
+        for (device, out) in [("cuda", &cuda_out), ("cpu", &cpu_out)] {
+            let output = gridbox_output(&[&"run", &module, &"--device", &device, &"--capability", &"tensor", &"--dir", &dir, &"--out", out]);
+            assert!(output.status.success(), "{device}: {}", stderr(&output));
+        }
+        let receipt = |dir: &std::path::Path| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join("receipt.json")).unwrap()).unwrap() };
+        let (on_cuda, on_cpu) = (receipt(&cuda_out), receipt(&cpu_out));
+        assert!(on_cuda["backend"].as_str().unwrap().starts_with("cuda:"), "{}", on_cuda["backend"]);
+        for field in ["outcome", "fuel_used", "stdout", "stderr", "outputs", "trace"] {
+            assert_eq!(on_cuda[field], on_cpu[field], "{data}: {field} differs between CUDA and CPU");
+        }
+        let verified = gridbox_output(&[&"verify", &cuda_out.join("receipt.json"), &"--module", &module, &"--dir", &dir, &"--device", &"cpu"]);
+        assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    }
+}

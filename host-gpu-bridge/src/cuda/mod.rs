@@ -47,12 +47,12 @@ fn compile_options(arch: &'static str) -> CompileOptions {
 
 fn nvrtc_present() -> Result<(), CudaError> {
     // SAFETY: probing only tries to load the library; no function is called.
-    if unsafe { cudarc::nvrtc::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("nvrtc")) }
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("NVRTC (libnvrtc)")) }
 }
 
 fn driver_present() -> Result<(), CudaError> {
     // SAFETY: as above.
-    if unsafe { cudarc::driver::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("cuda (the driver)")) }
+    if unsafe { cudarc::driver::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::LibraryMissing("the NVIDIA driver (libcuda)")) }
 }
 
 /// Compiles the kernels for `arch` (e.g. `compute_90`). Needs NVRTC but no GPU: CI uses this
