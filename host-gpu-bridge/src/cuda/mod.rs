@@ -156,6 +156,11 @@ impl DeviceTensor {
     pub fn meta(&self) -> &TensorMeta {
         &self.meta
     }
+
+    /// The elements as 32-bit words in device memory.
+    pub fn words(&self) -> &CudaSlice<u32> {
+        &self.data
+    }
 }
 
 /// Kernel-parameter struct; the layout of `Shape` in kernels.cu.
@@ -177,8 +182,8 @@ impl Shape {
             return Err(OpError::ShapeMismatch(format!("rank {} is above 8", dims.len())));
         }
         let mut shape = Shape { rank: dims.len() as i32, dims: [1; 8], strides_a: [0; 8], strides_b: [0; 8] };
-        for d in 0..dims.len() {
-            shape.dims[d] = dims[d] as u64;
+        for (d, &dim) in dims.iter().enumerate() {
+            shape.dims[d] = dim as u64;
             shape.strides_a[d] = strides_a.get(d).copied().unwrap_or(0) as u64;
             shape.strides_b[d] = strides_b.get(d).copied().unwrap_or(0) as u64;
         }
@@ -240,6 +245,16 @@ impl CudaJob {
     /// The device's description.
     pub fn description(&self) -> &str {
         &self.device.description
+    }
+
+    /// The job's stream (benchmarks time work on it and hand it to cuBLAS).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for all of the job's work.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream.synchronize().map_err(driver)
     }
 
     fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
@@ -339,7 +354,7 @@ impl CudaJob {
                 OpCall::Softmax | OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => {
                     let x = input(0)?;
                     let row = x.meta.shape.last().copied().unwrap_or(1) as u64;
-                    let rows = if row == 0 { 0 } else { n / row };
+                    let rows = n.checked_div(row).unwrap_or(0);
                     if rows > 0 {
                         match call {
                             OpCall::Softmax => {
