@@ -325,22 +325,29 @@ __global__ void conv2d_f32(float* out, const float* x, const float* w, const flo
 
 // ---- matmul: C[b] = A[b] B[b], each element's k-chain in order in registers -----------------
 //
-// 128 x 128 output tile per block of 256 threads, each thread an 8 x 8 register tile; K in
-// steps of 8 staged through shared memory. Each accumulator runs acc = fmaf(a[k], b[k], acc)
-// for k = 0, 1, ..., K-1 and nothing else: the tail of K is cut exactly (no fma with padding,
-// which would turn a -0.0 accumulator into +0.0), and out-of-range rows and columns are
-// computed but never stored.
+// 128 x 128 output tile per block of 256 threads, each thread an 8 x 8 register tile (rows
+// ty*4 + {0..3} and 64 + ty*4 + {0..3}, columns likewise, so that a quarter-warp's shared-memory
+// reads of B are 128 contiguous bytes). K in steps of 16 staged through double-buffered shared
+// memory; the next step's tiles are fetched into registers while this step computes.
+//
+// Each accumulator runs acc = fmaf(a[k], b[k], acc) for k = 0, 1, ..., K-1 and nothing else:
+// the tail of K is cut exactly (no fma with padding, which would turn a -0.0 accumulator into
+// +0.0), and out-of-range rows and columns are computed from zeros but never stored.
+//
+// VEC (k and n multiples of 4, so every row of A and B starts 16-byte aligned) moves global
+// memory in float4s; otherwise every element is loaded on its own. Results are the same.
 
 #define BM 128
 #define BN 128
-#define BK 8
-#define TM 8
-#define TN 8
+#define BK 16
 
-__global__ void __launch_bounds__(256) matmul_f32(float* out, const float* a, const float* b,
-                                                  const unsigned long long* offsets, int m, int n, int k) {
-    __shared__ float as[2][BK][BM];
-    __shared__ float bs[2][BK][BN];
+}  // extern "C": the template below has C++ linkage; the kernels that call it do not.
+
+template <bool VEC>
+__device__ __forceinline__ void matmul_tile(float* out, const float* a, const float* b,
+                                            const unsigned long long* offsets, int m, int n, int k) {
+    __shared__ __align__(16) float as[2][BK][BM];
+    __shared__ __align__(16) float bs[2][BK][BN];
     const unsigned long long batch = blockIdx.z;
     const float* A = a + offsets[3 * batch];
     const float* B = b + offsets[3 * batch + 1];
@@ -348,57 +355,119 @@ __global__ void __launch_bounds__(256) matmul_f32(float* out, const float* a, co
     const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
     const int tid = threadIdx.x;
     const int ty = tid / 16, tx = tid % 16;
-    float acc[TM][TN];
+    float acc[8][8];
 #pragma unroll
-    for (int i = 0; i < TM; i++)
+    for (int i = 0; i < 8; i++)
 #pragma unroll
-        for (int j = 0; j < TN; j++) acc[i][j] = 0.0f;
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.0f;
 
-    // Loading: A tile BM x BK (1024 values, 4 per thread), B tile BK x BN (4 per thread).
-    const int a_row = tid / 2, a_col = (tid % 2) * 4;
+    // A tile: 128 rows x 16 k = 512 float4, 2 per thread (rows a_row and a_row + 64).
+    // B tile: 16 k x 128 columns = 512 float4, 2 per thread (k rows b_row and b_row + 8).
+    const int a_row = tid / 4, a_k = (tid % 4) * 4;
     const int b_row = tid / 32, b_col = (tid % 32) * 4;
-    int stage = 0;
-    auto load = [&](int k0, int s) {
+    float4 a_reg[2], b_reg[2];
+    auto fetch = [&](int k0) {
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int r = row0 + a_row, kk = k0 + a_col + q;
-            as[s][a_col + q][a_row] = (r < m && kk < k) ? A[(unsigned long long)r * k + kk] : 0.0f;
+        for (int h = 0; h < 2; h++) {
+            const int r = row0 + a_row + 64 * h, kk = k0 + a_k;
+            if (VEC) {
+                a_reg[h] = (r < m && kk < k) ? *reinterpret_cast<const float4*>(A + (unsigned long long)r * k + kk)
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            } else {
+                const float* p = A + (unsigned long long)r * k;
+                a_reg[h].x = (r < m && kk < k) ? p[kk] : 0.0f;
+                a_reg[h].y = (r < m && kk + 1 < k) ? p[kk + 1] : 0.0f;
+                a_reg[h].z = (r < m && kk + 2 < k) ? p[kk + 2] : 0.0f;
+                a_reg[h].w = (r < m && kk + 3 < k) ? p[kk + 3] : 0.0f;
+            }
         }
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            int kk = k0 + b_row, cc = col0 + b_col + q;
-            bs[s][b_row][b_col + q] = (kk < k && cc < n) ? B[(unsigned long long)kk * n + cc] : 0.0f;
+        for (int h = 0; h < 2; h++) {
+            const int kk = k0 + b_row + 8 * h, c = col0 + b_col;
+            if (VEC) {
+                b_reg[h] = (kk < k && c < n) ? *reinterpret_cast<const float4*>(B + (unsigned long long)kk * n + c)
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            } else {
+                const float* p = B + (unsigned long long)kk * n;
+                b_reg[h].x = (kk < k && c < n) ? p[c] : 0.0f;
+                b_reg[h].y = (kk < k && c + 1 < n) ? p[c + 1] : 0.0f;
+                b_reg[h].z = (kk < k && c + 2 < n) ? p[c + 2] : 0.0f;
+                b_reg[h].w = (kk < k && c + 3 < n) ? p[c + 3] : 0.0f;
+            }
         }
     };
-    if (k > 0) load(0, 0);
-    __syncthreads();
-    for (int k0 = 0; k0 < k; k0 += BK) {
-        if (k0 + BK < k) load(k0 + BK, stage ^ 1);
-        const int kmax = min(BK, k - k0);
-        for (int kk = 0; kk < kmax; kk++) {
-            float af[TM], bf[TN];
+    auto stash = [&](int s) {
 #pragma unroll
-            for (int i = 0; i < TM; i++) af[i] = as[stage][kk][ty * TM + i];
-#pragma unroll
-            for (int j = 0; j < TN; j++) bf[j] = bs[stage][kk][tx * TN + j];
-#pragma unroll
-            for (int i = 0; i < TM; i++)
-#pragma unroll
-                for (int j = 0; j < TN; j++) acc[i][j] = fmaf(af[i], bf[j], acc[i][j]);
+        for (int h = 0; h < 2; h++) {
+            as[s][a_k + 0][a_row + 64 * h] = a_reg[h].x;
+            as[s][a_k + 1][a_row + 64 * h] = a_reg[h].y;
+            as[s][a_k + 2][a_row + 64 * h] = a_reg[h].z;
+            as[s][a_k + 3][a_row + 64 * h] = a_reg[h].w;
+            *reinterpret_cast<float4*>(&bs[s][b_row + 8 * h][b_col]) = b_reg[h];
         }
+    };
+    auto step = [&](int s, int kk) {
+        const float4 a0 = *reinterpret_cast<const float4*>(&as[s][kk][ty * 4]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&as[s][kk][64 + ty * 4]);
+        const float4 b0 = *reinterpret_cast<const float4*>(&bs[s][kk][tx * 4]);
+        const float4 b1 = *reinterpret_cast<const float4*>(&bs[s][kk][64 + tx * 4]);
+        const float af[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float bf[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[i][j] = fmaf(af[i], bf[j], acc[i][j]);
+    };
+
+    fetch(0);
+    stash(0);
+    __syncthreads();
+    int stage = 0;
+    for (int k0 = 0; k0 < k; k0 += BK) {
+        const bool more = k0 + BK < k;
+        if (more) fetch(k0 + BK);
+        if (k0 + BK <= k) {
+#pragma unroll
+            for (int kk = 0; kk < BK; kk++) step(stage, kk);
+        } else {
+            for (int kk = 0; kk < k - k0; kk++) step(stage, kk);
+        }
+        if (more) stash(stage ^ 1);
         __syncthreads();
         stage ^= 1;
     }
 #pragma unroll
-    for (int i = 0; i < TM; i++) {
-        int r = row0 + ty * TM + i;
+    for (int i = 0; i < 8; i++) {
+        const int r = row0 + (i < 4 ? ty * 4 + i : 64 + ty * 4 + i - 4);
         if (r >= m) continue;
 #pragma unroll
-        for (int j = 0; j < TN; j++) {
-            int cc = col0 + tx * TN + j;
-            if (cc < n) C[(unsigned long long)r * n + cc] = canon(acc[i][j]);
+        for (int half = 0; half < 2; half++) {
+            const int c = col0 + half * 64 + tx * 4;
+            float* p = C + (unsigned long long)r * n + c;
+            const float v0 = canon(acc[i][half * 4]), v1 = canon(acc[i][half * 4 + 1]);
+            const float v2 = canon(acc[i][half * 4 + 2]), v3 = canon(acc[i][half * 4 + 3]);
+            if (VEC && c < n) {
+                *reinterpret_cast<float4*>(p) = make_float4(v0, v1, v2, v3);
+            } else {
+                if (c < n) p[0] = v0;
+                if (c + 1 < n) p[1] = v1;
+                if (c + 2 < n) p[2] = v2;
+                if (c + 3 < n) p[3] = v3;
+            }
         }
     }
+}
+
+extern "C" {
+
+__global__ void __launch_bounds__(256, 2) matmul_f32(float* out, const float* a, const float* b,
+                                                     const unsigned long long* offsets, int m, int n, int k) {
+    matmul_tile<false>(out, a, b, offsets, m, n, k);
+}
+
+__global__ void __launch_bounds__(256, 2) matmul_f32_vec4(float* out, const float* a, const float* b,
+                                                          const unsigned long long* offsets, int m, int n, int k) {
+    matmul_tile<true>(out, a, b, offsets, m, n, k);
 }
 
 }  // extern "C"
