@@ -58,6 +58,16 @@ pub fn check_writable(dir: &Path) -> Result<(), ArtifactError> {
 /// Everything goes to a sibling staging directory first, each file synced, and the staging
 /// directory is renamed onto `dir` last: readers see all of it or none of it.
 pub fn write(dir: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), ArtifactError> {
+    write_files(dir, &run.stdout, &run.stderr, &run.outputs, receipt)
+}
+
+/// Writes artifacts received from elsewhere (a server) and their receipt, as [`write`] does.
+pub fn write_parts(dir: &Path, parts: &Artifacts, receipt: &Receipt) -> Result<(), ArtifactError> {
+    let (stdout, stderr) = (parts.stdout.as_deref().unwrap_or_default(), parts.stderr.as_deref().unwrap_or_default());
+    write_files(dir, stdout, stderr, &parts.outputs, receipt)
+}
+
+fn write_files(dir: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<String, Vec<u8>>, receipt: &Receipt) -> Result<(), ArtifactError> {
     check_writable(dir)?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let parent = match dir.parent() {
@@ -69,7 +79,7 @@ pub fn write(dir: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), Artifact
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    let result = write_into(&staging, run, receipt).and_then(|()| {
+    let result = write_into(&staging, stdout, stderr, outputs, receipt).and_then(|()| {
         if dir.exists() {
             // An empty directory: rename(2) replaces it atomically.
             std::fs::remove_dir(dir).map_err(io(dir))?;
@@ -82,11 +92,11 @@ pub fn write(dir: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), Artifact
     result
 }
 
-fn write_into(staging: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), ArtifactError> {
+fn write_into(staging: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<String, Vec<u8>>, receipt: &Receipt) -> Result<(), ArtifactError> {
     std::fs::create_dir_all(staging.join(OUTPUT_FOLDER)).map_err(io(staging))?;
-    write_synced(&staging.join(STDOUT_FILE), &run.stdout)?;
-    write_synced(&staging.join(STDERR_FILE), &run.stderr)?;
-    for (name, bytes) in &run.outputs {
+    write_synced(&staging.join(STDOUT_FILE), stdout)?;
+    write_synced(&staging.join(STDERR_FILE), stderr)?;
+    for (name, bytes) in outputs {
         if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
             return Err(ArtifactError::BadPath(name.clone()));
         }

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use host_gpu_bridge::{BridgeGrant, BridgeState, TraceChain};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
@@ -94,6 +95,10 @@ pub enum RunError {
     /// The engine could not be set up (a host problem, not the job's).
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+    /// The host stopped the run through its [`RunMonitor`] (a service shutting down). The run
+    /// has no outcome and no receipt; it can be run again from the start.
+    #[error("the run was stopped by the host before it ended")]
+    Cancelled,
 }
 
 /// A job ready to run: a module, its resolved manifest and inputs whose hashes all match.
@@ -233,11 +238,45 @@ impl ResourceLimiter for JobLimiter {
 }
 
 /// Options that change how a run is carried out but never its result.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Ignore the manifest's wall-time limit (verifiers replay without one: fuel bounds the work).
     pub no_wall_time_limit: bool,
+    /// Lets another thread watch the run's fuel and stop it.
+    pub monitor: Option<Arc<RunMonitor>>,
 }
+
+/// A window onto a running job from another thread: the fuel it has used so far (updated every
+/// epoch tick) and a switch that stops it at the next tick with [`RunError::Cancelled`].
+#[derive(Debug, Default)]
+pub struct RunMonitor {
+    fuel_used: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+impl RunMonitor {
+    /// Fuel used as of the last tick.
+    pub fn fuel_used(&self) -> u64 {
+        self.fuel_used.load(Ordering::Relaxed)
+    }
+
+    /// Asks the run to stop.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The error a cancelled run traps with.
+#[derive(Debug)]
+struct CancelledByHost;
+
+impl std::fmt::Display for CancelledByHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cancelled by the host")
+    }
+}
+
+impl std::error::Error for CancelledByHost {}
 
 impl JobEngine {
     /// Runs `job` to completion. Errors mean the job was refused before it started; once it
@@ -250,16 +289,43 @@ impl JobEngine {
         let limits = job.manifest.limits();
         let mut store = Store::new(self.engine(), self.job_state(job, limits)?);
         store.limiter(|state| &mut state.limiter);
-        store.set_fuel(limits.get(LimitKind::Fuel)).map_err(|e| RunError::Engine(format!("{e:#}")))?;
-        store.epoch_deadline_trap();
+        let fuel = limits.get(LimitKind::Fuel);
+        store.set_fuel(fuel).map_err(|e| RunError::Engine(format!("{e:#}")))?;
         let wall_ms = limits.get(LimitKind::WallTimeMs);
         let ticks = if options.no_wall_time_limit { u64::MAX / 2 } else { wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).saturating_add(1) };
-        store.set_epoch_deadline(ticks);
+        match options.monitor.clone() {
+            None => {
+                store.epoch_deadline_trap();
+                store.set_epoch_deadline(ticks);
+            }
+            Some(monitor) => {
+                // Wake every tick to publish fuel and look at the switch; the wall-time limit is
+                // then counted here. None of this can change the job's result.
+                let mut elapsed = 0u64;
+                store.epoch_deadline_callback(move |context| {
+                    elapsed += 1;
+                    monitor.fuel_used.store(fuel.saturating_sub(context.get_fuel().unwrap_or(0)), Ordering::Relaxed);
+                    if monitor.cancelled.load(Ordering::Relaxed) {
+                        return Err(CancelledByHost.into());
+                    }
+                    if elapsed >= ticks {
+                        return Err(Trap::Interrupt.into());
+                    }
+                    Ok(UpdateDeadline::Continue(1))
+                });
+                store.set_epoch_deadline(1);
+            }
+        }
 
         let result = prepared.instance_pre.instantiate(&mut store).and_then(|instance| {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call(&mut store, ())
         });
+        if let Err(error) = &result
+            && error.downcast_ref::<CancelledByHost>().is_some()
+        {
+            return Err(RunError::Cancelled);
+        }
         let remaining = store.get_fuel().unwrap_or(0);
         let (outcome, detail) = classify(result, limits);
         let fuel_used = limits.get(LimitKind::Fuel).saturating_sub(remaining);

@@ -8,19 +8,22 @@
 //! and [`verify`] (replay and compare).
 
 pub mod artifacts;
+pub mod client;
 pub mod digest;
 pub mod engine;
 pub mod job;
 pub mod keys;
 pub mod limits;
+pub mod load;
 pub mod manifest;
 pub mod receipt;
+pub mod serve;
 pub mod verify;
 pub mod wasi;
 
 pub use digest::{BlobRef, Digest};
 pub use engine::JobEngine;
-pub use job::{Job, JobRun, Outcome, RunError, RunOptions};
+pub use job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
 pub use limits::{LimitExceeded, LimitKind};
 pub use manifest::{Capability, Manifest, Policy, ResolvedManifest};
 pub use receipt::Receipt;

@@ -13,6 +13,8 @@ use gridbox_runtime::job::INPUT_DIR;
 use gridbox_runtime::verify::{self, Evidence};
 use gridbox_runtime::manifest::TensorSection;
 use host_gpu_bridge::{Backend, DeviceChoice, TraceLevel};
+use gridbox_runtime::client::Client;
+use gridbox_runtime::serve::{Service, ServiceConfig};
 use gridbox_runtime::{Capability, Digest, Job, JobEngine, LimitKind, Manifest, Outcome, Policy, Receipt, RunOptions, keys};
 
 /// Exit status when the job trapped (as `wasmtime run`: 128 + SIGABRT).
@@ -45,6 +47,14 @@ enum Command {
     /// Exit status: 0 if every field matches, 1 on a mismatch (the first is named), 2 if
     /// verification could not be carried out.
     Verify(VerifyArgs),
+    /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
+    Serve(ServeArgs),
+    /// Send a job to a server, wait for it, download its results and optionally replay it.
+    ///
+    /// Exit status as for `run`; with --verify, 1 if the replay does not match the receipt.
+    Submit(SubmitArgs),
+    /// Measure a server: run many tiny jobs from concurrent clients; print jobs/s and latency.
+    Load(LoadArgs),
     /// Write a new provider key pair: KEYFILE (mode 0600) and KEYFILE.pub.
     Keygen {
         /// Where to write the secret key.
@@ -129,6 +139,70 @@ struct VerifyArgs {
     device: DeviceChoice,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// Folder for blobs and the job database; created if absent.
+    #[arg(long)]
+    data: PathBuf,
+    /// The policy file: job limits, [[tenants]] and [serve] settings (spec/http.md).
+    #[arg(long)]
+    policy: PathBuf,
+    /// The provider's secret key; default: DATA/provider.key, made on first start.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Where tensor ops run: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// The server, as http://HOST:PORT.
+    #[arg(long, env = "GRIDBOX_SERVER")]
+    server: String,
+    /// Your tenant token (or set GRIDBOX_TOKEN).
+    #[arg(long, env = "GRIDBOX_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// The job's wasm module.
+    module: PathBuf,
+    /// The job's manifest (TOML); default: one naming the module and the given inputs.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty); without
+    /// it, the job's stdout and stderr are echoed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replay the job here and check the receipt, as `gridbox verify` does.
+    #[arg(long)]
+    verify: bool,
+    /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// How many jobs to run.
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Clients submitting at once, each waiting for its job's end before the next.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -140,6 +214,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args).map_err(|e| (EXIT_REFUSED, e)),
         Command::Verify(args) => verify(args).map_err(|e| (EXIT_VERIFY_ERROR, e)),
+        Command::Serve(args) => serve(args).map_err(|e| (EXIT_REFUSED, e)),
+        Command::Submit(args) => submit(args).map_err(|e| (EXIT_REFUSED, e)),
+        Command::Load(args) => load(args).map_err(|e| (EXIT_REFUSED, e)),
         Command::Keygen { keyfile } => keygen(&keyfile).map_err(|e| (EXIT_REFUSED, e)),
     };
     match result {
@@ -155,7 +232,7 @@ fn run(args: RunArgs) -> Result<u8> {
     let module: Arc<[u8]> = read(&args.module)?.into();
     let inputs = gather_inputs(&args.inputs)?;
     let policy = match &args.policy {
-        Some(path) => Policy::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?,
+        Some(path) => ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
         None => Policy::default(),
     };
     let manifest = match &args.manifest {
@@ -307,6 +384,165 @@ fn engine_on(policy: &Policy, device: DeviceChoice) -> Result<JobEngine> {
         (backend, _) => eprintln!("gridbox: tensor ops on {}", backend.name()),
     }
     Ok(JobEngine::with_backend(policy, backend)?)
+}
+
+fn serve(args: ServeArgs) -> Result<u8> {
+    let text = read_text(&args.policy)?;
+    let config = ServiceConfig::from_toml(&text).with_context(|| format!("policy {}", args.policy.display()))?;
+    if config.tenants.is_empty() {
+        bail!("policy {}: no [[tenants]]: nobody could use this server (see spec/http.md)", args.policy.display());
+    }
+    let key = match &args.key {
+        Some(path) => keys::read_secret_key(path)?,
+        None => {
+            // A provider's receipts must be signed by one key across restarts: keep it with the data.
+            let path = args.data.join("provider.key");
+            std::fs::create_dir_all(&args.data).with_context(|| format!("cannot create data folder {}", args.data.display()))?;
+            if !path.exists() {
+                keys::write_key_pair(&keys::generate()?, &path)?;
+                eprintln!("gridbox: made a provider key in {}", path.display());
+            }
+            keys::read_secret_key(&path)?
+        }
+    };
+    let engine = engine_on(&config.policy, args.device)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
+        let address = listener.local_addr().context("listening socket")?;
+        let (workers, tenants) = (config.serve.workers, config.tenants.len());
+        let service = Service::open(config, engine, &args.data, key).map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "gridbox: serving on http://{address} ({workers} workers, {tenants} tenants, {} queued jobs recovered, data in {})",
+            service.queued(),
+            args.data.display()
+        );
+        gridbox_runtime::serve::serve(listener, service, stop_signal()).await.context("serving")?;
+        eprintln!("gridbox: stopped");
+        Ok(0)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        eprintln!("gridbox: cannot watch for SIGTERM; stop the server with SIGKILL (queued jobs survive)");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => eprintln!("gridbox: SIGTERM: no new jobs; letting running jobs finish"),
+        _ = interrupt.recv() => eprintln!("gridbox: SIGINT: no new jobs; letting running jobs finish"),
+    }
+}
+
+fn submit(args: SubmitArgs) -> Result<u8> {
+    let module = read(&args.module)?;
+    let inputs = gather_inputs(&args.inputs)?;
+    let manifest_text = match &args.manifest {
+        Some(path) => read_text(path)?,
+        None => {
+            let mut manifest = Manifest::new(Digest::of(&module));
+            manifest.inputs = inputs.iter().map(|(name, bytes)| (name.clone(), Digest::of(bytes))).collect();
+            toml::to_string(&manifest).context("writing the manifest")?
+        }
+    };
+    // Check locally what the server would refuse anyway, before uploading anything.
+    let manifest = Manifest::from_toml(&manifest_text).with_context(|| format!("manifest {}", args.manifest.as_deref().unwrap_or(Path::new("(from flags)")).display()))?;
+    Job::new(module.clone().into(), manifest.clone().resolve(&Policy::default())?, inputs.clone())?;
+    if let Some(out) = &args.out {
+        artifacts::check_writable(out)?;
+    }
+    let client = Client::new(&args.server.server, &args.server.token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let (status, receipt, parts) = runtime.block_on(async {
+        let mut uploaded = 0;
+        for bytes in std::iter::once(module.as_slice()).chain(inputs.values().map(|b| &b[..])) {
+            uploaded += usize::from(client.ensure_blob(&bytes::Bytes::copy_from_slice(bytes)).await?);
+        }
+        eprintln!("gridbox: uploaded {uploaded} of {} blobs (the server had the rest)", 1 + inputs.len());
+        let mut status = client.submit(&manifest_text).await?;
+        eprintln!("gridbox: job {} {}", status.id, status.state.as_str());
+        let mut shown = (status.state, status.fuel_used);
+        while !status.state.is_final() {
+            status = client.status(&status.id, std::time::Duration::from_secs(1)).await?;
+            if (status.state, status.fuel_used) != shown {
+                eprintln!("gridbox: job {} {} (fuel used {})", status.id, status.state.as_str(), status.fuel_used);
+                shown = (status.state, status.fuel_used);
+            }
+        }
+        let Some(_) = &status.receipt else {
+            return anyhow::Ok((status, None, None));
+        };
+        let receipt = client.receipt(&status.id).await?;
+        let mut outputs = BTreeMap::new();
+        for (name, blob) in &status.outputs {
+            outputs.insert(name.clone(), client.download(blob).await?);
+        }
+        let download = |blob: Option<gridbox_runtime::BlobRef>| {
+            let client = client.clone();
+            async move {
+                match blob {
+                    Some(blob) => client.download(&blob).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+        };
+        let parts = artifacts::Artifacts { stdout: Some(download(status.stdout).await?), stderr: Some(download(status.stderr).await?), outputs };
+        anyhow::Ok((status, Some(receipt), Some(parts)))
+    })?;
+    let (Some(receipt_bytes), Some(parts)) = (receipt, parts) else {
+        eprintln!("gridbox: job {} failed before it ran: {}", status.id, status.reason.as_deref().unwrap_or("no reason given"));
+        return Ok(EXIT_REFUSED);
+    };
+    let receipt = Receipt::from_json(&receipt_bytes).context("the server's receipt")?;
+    if let Some(out) = &args.out {
+        artifacts::write_parts(out, &parts, &receipt)?;
+        eprintln!("gridbox: {}; receipt in {}", receipt.outcome, out.join(RECEIPT_FILE).display());
+    } else {
+        std::io::stdout().write_all(parts.stdout.as_deref().unwrap_or_default()).context("writing stdout")?;
+        std::io::stderr().write_all(parts.stderr.as_deref().unwrap_or_default()).context("writing stderr")?;
+        eprintln!("gridbox: {}", receipt.outcome);
+    }
+    if args.verify {
+        let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts) };
+        let engine = engine_on(&Policy::default(), args.device)?;
+        let report = verify::verify(&engine, &receipt, &evidence);
+        if let Some(check) = report.first_mismatch() {
+            print_table(&report);
+            eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
+            return Ok(EXIT_MISMATCH);
+        }
+        eprintln!("gridbox: replayed locally: every field of the receipt matches");
+    }
+    Ok(match &receipt.outcome {
+        Outcome::Exited { code } => u8::try_from(*code).unwrap_or(1),
+        Outcome::Trapped { .. } => EXIT_TRAPPED,
+        _ => EXIT_LIMIT,
+    })
+}
+
+fn load(args: LoadArgs) -> Result<u8> {
+    if args.jobs == 0 || args.concurrency == 0 {
+        bail!("--jobs and --concurrency must be at least 1");
+    }
+    let client = Client::new(&args.server.server, &args.server.token)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let report = runtime.block_on(gridbox_runtime::load::run(&client, args.jobs, args.concurrency))?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{} jobs ({} succeeded, {} failed) from {} clients in {:.2} s: {:.0} jobs/s; latency submit->end p50 {:.2} ms, p99 {:.2} ms; {} submissions throttled (429)",
+        report.succeeded + report.failed,
+        report.succeeded,
+        report.failed,
+        args.concurrency,
+        report.elapsed.as_secs_f64(),
+        report.jobs_per_second(),
+        ms(report.latency(0.5)),
+        ms(report.latency(0.99)),
+        report.throttled,
+    );
+    Ok(if report.failed == 0 { 0 } else { 1 })
 }
 
 fn keygen(path: &Path) -> Result<u8> {

@@ -118,7 +118,7 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence) -> Ver
     let replay = manifest
         .map_err(|e| e.to_string())
         .and_then(|manifest| Job::new(evidence.module.clone(), manifest, evidence.inputs.clone()).map_err(|e| e.to_string()))
-        .and_then(|job| engine.run(&job, RunOptions { no_wall_time_limit: true }).map_err(|e| e.to_string()));
+        .and_then(|job| engine.run(&job, RunOptions { no_wall_time_limit: true, ..RunOptions::default() }).map_err(|e| e.to_string()));
     match replay {
         Ok(run) => compare_run(&mut report, receipt, &run),
         Err(reason) => report.push("replay", "the job runs", format!("refused: {reason}")),

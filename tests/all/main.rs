@@ -8,5 +8,6 @@ mod common;
 mod determinism;
 mod limits;
 mod refusals;
+mod serve;
 mod tensor;
 mod verify;

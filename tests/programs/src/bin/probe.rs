@@ -1,6 +1,6 @@
 //! A test job that does one thing per subcommand, for gridbox's integration tests:
-//! `probe hello | exit CODE | trap | spin | alloc | print BYTES | write-files COUNT SIZE |
-//! report | stdin | fs-ops`.
+//! `probe hello | exit CODE | trap | spin | work ROUNDS | alloc | print BYTES |
+//! write-files COUNT SIZE | report | stdin | fs-ops`.
 
 use std::io::{Read, Write};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,14 @@ fn main() {
             loop {
                 counter = std::hint::black_box(counter.wrapping_add(1));
             }
+        }
+        "work" => {
+            // Busy for a while, then done: a job that is still running when a test wants it to be.
+            let mut state = 1u64;
+            for round in 0..arg(2) {
+                state = std::hint::black_box(state.wrapping_mul(6364136223846793005).wrapping_add(round));
+            }
+            println!("work: {state:016x}");
         }
         "alloc" => {
             let mut blocks = Vec::new();

@@ -1,0 +1,385 @@
+//! The HTTP routes (spec/http.md, spec/openapi.yaml) over [`Service`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use http_body_util::BodyExt;
+
+use crate::digest::{BlobRef, Digest};
+use crate::serve::blobs::BlobError;
+use crate::serve::error::{ApiError, ErrorCode};
+use crate::serve::service::Service;
+use crate::serve::wire::{BlobStored, SubmitRequest};
+
+/// The authenticated tenant of a request.
+#[derive(Debug, Clone)]
+struct Tenant(String);
+
+/// The service's router.
+pub fn router(service: Arc<Service>) -> Router {
+    let settings = &service.config().serve;
+    let jobs = Router::new()
+        .route("/v1/jobs", post(submit_job))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/jobs/{id}/receipt", get(job_receipt))
+        .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
+    let blobs = Router::new()
+        .route("/v1/blobs", post(upload_blob))
+        .route("/v1/blobs/{hash}", put(upload_claimed_blob).get(download_blob).head(blob_exists))
+        .layer(middleware::from_fn_with_state(settings.transfer_timeout(), time_limit));
+    let tenant_routes = jobs.merge(blobs).layer(middleware::from_fn_with_state(service.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(tenant_routes)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(service.clone(), count_rejections))
+        .with_state(service)
+}
+
+async fn count_rejections(State(service): State<Arc<Service>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        service.metrics.reject(code);
+    }
+    response
+}
+
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "timeout", format!("the request took longer than this server's limit of {} s", limit.as_secs()))
+            .into_response(),
+    }
+}
+
+async fn authenticate(State(service): State<Arc<Service>>, mut request: Request, next: Next) -> Response {
+    let token = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(|value| value.strip_prefix("Bearer "));
+    let tenant = match token {
+        None => Err("send your tenant token as `Authorization: Bearer <token>`"),
+        Some(token) => service.authenticate(token.trim()).ok_or("the bearer token is not one this server knows"),
+    };
+    match tenant {
+        Ok(tenant) => {
+            let tenant = Tenant(tenant.to_string());
+            request.extensions_mut().insert(tenant);
+            next.run(request).await
+        }
+        Err(message) => {
+            let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn healthz(State(service): State<Arc<Service>>) -> Response {
+    if *service.stop_signal().borrow() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down").into_response();
+    }
+    Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], service.render_metrics()).into_response()
+}
+
+async fn unknown_route(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route {} {} (see spec/http.md)", request.method(), request.uri().path()))
+}
+
+async fn wrong_method(request: Request) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {}", request.method(), request.uri().path()))
+}
+
+fn parse_hash(text: &str) -> Result<Digest, ApiError> {
+    text.parse().map_err(|e: crate::digest::DigestParseError| ApiError::bad_request("invalid_hash", e.to_string()))
+}
+
+async fn upload_blob(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    store_upload(&service, &tenant, None, &headers, body).await
+}
+
+async fn upload_claimed_blob(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<Tenant>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let claimed = parse_hash(&hash)?;
+    store_upload(&service, &tenant, Some(claimed), &headers, body).await
+}
+
+/// Streams the body into the blob store, hashing as it goes.
+async fn store_upload(service: &Arc<Service>, tenant: &Tenant, claimed: Option<Digest>, headers: &HeaderMap, mut body: Body) -> Result<Response, ApiError> {
+    let limit = service.config().serve.max_blob_bytes;
+    if content_length(headers).is_some_and(|length| length > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let mut writer = service.blobs().writer(limit).map_err(|e| ApiError::internal(e.to_string()))?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request("body_unreadable", format!("the upload broke off: {e}")))?;
+        if let Some(chunk) = frame.data_ref() {
+            writer.write(chunk).map_err(|e| match e {
+                BlobError::TooLarge { limit } => ApiError::too_large(limit),
+                other => ApiError::internal(other.to_string()),
+            })?;
+        }
+    }
+    let finished = tokio::task::spawn_blocking(move || writer.finish(claimed)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let (digest, size, _) = finished.map_err(|e| match e {
+        BlobError::HashMismatch { .. } => ApiError::bad_request("hash_mismatch", format!("{e}; nothing was stored")),
+        other => ApiError::internal(other.to_string()),
+    })?;
+    let created = !service.can_read(&tenant.0, &digest)?;
+    if created {
+        service.add_owner(&tenant.0, digest).await?;
+    }
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(BlobStored { blob: BlobRef { blake3: digest, size }, created })).into_response())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn blob_not_found(digest: &Digest) -> ApiError {
+    ApiError::not_found(format!("no blob {digest} that you uploaded or that your jobs made"))
+}
+
+async fn download_blob(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let digest = parse_hash(&hash)?;
+    if !service.can_read(&tenant.0, &digest)? {
+        return Err(blob_not_found(&digest));
+    }
+    let bytes = service.read_blob(digest).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from(bytes)).into_response())
+}
+
+async fn blob_exists(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let digest = parse_hash(&hash)?;
+    let size = match service.can_read(&tenant.0, &digest)? {
+        true => service.blobs().size(&digest),
+        false => None,
+    };
+    match size {
+        Some(size) => Ok((StatusCode::OK, [(header::CONTENT_LENGTH, size.to_string())]).into_response()),
+        None => Err(blob_not_found(&digest)),
+    }
+}
+
+/// Reads a request body of at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(limit as u64)),
+        Err(error) => Err(ApiError::bad_request("body_unreadable", format!("the request body broke off: {error}"))),
+    }
+}
+
+async fn submit_job(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let limit = service.config().serve.max_request_bytes;
+    if content_length(&headers).is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::too_large(limit as u64));
+    }
+    let bytes = read_body(body, limit).await?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let manifest = if content_type.starts_with("application/toml") {
+        String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("invalid_manifest", "the manifest is not UTF-8"))?
+    } else {
+        let request: SubmitRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a job submission {{\"manifest\": \"<TOML>\"}}: {e}")))?;
+        request.manifest
+    };
+    let status = service.submit(&tenant.0, &manifest).await?;
+    let location = format!("/v1/jobs/{}", status.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(status)).into_response())
+}
+
+async fn job_status(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(id): Path<String>, request: Request) -> Result<Response, ApiError> {
+    let mut wait = Duration::ZERO;
+    for pair in request.uri().query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("wait", value)) => {
+                let seconds: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| ApiError::bad_request("invalid_query", format!("wait={value:?}: expected a number of seconds")))?;
+                wait = Duration::from_secs_f64(seconds.min(service.config().serve.max_wait_s as f64));
+            }
+            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {pair:?}; the only one is wait=SECONDS"))),
+        }
+    }
+    Ok(Json(service.status(&tenant.0, &id, wait).await?).into_response())
+}
+
+async fn job_receipt(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let bytes = service.receipt(&tenant.0, &id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], Bytes::from(bytes)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::engine::JobEngine;
+    use crate::load::TINY_JOB_WASM;
+    use crate::manifest::Manifest;
+    use crate::serve::ServiceConfig;
+    use crate::serve::wire::{ErrorBody, JobState, JobStatus};
+
+    const ALICE: &str = "alice-token-0123456789";
+    const BOB: &str = "bob-token-0123456789ab";
+
+    struct Fixture {
+        _data: tempfile::TempDir,
+        router: Router,
+    }
+
+    fn fixture(extra: &str) -> Fixture {
+        let data = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[max]\nfuel = 1000000\n[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\nworkers = 1\nmax_blob_bytes = 1000\nmax_request_bytes = 2000\n{extra}"
+        );
+        let config = ServiceConfig::from_toml(&text).unwrap();
+        let engine = JobEngine::new(&config.policy).unwrap();
+        let key = crate::keys::generate().unwrap();
+        let service = Service::open(config, engine, data.path(), key).unwrap();
+        service.start_workers();
+        Fixture { router: router(service), _data: data }
+    }
+
+    async fn call(router: &Router, method: &str, uri: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let response = router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
+        let (parts, body) = response.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    fn code(body: &[u8]) -> String {
+        serde_json::from_slice::<ErrorBody>(body).map(|e| e.error.code).unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+    }
+
+    fn submission(seed: u64) -> Vec<u8> {
+        let mut manifest = Manifest::new(Digest::of(TINY_JOB_WASM));
+        manifest.seed = seed;
+        serde_json::to_vec(&SubmitRequest { manifest: toml::to_string(&manifest).unwrap() }).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_and_metrics_need_no_token_but_tenant_routes_do() {
+        let Fixture { router, _data } = fixture("");
+        let (status, _, body) = call(&router, "GET", "/healthz", None, vec![]).await;
+        assert_eq!((status, body), (StatusCode::OK, br#"{"status":"ok"}"#.to_vec()));
+        for token in [None, Some("wrong-token-0123456789")] {
+            let (status, headers, body) = call(&router, "GET", "/v1/jobs/abc", token, vec![]).await;
+            assert_eq!((status, code(&body).as_str()), (StatusCode::UNAUTHORIZED, "unauthorized"));
+            assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        let (status, _, body) = call(&router, "GET", "/nope", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::NOT_FOUND, "not_found"));
+        let (status, _, body) = call(&router, "DELETE", "/v1/jobs", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+        let (_, _, body) = call(&router, "GET", "/metrics", None, vec![]).await;
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("gridbox_rejections_total{reason=\"unauthorized\"} 2"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_are_checked_limited_and_private_to_their_tenant() {
+        let Fixture { router, _data } = fixture("");
+        let digest = Digest::of(b"hello");
+        let (status, _, body) = call(&router, "PUT", &format!("/v1/blobs/{}", Digest::of(b"other")), Some(ALICE), b"hello".to_vec()).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "hash_mismatch"), "{}", String::from_utf8_lossy(&body));
+        let (status, _, _) = call(&router, "HEAD", &format!("/v1/blobs/{digest}"), Some(ALICE), vec![]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "a mismatched upload stores nothing");
+
+        let (status, _, body) = call(&router, "PUT", &format!("/v1/blobs/{digest}"), Some(ALICE), b"hello".to_vec()).await;
+        assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&body));
+        let (status, _, _) = call(&router, "PUT", &format!("/v1/blobs/{digest}"), Some(ALICE), b"hello".to_vec()).await;
+        assert_eq!(status, StatusCode::OK, "a second upload is deduplicated");
+        let (status, _, body) = call(&router, "GET", &format!("/v1/blobs/{digest}"), Some(ALICE), vec![]).await;
+        assert_eq!((status, body), (StatusCode::OK, b"hello".to_vec()));
+
+        // Bob cannot see Alice's blob, nor learn that it exists, until he uploads the bytes.
+        for method in ["GET", "HEAD"] {
+            let (status, _, _) = call(&router, method, &format!("/v1/blobs/{digest}"), Some(BOB), vec![]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+        }
+        let (status, _, _) = call(&router, "POST", "/v1/blobs", Some(BOB), b"hello".to_vec()).await;
+        assert_eq!(status, StatusCode::CREATED);
+
+        let (status, _, body) = call(&router, "POST", "/v1/blobs", Some(ALICE), vec![7; 1001]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+        let (status, _, body) = call(&router, "GET", "/v1/blobs/xyz", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_hash"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_and_are_private_to_their_tenant() {
+        let Fixture { router, _data } = fixture("");
+        let module = Digest::of(TINY_JOB_WASM);
+        let (status, _, body) = call(&router, "POST", "/v1/jobs", Some(ALICE), submission(1)).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "blob_not_found"));
+        call(&router, "PUT", &format!("/v1/blobs/{module}"), Some(ALICE), TINY_JOB_WASM.to_vec()).await;
+
+        let (status, headers, body) = call(&router, "POST", "/v1/jobs", Some(ALICE), submission(1)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+        let job: JobStatus = serde_json::from_slice(&body).unwrap();
+        assert_eq!(headers[header::LOCATION], format!("/v1/jobs/{}", job.id));
+        let (_, _, body) = call(&router, "GET", &format!("/v1/jobs/{}?wait=10", job.id), Some(ALICE), vec![]).await;
+        let done: JobStatus = serde_json::from_slice(&body).unwrap();
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+        let receipt = done.receipt.unwrap();
+        let (status, _, body) = call(&router, "GET", &format!("/v1/jobs/{}/receipt", job.id), Some(ALICE), vec![]).await;
+        assert_eq!((status, crate::digest::BlobRef::of(&body)), (StatusCode::OK, receipt));
+        let (status, _, _) = call(&router, "GET", &format!("/v1/blobs/{}", receipt.blake3), Some(ALICE), vec![]).await;
+        assert_eq!(status, StatusCode::OK, "a tenant reads what its jobs made");
+
+        for uri in [format!("/v1/jobs/{}", job.id), format!("/v1/jobs/{}/receipt", job.id), format!("/v1/blobs/{}", receipt.blake3)] {
+            let (status, _, _) = call(&router, "GET", &uri, Some(BOB), vec![]).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_submissions_are_named() {
+        let Fixture { router, _data } = fixture("");
+        let module = Digest::of(TINY_JOB_WASM);
+        call(&router, "PUT", &format!("/v1/blobs/{module}"), Some(ALICE), TINY_JOB_WASM.to_vec()).await;
+        let too_much = format!("format = 1\nmodule = \"{module}\"\n[limits]\nfuel = 2000000\n");
+        let cases: [(Vec<u8>, StatusCode, &str, &str); 5] = [
+            (b"{".to_vec(), StatusCode::BAD_REQUEST, "invalid_json", "manifest"),
+            (serde_json::to_vec(&SubmitRequest { manifest: "format = 1\n".into() }).unwrap(), StatusCode::BAD_REQUEST, "invalid_manifest", "module"),
+            (serde_json::to_vec(&SubmitRequest { manifest: too_much }).unwrap(), StatusCode::UNPROCESSABLE_ENTITY, "limit_above_policy", "limits.fuel"),
+            (vec![b' '; 2001], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "2000"),
+            (submission(1), StatusCode::ACCEPTED, "", ""),
+        ];
+        for (body, expected, expected_code, needle) in cases {
+            let (status, _, body) = call(&router, "POST", "/v1/jobs", Some(ALICE), body).await;
+            assert_eq!(status, expected, "{}", String::from_utf8_lossy(&body));
+            if !expected_code.is_empty() {
+                let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+                assert_eq!(error.error.code, expected_code);
+                assert!(error.error.message.contains(needle), "{needle}: {}", error.error.message);
+            }
+        }
+        let (status, _, body) = call(&router, "GET", "/v1/jobs/x?wait=soon", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
+    }
+}

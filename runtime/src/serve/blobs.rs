@@ -1,0 +1,248 @@
+//! Content-addressed blob storage: `DATA/blobs/<first two hex digits>/<BLAKE3 hex>`.
+//!
+//! A blob is written to `DATA/tmp`, synced, renamed into place and its folder synced, so a
+//! crash leaves either the whole blob or nothing under its name. Every read is hashed again:
+//! a file that was damaged on disk is reported as corrupted, never served.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::Digest;
+
+/// A blob could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// No blob has this hash.
+    #[error("no blob {0}")]
+    NotFound(Digest),
+    /// The bytes do not hash to the hash the client claimed.
+    #[error("the uploaded bytes have BLAKE3 {actual}, not the claimed {claimed}")]
+    HashMismatch {
+        /// What the client said.
+        claimed: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// The stored file no longer hashes to its name: the disk damaged it.
+    #[error("blob {0} is corrupted on disk (its bytes no longer hash to its name)")]
+    Corrupted(Digest),
+    /// The blob is larger than allowed.
+    #[error("blob is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The file system failed.
+    #[error("blob store I/O on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
+    move |source| BlobError::Io { path: path.to_path_buf(), source }
+}
+
+/// The blob store under one data folder.
+#[derive(Debug)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    stored_bytes: AtomicU64,
+    next_tmp: AtomicU64,
+}
+
+impl BlobStore {
+    /// Opens (creating) the store under `data`, removing uploads a crash left half written.
+    pub fn open(data: &Path) -> Result<Self, BlobError> {
+        let blobs = data.join("blobs");
+        let tmp = data.join("tmp");
+        std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let mut stored = 0;
+        for shard in std::fs::read_dir(&blobs).map_err(io(&blobs))? {
+            let shard = shard.map_err(io(&blobs))?.path();
+            for entry in std::fs::read_dir(&shard).map_err(io(&shard))? {
+                let entry = entry.map_err(io(&shard))?;
+                stored += entry.metadata().map_err(io(&entry.path()))?.len();
+            }
+        }
+        Ok(BlobStore { blobs, tmp, stored_bytes: AtomicU64::new(stored), next_tmp: AtomicU64::new(0) })
+    }
+
+    fn path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// Bytes held by all blobs.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The blob's size, if it is stored.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path(digest)).ok().map(|m| m.len())
+    }
+
+    /// Starts writing a blob whose hash is not known yet (an upload being received).
+    pub fn writer(self: &Arc<Self>, limit: u64) -> Result<BlobWriter, BlobError> {
+        let path = self.tmp.join(format!("upload-{}-{}", std::process::id(), self.next_tmp.fetch_add(1, Ordering::Relaxed)));
+        let file = File::create(&path).map_err(io(&path))?;
+        Ok(BlobWriter { store: self.clone(), file: Some(file), path, hasher: blake3::Hasher::new(), size: 0, limit })
+    }
+
+    /// Stores `bytes`; returns their hash and whether they were new.
+    pub fn put(self: &Arc<Self>, bytes: &[u8]) -> Result<(Digest, bool), BlobError> {
+        let digest = Digest::of(bytes);
+        if self.size(&digest).is_some() {
+            return Ok((digest, false));
+        }
+        let mut writer = self.writer(u64::MAX)?;
+        writer.write(bytes)?;
+        let (digest, _, new) = writer.finish(None)?;
+        Ok((digest, new))
+    }
+
+    /// Reads a blob, checking that its bytes still hash to its name.
+    pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
+        let path = self.path(digest);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(*digest)),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        if Digest::of(&bytes) != *digest {
+            return Err(BlobError::Corrupted(*digest));
+        }
+        Ok(bytes)
+    }
+}
+
+/// A blob being written: bytes go to a temporary file and are hashed as they arrive. Dropped
+/// without [`BlobWriter::finish`], the temporary file is removed.
+pub struct BlobWriter {
+    store: Arc<BlobStore>,
+    file: Option<File>,
+    path: PathBuf,
+    hasher: blake3::Hasher,
+    size: u64,
+    limit: u64,
+}
+
+impl BlobWriter {
+    /// Appends bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        self.size += bytes.len() as u64;
+        if self.size > self.limit {
+            return Err(BlobError::TooLarge { limit: self.limit });
+        }
+        self.hasher.update(bytes);
+        let file = self.file.as_mut().ok_or_else(|| io(&self.path)(std::io::ErrorKind::NotConnected.into()))?;
+        file.write_all(bytes).map_err(io(&self.path))
+    }
+
+    /// Syncs the file, checks it against `claimed` and renames it into place. Returns the
+    /// hash, the size and whether the blob is new (false: it was stored already).
+    pub fn finish(mut self, claimed: Option<Digest>) -> Result<(Digest, u64, bool), BlobError> {
+        let actual = Digest(*self.hasher.finalize().as_bytes());
+        if let Some(claimed) = claimed
+            && claimed != actual
+        {
+            return Err(BlobError::HashMismatch { claimed, actual });
+        }
+        let store = self.store.clone();
+        let target = store.path(&actual);
+        if target.exists() {
+            return Ok((actual, self.size, false));
+        }
+        let file = self.file.take().ok_or_else(|| io(&self.path)(std::io::ErrorKind::NotConnected.into()))?;
+        file.sync_all().map_err(io(&self.path))?;
+        drop(file);
+        let shard = target.parent().unwrap_or(&store.blobs).to_path_buf();
+        if !shard.exists() {
+            std::fs::create_dir_all(&shard).map_err(io(&shard))?;
+            sync_dir(&store.blobs)?;
+        }
+        std::fs::rename(&self.path, &target).map_err(io(&target))?;
+        sync_dir(&shard)?;
+        store.stored_bytes.fetch_add(self.size, Ordering::Relaxed);
+        Ok((actual, self.size, true))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // After a successful rename the temporary name is gone and this does nothing.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<(), BlobError> {
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_deduplicates_and_detects_corruption() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::open(data.path()).unwrap());
+        let (digest, new) = store.put(b"hello").unwrap();
+        assert!(new);
+        assert_eq!(store.put(b"hello").unwrap(), (digest, false));
+        assert_eq!(store.read(&digest).unwrap(), b"hello");
+        assert_eq!(store.stored_bytes(), 5);
+        assert!(std::fs::read_dir(data.path().join("tmp")).unwrap().next().is_none(), "no temporary file is left");
+
+        std::fs::write(store.path(&digest), b"hellp").unwrap();
+        assert!(matches!(store.read(&digest), Err(BlobError::Corrupted(d)) if d == digest));
+        assert!(matches!(store.read(&Digest::of(b"other")), Err(BlobError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_wrong_claim_or_an_oversized_upload_leaves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let store = Arc::new(BlobStore::open(data.path()).unwrap());
+        let mut writer = store.writer(100).unwrap();
+        writer.write(b"abc").unwrap();
+        let error = writer.finish(Some(Digest::of(b"abd"))).unwrap_err();
+        assert!(error.to_string().contains("not the claimed"), "{error}");
+        let mut writer = store.writer(4).unwrap();
+        writer.write(b"abc").unwrap();
+        assert!(matches!(writer.write(b"de"), Err(BlobError::TooLarge { limit: 4 })));
+        drop(writer);
+        assert!(std::fs::read_dir(data.path().join("tmp")).unwrap().next().is_none());
+        assert_eq!(store.stored_bytes(), 0);
+        assert!(store.size(&Digest::of(b"abc")).is_none());
+    }
+
+    #[test]
+    fn reopening_clears_half_written_uploads_and_counts_bytes() {
+        let data = tempfile::tempdir().unwrap();
+        {
+            let store = Arc::new(BlobStore::open(data.path()).unwrap());
+            store.put(b"12345678").unwrap();
+            let mut writer = store.writer(100).unwrap();
+            writer.write(b"partial").unwrap();
+            std::mem::forget(writer); // as if the process died mid-upload
+        }
+        let store = Arc::new(BlobStore::open(data.path()).unwrap());
+        assert_eq!(store.stored_bytes(), 8);
+        assert!(std::fs::read_dir(data.path().join("tmp")).unwrap().next().is_none());
+    }
+}

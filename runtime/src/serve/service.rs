@@ -1,0 +1,549 @@
+//! The service's core, below HTTP: tenants, the bounded queue, the worker pool, running jobs
+//! and recording how they ended.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use ed25519_dalek::SigningKey;
+use tokio::sync::{Notify, watch};
+
+use crate::digest::{BlobRef, Digest};
+use crate::engine::JobEngine;
+use crate::job::{Job, Outcome, RunError, RunMonitor, RunOptions};
+use crate::manifest::{Manifest, ManifestError, ResolvedManifest};
+use crate::receipt::Receipt;
+use crate::serve::blobs::{BlobError, BlobStore};
+use crate::serve::config::ServiceConfig;
+use crate::serve::db::{JobDb, JobRecord, JobResult, JobState, Recovered};
+use crate::serve::error::ApiError;
+use crate::serve::metrics::{Gauges, Metrics};
+use crate::serve::wire::JobStatus;
+
+/// A job that has not ended yet, as the workers and status requests see it.
+struct LiveJob {
+    record: JobRecord,
+    monitor: Arc<RunMonitor>,
+    /// 0 until a worker starts it.
+    started_at_ms: AtomicU64,
+    /// Queued, running, then final.
+    phase: watch::Sender<JobState>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Arc<LiveJob>>,
+    /// Slots taken by submissions still being written to the database.
+    reserved: usize,
+    running: usize,
+    running_by_tenant: HashMap<String, usize>,
+    live: HashMap<String, Arc<LiveJob>>,
+}
+
+/// The provider service: one per data folder.
+pub struct Service {
+    config: ServiceConfig,
+    engine: JobEngine,
+    blobs: Arc<BlobStore>,
+    db: JobDb,
+    key: SigningKey,
+    tokens: Vec<(blake3::Hash, String)>,
+    queue: Mutex<Queue>,
+    /// Wakes idle workers: a job was queued, a tenant's slot freed, or the service is stopping.
+    work_ready: Notify,
+    /// Wakes [`Service::shutdown`] when a run ends.
+    run_ended: Notify,
+    stopping: AtomicBool,
+    stop_signal: watch::Sender<bool>,
+    next_seq: AtomicU64,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+}
+
+/// How one attempt at running a job ended.
+enum Attempt {
+    /// It ended (either way): record it.
+    Ended(JobState, JobResult),
+    /// The service stopped it (shutdown): it stays queued for the next start.
+    Stopped,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Service {
+    /// Opens the service over `data`, queueing again every job a previous process left
+    /// unfinished.
+    pub fn open(config: ServiceConfig, engine: JobEngine, data: &std::path::Path, key: SigningKey) -> Result<Arc<Self>, String> {
+        std::fs::create_dir_all(data).map_err(|e| format!("cannot create data folder {}: {e}", data.display()))?;
+        let blobs = Arc::new(BlobStore::open(data).map_err(|e| e.to_string())?);
+        let (db, recovered) = JobDb::open(&data.join("jobs.redb")).map_err(|e| e.to_string())?;
+        let Recovered { unfinished, finished, next_seq } = recovered;
+        let metrics = Metrics::default();
+        metrics.succeeded.store(finished.get("succeeded").copied().unwrap_or(0), Ordering::Relaxed);
+        metrics.failed.store(finished.get("failed").copied().unwrap_or(0), Ordering::Relaxed);
+        let tokens = config.tenants.iter().map(|t| (blake3::hash(t.token.as_bytes()), t.name.clone())).collect();
+        let service = Arc::new(Service {
+            config,
+            engine,
+            blobs,
+            db,
+            key,
+            tokens,
+            queue: Mutex::new(Queue::default()),
+            work_ready: Notify::new(),
+            run_ended: Notify::new(),
+            stopping: AtomicBool::new(false),
+            stop_signal: watch::channel(false).0,
+            next_seq: AtomicU64::new(next_seq),
+            metrics,
+        });
+        {
+            let mut queue = service.lock();
+            for record in unfinished {
+                let live = Arc::new(LiveJob::new(record));
+                queue.live.insert(live.record.id.clone(), live.clone());
+                queue.waiting.push_back(live);
+            }
+        }
+        Ok(service)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.blobs
+    }
+
+    /// Jobs waiting to run (including those recovered at start).
+    pub fn queued(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// The tenant whose bearer token this is.
+    pub fn authenticate(&self, token: &str) -> Option<&str> {
+        // Compare hashes, whose equality is constant-time, rather than the tokens themselves.
+        let hash = blake3::hash(token.as_bytes());
+        self.tokens.iter().find(|(known, _)| *known == hash).map(|(_, name)| name.as_str())
+    }
+
+    /// A receiver that turns true when the service starts stopping.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_signal.subscribe()
+    }
+
+    /// Whether `tenant` may read `blob`.
+    pub fn can_read(&self, tenant: &str, blob: &Digest) -> Result<bool, ApiError> {
+        self.db.owns(tenant, blob).map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Records that `tenant` uploaded `blob`.
+    pub async fn add_owner(&self, tenant: &str, blob: Digest) -> Result<(), ApiError> {
+        self.db.own(tenant, blob).await.map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Accepts a job: checks the manifest against the policy and the tenant's blobs, stores it
+    /// durably and queues it.
+    pub async fn submit(&self, tenant: &str, manifest_text: &str) -> Result<JobStatus, ApiError> {
+        let manifest = Manifest::from_toml(manifest_text).map_err(manifest_error)?;
+        let resolved = manifest.resolve(&self.config.policy).map_err(manifest_error)?;
+        let wanted = std::iter::once(("module".to_string(), resolved.manifest().module))
+            .chain(resolved.manifest().inputs.iter().map(|(name, digest)| (format!("input {name:?}"), *digest)));
+        for (what, digest) in wanted {
+            if !self.can_read(tenant, &digest)? {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "blob_not_found",
+                    format!("the manifest's {what} is blob {digest}, which you have not uploaded: PUT /v1/blobs/{digest} first"),
+                ));
+            }
+        }
+        {
+            let mut queue = self.lock();
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err(stopping());
+            }
+            if queue.waiting.len() + queue.reserved >= self.config.serve.max_queued {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue_full",
+                    format!("{} jobs are waiting, this server's limit; retry later", self.config.serve.max_queued),
+                )
+                .retry_after(self.config.serve.retry_after_s));
+            }
+            queue.reserved += 1;
+        }
+        let record = JobRecord {
+            id: new_job_id(),
+            tenant: tenant.to_string(),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            state: JobState::Queued,
+            manifest: resolved.text().to_string(),
+            submitted_at_ms: now_ms(),
+            result: None,
+        };
+        let stored = self.db.insert(record.clone()).await;
+        let mut queue = self.lock();
+        queue.reserved -= 1;
+        stored.map_err(|e| ApiError::internal(format!("cannot store the job: {e}")))?;
+        let live = Arc::new(LiveJob::new(record));
+        queue.live.insert(live.record.id.clone(), live.clone());
+        queue.waiting.push_back(live.clone());
+        drop(queue);
+        self.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+        self.work_ready.notify_one();
+        Ok(live.status())
+    }
+
+    /// The job's status, if `tenant` submitted it. With `wait`, holds the answer until the
+    /// job ends, the wait is over or the service stops.
+    pub async fn status(&self, tenant: &str, id: &str, wait: Duration) -> Result<JobStatus, ApiError> {
+        let live = self.lock().live.get(id).cloned();
+        if let Some(live) = live {
+            if live.record.tenant != tenant {
+                return Err(job_not_found(id));
+            }
+            if !wait.is_zero() {
+                let mut phase = live.phase.subscribe();
+                let mut stop = self.stop_signal();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = phase.wait_for(|state| state.is_final()) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => {}
+                }
+            }
+            if !live.phase.borrow().is_final() {
+                return Ok(live.status());
+            }
+        }
+        match self.db.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
+            Some(record) if record.tenant == tenant => Ok(stored_status(&record)),
+            _ => Err(job_not_found(id)),
+        }
+    }
+
+    /// The job's receipt, once it has one.
+    pub async fn receipt(&self, tenant: &str, id: &str) -> Result<Vec<u8>, ApiError> {
+        let status = self.status(tenant, id, Duration::ZERO).await?;
+        let Some(receipt) = status.receipt else {
+            let why = match status.state {
+                JobState::Queued | JobState::Running => "has not ended yet",
+                _ => "was refused before it ran, so it has no receipt",
+            };
+            return Err(ApiError::new(StatusCode::CONFLICT, "no_receipt", format!("job {id} {why}")));
+        };
+        self.read_blob(receipt.blake3).await
+    }
+
+    /// Reads a blob, checking its hash, off the async threads.
+    pub async fn read_blob(&self, digest: Digest) -> Result<Vec<u8>, ApiError> {
+        let blobs = self.blobs.clone();
+        let read = tokio::task::spawn_blocking(move || blobs.read(&digest)).await;
+        match read.map_err(|e| ApiError::internal(e.to_string()))? {
+            Ok(bytes) => Ok(bytes),
+            Err(BlobError::NotFound(digest)) => Err(ApiError::not_found(format!("no blob {digest}"))),
+            Err(error @ BlobError::Corrupted(_)) => {
+                eprintln!("gridbox: {error}");
+                Err(ApiError::internal(error.to_string()).with_code("blob_corrupted"))
+            }
+            Err(error) => Err(ApiError::internal(error.to_string())),
+        }
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let (queued, running) = {
+            let queue = self.lock();
+            (queue.waiting.len() as u64, queue.running as u64)
+        };
+        self.metrics.render(&Gauges { queued, running, blob_bytes: self.blobs.stored_bytes(), workers: self.config.serve.workers as u64 })
+    }
+
+    /// Starts the worker pool on the current tokio runtime.
+    pub fn start_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.serve.workers).map(|_| tokio::spawn(self.clone().work())).collect()
+    }
+
+    async fn work(self: Arc<Self>) {
+        while let Some(live) = self.next_job().await {
+            let service = self.clone();
+            let job = live.clone();
+            let attempt = tokio::task::spawn_blocking(move || service.attempt(&job)).await;
+            let attempt = attempt.unwrap_or_else(|panic| {
+                // A bug in gridbox, not the job's doing; record it rather than lose the job.
+                Attempt::Ended(JobState::Failed, refused(0, format!("internal error while running the job: {panic}")))
+            });
+            self.end_run(&live, attempt).await;
+        }
+    }
+
+    /// Takes the oldest waiting job whose tenant is below its cap on running jobs; None once
+    /// the service is stopping.
+    async fn next_job(&self) -> Option<Arc<LiveJob>> {
+        loop {
+            let notified = self.work_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = self.lock();
+                if self.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let cap = self.config.serve.max_running_per_tenant;
+                let position = {
+                    let running = &queue.running_by_tenant;
+                    queue.waiting.iter().position(|job| running.get(&job.record.tenant).copied().unwrap_or(0) < cap)
+                };
+                if let Some(live) = position.and_then(|index| queue.waiting.remove(index)) {
+                    queue.running += 1;
+                    *queue.running_by_tenant.entry(live.record.tenant.clone()).or_default() += 1;
+                    live.started_at_ms.store(now_ms(), Ordering::Relaxed);
+                    live.phase.send_replace(JobState::Running);
+                    if !queue.waiting.is_empty() {
+                        // Another worker may be able to take the next one.
+                        self.work_ready.notify_one();
+                    }
+                    return Some(live);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs the job once, on a blocking thread.
+    fn attempt(&self, live: &LiveJob) -> Attempt {
+        let started = Instant::now();
+        let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+        let fail = |reason: String| Attempt::Ended(JobState::Failed, refused(started_at_ms, reason));
+        let resolved = match ResolvedManifest::from_canonical_text(&live.record.manifest) {
+            Ok(resolved) => resolved,
+            Err(e) => return fail(format!("the stored manifest is unreadable: {e}")),
+        };
+        let module = match self.blobs.read(&resolved.manifest().module) {
+            Ok(bytes) => Arc::from(bytes),
+            Err(e) => return fail(format!("module: {e}")),
+        };
+        let mut inputs = BTreeMap::new();
+        for (name, digest) in &resolved.manifest().inputs {
+            match self.blobs.read(digest) {
+                Ok(bytes) => _ = inputs.insert(name.clone(), Arc::from(bytes)),
+                Err(e) => return fail(format!("input {name:?}: {e}")),
+            }
+        }
+        let job = match Job::new(module, resolved, inputs) {
+            Ok(job) => job,
+            Err(e) => return fail(e.to_string()),
+        };
+        let options = RunOptions { monitor: Some(live.monitor.clone()), ..RunOptions::default() };
+        let run = match self.engine.run(&job, options) {
+            Ok(run) => run,
+            Err(RunError::Cancelled) => return Attempt::Stopped,
+            Err(e) => return fail(format!("refused: {e}")),
+        };
+        self.metrics.run_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.fuel.observe(run.fuel_used as f64);
+        let receipt = Receipt::sign(&job, &run, &self.engine.backend().name(), &self.key);
+        let store = |bytes: &[u8]| self.blobs.put(bytes).map(|_| BlobRef::of(bytes));
+        let stored = (|| -> Result<JobResult, BlobError> {
+            let mut outputs = BTreeMap::new();
+            for (name, bytes) in &run.outputs {
+                outputs.insert(name.clone(), store(bytes)?);
+            }
+            Ok(JobResult {
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                fuel_used: run.fuel_used,
+                outcome: Some(run.outcome.to_string()),
+                reason: None,
+                stdout: Some(store(&run.stdout)?),
+                stderr: Some(store(&run.stderr)?),
+                outputs,
+                receipt: Some(store(&receipt.to_canonical_json())?),
+            })
+        })();
+        match stored {
+            Ok(result) if run.outcome == (Outcome::Exited { code: 0 }) => Attempt::Ended(JobState::Succeeded, result),
+            Ok(mut result) => {
+                result.reason = Some(match &run.detail {
+                    Some(detail) => format!("{}: {}", run.outcome, detail.lines().next().unwrap_or_default()),
+                    None => run.outcome.to_string(),
+                });
+                Attempt::Ended(JobState::Failed, result)
+            }
+            Err(e) => fail(format!("the provider could not store the job's results: {e}")),
+        }
+    }
+
+    async fn end_run(&self, live: &Arc<LiveJob>, attempt: Attempt) {
+        let ended = match attempt {
+            Attempt::Ended(state, result) => {
+                let mut record = live.record.clone();
+                record.state = state;
+                record.result = Some(result);
+                match self.db.finish(record).await {
+                    Ok(_) => {
+                        let counter = if state == JobState::Succeeded { &self.metrics.succeeded } else { &self.metrics.failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Some(state)
+                    }
+                    Err(e) => {
+                        eprintln!("gridbox: cannot record the end of job {}: {e}; it runs again at the next start", live.record.id);
+                        None
+                    }
+                }
+            }
+            Attempt::Stopped => None,
+        };
+        let mut queue = self.lock();
+        queue.running -= 1;
+        if let Some(count) = queue.running_by_tenant.get_mut(&live.record.tenant) {
+            *count -= 1;
+        }
+        match ended {
+            Some(state) => {
+                queue.live.remove(&live.record.id);
+                live.phase.send_replace(state);
+            }
+            // Stopped by shutdown: it is still queued in the database and runs at the next start.
+            None => {
+                live.phase.send_replace(JobState::Queued);
+            }
+        }
+        drop(queue);
+        self.work_ready.notify_one();
+        self.run_ended.notify_waiters();
+    }
+
+    /// Stops accepting jobs and ends waiting status requests; workers stop taking jobs.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop_signal.send_replace(true);
+        self.work_ready.notify_waiters();
+    }
+
+    /// Stops taking jobs, gives running ones `grace` to finish, then stops the rest; they stay
+    /// queued in the database and run at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.begin_shutdown();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut cancelled = false;
+        loop {
+            let ended = self.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running: Vec<Arc<LiveJob>> = {
+                let queue = self.lock();
+                queue.live.values().filter(|job| *job.phase.borrow() == JobState::Running).cloned().collect()
+            };
+            if running.is_empty() {
+                return;
+            }
+            if !cancelled && tokio::time::Instant::now() >= deadline {
+                eprintln!("gridbox: stopping {} job(s) still running after the grace period; they run again at the next start", running.len());
+                for job in &running {
+                    job.monitor.cancel();
+                }
+                cancelled = true;
+            }
+            let _ = tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + Duration::from_millis(50)), ended).await;
+        }
+    }
+}
+
+impl LiveJob {
+    fn new(record: JobRecord) -> Self {
+        LiveJob { record, monitor: Arc::new(RunMonitor::default()), started_at_ms: AtomicU64::new(0), phase: watch::channel(JobState::Queued).0 }
+    }
+
+    fn status(&self) -> JobStatus {
+        let started = self.started_at_ms.load(Ordering::Relaxed);
+        let state = *self.phase.borrow();
+        JobStatus {
+            id: self.record.id.clone(),
+            state,
+            submitted_at_ms: self.record.submitted_at_ms,
+            started_at_ms: (state == JobState::Running && started != 0).then_some(started),
+            finished_at_ms: None,
+            fuel_used: if state == JobState::Running { self.monitor.fuel_used() } else { 0 },
+            outcome: None,
+            reason: None,
+            receipt: None,
+            stdout: None,
+            stderr: None,
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+fn stored_status(record: &JobRecord) -> JobStatus {
+    let result = record.result.clone();
+    let result = result.as_ref();
+    JobStatus {
+        id: record.id.clone(),
+        state: record.state,
+        submitted_at_ms: record.submitted_at_ms,
+        started_at_ms: result.map(|r| r.started_at_ms),
+        finished_at_ms: result.map(|r| r.finished_at_ms),
+        fuel_used: result.map(|r| r.fuel_used).unwrap_or(0),
+        outcome: result.and_then(|r| r.outcome.clone()),
+        reason: result.and_then(|r| r.reason.clone()),
+        receipt: result.and_then(|r| r.receipt),
+        stdout: result.and_then(|r| r.stdout),
+        stderr: result.and_then(|r| r.stderr),
+        outputs: result.map(|r| r.outputs.clone()).unwrap_or_default(),
+    }
+}
+
+/// The result of a job that failed before or without a run.
+fn refused(started_at_ms: u64, reason: String) -> JobResult {
+    JobResult {
+        started_at_ms,
+        finished_at_ms: now_ms(),
+        fuel_used: 0,
+        outcome: None,
+        reason: Some(reason),
+        receipt: None,
+        stdout: None,
+        stderr: None,
+        outputs: BTreeMap::new(),
+    }
+}
+
+fn new_job_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The id only needs to be unguessable; if the OS has no randomness, hash the time instead.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes.copy_from_slice(&blake3::hash(&nanos.to_le_bytes()).as_bytes()[..16]);
+    }
+    hex::encode(bytes)
+}
+
+fn job_not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no job {id:?} (job ids are per tenant)"))
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down; retry against it once it is back").retry_after(5)
+}
+
+fn manifest_error(error: ManifestError) -> ApiError {
+    let code = match &error {
+        ManifestError::LimitAbovePolicy { .. } => "limit_above_policy",
+        ManifestError::CapabilityNotGranted(_) => "capability_not_granted",
+        _ => "invalid_manifest",
+    };
+    let status = if code == "invalid_manifest" { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
+    ApiError::new(status, code, error.to_string())
+}

@@ -1,0 +1,398 @@
+//! `gridbox serve` as a provider runs it: the real binary on a loopback port, driven by the
+//! library's client and by `gridbox submit`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gridbox_runtime::client::{Client, ClientError};
+use gridbox_runtime::serve::wire::{JobState, JobStatus};
+use gridbox_runtime::verify::{self, Evidence};
+use gridbox_runtime::{Digest, JobEngine, Manifest, Policy, Receipt};
+
+use crate::common::{gridbox, gridbox_output, probe, stderr};
+
+const ALICE: &str = "alice-token-0123456789";
+const BOB: &str = "bob-token-0123456789ab";
+
+/// A `gridbox serve` process on a loopback port.
+struct Server {
+    child: Child,
+    url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts a server over `data` with the tenants alice and bob and `[serve]` settings `serve`.
+    fn start(data: &Path, serve: &str) -> Server {
+        let policy = data.with_extension("policy.toml");
+        std::fs::write(
+            &policy,
+            format!("[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\n{serve}"),
+        )
+        .unwrap();
+        let mut child = gridbox()
+            .args(["serve", "--addr", "127.0.0.1:0", "--device", "cpu", "--data"])
+            .arg(data)
+            .arg("--policy")
+            .arg(&policy)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gridbox serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("serving on ").nth(1) {
+                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = receiver.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        Server { child, url, log }
+    }
+
+    fn client(&self, token: &str) -> Client {
+        Client::new(&self.url, token).unwrap()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    fn stop(mut self, signal: &str) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // let the log thread catch the last lines
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn manifest(module: &[u8], args: &[&str], seed: u64) -> String {
+    let mut manifest = Manifest::new(Digest::of(module));
+    manifest.args = args.iter().map(|a| a.to_string()).collect();
+    manifest.seed = seed;
+    toml::to_string(&manifest).unwrap()
+}
+
+async fn wait_for_end(client: &Client, id: &str) -> JobStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = client.status(id, Duration::from_secs(10)).await.unwrap();
+        if status.state.is_final() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not end: {status:?}");
+    }
+}
+
+/// Downloads the job's receipt and artifacts and replays it on the CPU.
+async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
+    let receipt = Receipt::from_json(&client.receipt(&status.id).await.unwrap()).unwrap();
+    let mut artifacts = gridbox_runtime::artifacts::Artifacts {
+        stdout: Some(client.download(&status.stdout.unwrap()).await.unwrap()),
+        stderr: Some(client.download(&status.stderr.unwrap()).await.unwrap()),
+        ..Default::default()
+    };
+    for (name, blob) in &status.outputs {
+        artifacts.outputs.insert(name.clone(), client.download(blob).await.unwrap());
+    }
+    let evidence = Evidence { module: module.into(), inputs: Default::default(), artifacts: Some(artifacts) };
+    let engine = JobEngine::new(&Policy::default()).unwrap();
+    let report = tokio::task::block_in_place(|| verify::verify(&engine, &receipt, &evidence));
+    assert!(report.ok(), "job {}: {:?}", status.id, report.first_mismatch());
+}
+
+fn api_code(error: &ClientError) -> (u16, &str) {
+    match error {
+        ClientError::Api { status, code, .. } => (*status, code),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[test]
+fn tenants_submit_concurrently_and_see_only_their_own_jobs_and_blobs() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "workers = 2\n");
+    let module = probe();
+    runtime().block_on(async {
+        let (alice, bob) = (server.client(ALICE), server.client(BOB));
+        for client in [&alice, &bob] {
+            assert!(client.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap());
+            assert!(!client.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap(), "deduplicated");
+        }
+        let mut tasks = Vec::new();
+        for index in 0..12u64 {
+            let client = if index % 2 == 0 { alice.clone() } else { bob.clone() };
+            let text = manifest(&module, &["write-files", "1", &(index + 1).to_string()], index);
+            tasks.push(tokio::spawn(async move {
+                let status = client.submit(&text).await.unwrap();
+                (index, wait_for_end(&client, &status.id).await)
+            }));
+        }
+        let mut ended = Vec::new();
+        for task in tasks {
+            ended.push(task.await.unwrap());
+        }
+        for (index, status) in &ended {
+            assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+            let owner = if index % 2 == 0 { &alice } else { &bob };
+            let other = if index % 2 == 0 { &bob } else { &alice };
+            let output = status.outputs["f0.bin"];
+            assert_eq!(owner.download(&output).await.unwrap(), vec![7u8; *index as usize + 1]);
+            assert_eq!(api_code(&other.status(&status.id, Duration::ZERO).await.unwrap_err()), (404, "not_found"));
+            assert_eq!(api_code(&other.receipt(&status.id).await.unwrap_err()), (404, "not_found"));
+            if *index > 1 {
+                // Sizes 1 and 2 were made by both tenants; the others by one only.
+                assert_eq!(api_code(&other.download(&output).await.unwrap_err()), (404, "not_found"));
+            }
+        }
+        verify_job(&alice, &ended[0].1, &module).await;
+        verify_job(&bob, &ended[1].1, &module).await;
+
+        let stranger = server.client("not-a-token-at-all-0000");
+        assert_eq!(api_code(&stranger.status(&ended[0].1.id, Duration::ZERO).await.unwrap_err()), (401, "unauthorized"));
+    });
+}
+
+#[test]
+fn oversized_bodies_and_mismatched_hashes_are_refused_and_nothing_is_stored() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "max_blob_bytes = 4096\nmax_request_bytes = 8192\n");
+    runtime().block_on(async {
+        let alice = server.client(ALICE);
+        let error = alice.upload(Bytes::from(vec![1u8; 5000])).await.unwrap_err();
+        assert_eq!(api_code(&error), (413, "body_too_large"), "{error}");
+        assert!(error.to_string().contains("4096"), "{error}");
+
+        // A raw PUT whose body is not what its URL claims.
+        let http = reqwest_like_put(&server.url, &format!("/v1/blobs/{}", Digest::of(b"claimed")), b"actual").await;
+        assert!(http.starts_with("HTTP/1.1 400") && http.contains("hash_mismatch"), "{http}");
+        assert!(!alice.has_blob(&Digest::of(b"actual")).await.unwrap());
+        assert!(!alice.has_blob(&Digest::of(b"claimed")).await.unwrap());
+
+        let huge = format!("format = 1\nmodule = \"{}\"\nargs = [\"{}\"]\n", Digest::of(b"m"), "x".repeat(9000));
+        assert_eq!(api_code(&alice.submit(&huge).await.unwrap_err()), (413, "body_too_large"));
+    });
+    let blobs: Vec<_> = walk(&data.path().join("data/blobs"));
+    assert!(blobs.is_empty(), "nothing stored: {blobs:?}");
+    assert!(walk(&data.path().join("data/tmp")).is_empty(), "no temporary file left");
+}
+
+/// Sends a PUT over a raw socket (the client always claims the right hash) and returns the
+/// response head and body as text.
+async fn reqwest_like_put(url: &str, path: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!("PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            found.extend(walk(&entry.path()));
+        } else {
+            found.push(entry.path());
+        }
+    }
+    found
+}
+
+/// A probe job that computes for a while (a few hundred milliseconds) and then succeeds.
+const SLOW: &[&str] = &["work", "60000000"];
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after_and_the_accepted_jobs_still_run() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "workers = 1\nmax_queued = 2\nretry_after_s = 3\n");
+    let module = probe();
+    runtime().block_on(async {
+        let alice = server.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        let mut accepted = Vec::new();
+        let mut refusal = None;
+        for seed in 0..5 {
+            match alice.submit(&manifest(&module, SLOW, seed)).await {
+                Ok(status) => accepted.push(status.id),
+                Err(error) => {
+                    refusal = Some(error);
+                    break;
+                }
+            }
+        }
+        match refusal.expect("a queue of 2 behind 1 worker refuses within 5 submissions") {
+            ClientError::Api { status: 429, code, retry_after, .. } => {
+                assert_eq!((code.as_str(), retry_after), ("queue_full", Some(3)));
+            }
+            other => panic!("expected 429, got {other}"),
+        }
+        assert!((2..=3).contains(&accepted.len()), "{accepted:?}");
+        for id in &accepted {
+            assert_eq!(wait_for_end(&alice, id).await.state, JobState::Succeeded);
+        }
+    });
+    let text = runtime().block_on(http_get(&server.url, "/metrics"));
+    assert!(text.contains("gridbox_rejections_total{reason=\"queue_full\"} 1"), "{text}");
+    assert!(text.contains("gridbox_jobs{state=\"succeeded\"}"), "{text}");
+}
+
+async fn http_get(url: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[test]
+fn after_sigkill_every_accepted_job_ends_exactly_once_with_a_receipt_that_verifies() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("data");
+    let module = probe();
+    let server = Server::start(&folder, "workers = 2\n");
+    let ids: Vec<String> = runtime().block_on(async {
+        let alice = server.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        let mut ids = Vec::new();
+        for seed in 0..8 {
+            ids.push(alice.submit(&manifest(&module, SLOW, seed)).await.unwrap().id);
+        }
+        // Kill it while a job is running.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while alice.status(&ids[0], Duration::ZERO).await.unwrap().state != JobState::Running {
+            assert!(Instant::now() < deadline, "the first job never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ids
+    });
+    server.stop("-KILL");
+
+    let server = Server::start(&folder, "workers = 2\n");
+    assert!(server.log().contains("queued jobs recovered"), "{}", server.log());
+    runtime().block_on(async {
+        let alice = server.client(ALICE);
+        for id in &ids {
+            let status = wait_for_end(&alice, id).await;
+            assert_eq!(status.state, JobState::Succeeded, "{status:?}");
+            verify_job(&alice, &status, &module).await;
+        }
+    });
+    let metrics = runtime().block_on(http_get(&server.url, "/metrics"));
+    assert!(metrics.contains(&format!("gridbox_jobs{{state=\"succeeded\"}} {}\n", ids.len())), "each job ended once: {metrics}");
+    assert!(metrics.contains("gridbox_jobs{state=\"queued\"} 0\n"), "{metrics}");
+}
+
+#[test]
+fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_requeues_the_rest() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("data");
+    let module = probe();
+    // One worker and no grace: the running job is stopped and requeued at once.
+    let server = Server::start(&folder, "workers = 1\ngrace_period_s = 0\n");
+    let ids: Vec<String> = runtime().block_on(async {
+        let alice = server.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        let ids = vec![
+            alice.submit(&manifest(&module, &["work", "400000000"], 0)).await.unwrap().id,
+            alice.submit(&manifest(&module, SLOW, 1)).await.unwrap().id,
+        ];
+        while alice.status(&ids[0], Duration::ZERO).await.unwrap().state != JobState::Running {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ids
+    });
+    let status = server.stop("-TERM");
+    assert!(status.success(), "SIGTERM ends the server cleanly: {status:?}");
+
+    let server = Server::start(&folder, "workers = 1\n");
+    assert!(server.log().contains("2 queued jobs recovered"), "{}", server.log());
+    runtime().block_on(async {
+        let alice = server.client(ALICE);
+        for id in &ids {
+            assert_eq!(wait_for_end(&alice, id).await.state, JobState::Succeeded);
+        }
+    });
+}
+
+#[test]
+fn gridbox_submit_uploads_waits_downloads_and_verifies() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "");
+    let job = data.path().join("job");
+    std::fs::create_dir_all(&job).unwrap();
+    std::fs::write(job.join("note.txt"), b"from the client").unwrap();
+    let manifest_path = job.join("job.toml");
+    let mut manifest = Manifest::new(Digest::of(&probe()));
+    manifest.args = vec!["stdin".into()];
+    manifest.stdin = Some("note.txt".into());
+    manifest.inputs.insert("note.txt".into(), Digest::of(b"from the client"));
+    std::fs::write(&manifest_path, toml::to_string(&manifest).unwrap()).unwrap();
+    let out = data.path().join("out");
+    let input = format!("note.txt={}", job.join("note.txt").display());
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"submit",
+        &gridbox_guests::PROBE_WASM,
+        &"--manifest",
+        &manifest_path,
+        &"--input",
+        &input,
+        &"--server",
+        &server.url,
+        &"--token",
+        &ALICE,
+        &"--out",
+        &out,
+        &"--verify",
+        &"--device",
+        &"cpu",
+    ];
+    let output = gridbox_output(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("uploaded 2 of 2 blobs"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("every field of the receipt matches"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(out.join("stdout")).unwrap(), b"stdin: 15 bytes: from the client\n");
+    assert!(out.join("receipt.json").exists());
+
+    // Again, into stdout: the server has both blobs now.
+    let output = gridbox_output(&args[..args.len() - 5]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("uploaded 0 of 2 blobs"), "{}", stderr(&output));
+    assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
+
+    let refused = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--server", &server.url, &"--token", &"wrong-token-000000000"]);
+    assert_eq!(refused.status.code(), Some(136));
+    assert!(stderr(&refused).contains("401 unauthorized"), "{}", stderr(&refused));
+
+    let load = gridbox_output(&[&"load", &"--server", &server.url, &"--token", &BOB, &"--jobs", &"40", &"--concurrency", &"4"]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(report.contains("40 jobs") && report.contains("jobs/s") && report.contains("p99"), "{report}");
+}
