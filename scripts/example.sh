@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds gridbox and the wordfreq example job, runs it, and verifies its receipt by replay.
+# Builds gridbox and the example jobs, runs wordfreq and the MLP and verifies their receipts by
+# replay, then serves jobs as a provider and submits wordfreq to it as a client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,8 @@ gridbox=target/release/gridbox
 job=examples/target/wasm32-wasip1/release/wordfreq.wasm
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+server=
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 "$gridbox" keygen "$work/provider.key"
 
 echo "== gridbox run"
@@ -27,3 +29,21 @@ mlp=examples/target/wasm32-wasip1/release/mlp.wasm
 "$gridbox" run "$mlp" --capability tensor --dir examples/mlp/data::/input --key "$work/provider.key" \
     --out "$work/mlp"
 "$gridbox" verify "$work/mlp/receipt.json" --module "$mlp" --dir examples/mlp/data::/input >/dev/null
+
+echo "== a provider: gridbox serve; a client: gridbox submit --verify"
+cat > "$work/policy.toml" <<EOF
+[[tenants]]
+name = "demo"
+token = "demo-token-0123456789"
+[serve]
+workers = 2
+EOF
+"$gridbox" serve --addr 127.0.0.1:0 --data "$work/serve" --policy "$work/policy.toml" --key "$work/provider.key" \
+    2> "$work/serve.log" &
+server=$!
+for _ in $(seq 300); do grep -q "serving on" "$work/serve.log" && break; sleep 0.1; done
+url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -n 1)
+"$gridbox" submit "$job" --dir examples/wordfreq/data::/input --server "$url" --token demo-token-0123456789 \
+    --out "$work/remote" --verify
+head -n 4 "$work/remote/output/freq.tsv"
+kill -TERM "$server" && wait "$server" && server=

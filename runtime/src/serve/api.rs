@@ -22,22 +22,32 @@ use crate::serve::wire::{BlobStored, SubmitRequest};
 #[derive(Debug, Clone)]
 struct Tenant(String);
 
+/// Every route, as spec/http.md and spec/openapi.yaml name them (a test checks both).
+pub const ROUTES: [&str; 7] = [HEALTHZ, METRICS, BLOBS, BLOB, JOBS, JOB, JOB_RECEIPT];
+const HEALTHZ: &str = "/healthz";
+const METRICS: &str = "/metrics";
+const BLOBS: &str = "/v1/blobs";
+const BLOB: &str = "/v1/blobs/{hash}";
+const JOBS: &str = "/v1/jobs";
+const JOB: &str = "/v1/jobs/{id}";
+const JOB_RECEIPT: &str = "/v1/jobs/{id}/receipt";
+
 /// The service's router.
 pub fn router(service: Arc<Service>) -> Router {
     let settings = &service.config().serve;
     let jobs = Router::new()
-        .route("/v1/jobs", post(submit_job))
-        .route("/v1/jobs/{id}", get(job_status))
-        .route("/v1/jobs/{id}/receipt", get(job_receipt))
+        .route(JOBS, post(submit_job))
+        .route(JOB, get(job_status))
+        .route(JOB_RECEIPT, get(job_receipt))
         .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
     let blobs = Router::new()
-        .route("/v1/blobs", post(upload_blob))
-        .route("/v1/blobs/{hash}", put(upload_claimed_blob).get(download_blob).head(blob_exists))
+        .route(BLOBS, post(upload_blob))
+        .route(BLOB, put(upload_claimed_blob).get(download_blob).head(blob_exists))
         .layer(middleware::from_fn_with_state(settings.transfer_timeout(), time_limit));
     let tenant_routes = jobs.merge(blobs).layer(middleware::from_fn_with_state(service.clone(), authenticate));
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route(HEALTHZ, get(healthz))
+        .route(METRICS, get(metrics))
         .merge(tenant_routes)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -279,6 +289,16 @@ mod tests {
         let mut manifest = Manifest::new(Digest::of(TINY_JOB_WASM));
         manifest.seed = seed;
         serde_json::to_vec(&SubmitRequest { manifest: toml::to_string(&manifest).unwrap() }).unwrap()
+    }
+
+    #[test]
+    fn every_route_is_documented() {
+        let openapi = include_str!("../../../spec/openapi.yaml");
+        let reference = include_str!("../../../spec/http.md");
+        for route in ROUTES {
+            assert!(openapi.contains(&format!("\n  {route}:\n")), "spec/openapi.yaml lacks {route}");
+            assert!(reference.contains(&format!(" {route}")), "spec/http.md lacks {route}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,8 @@ impl BlobWriter {
             sync_dir(&store.blobs)?;
         }
         std::fs::rename(&self.path, &target).map_err(io(&target))?;
+        // Renamed: nothing is left for Drop to remove (and a needless unlink takes the folder lock).
+        self.path = PathBuf::new();
         sync_dir(&shard)?;
         store.stored_bytes.fetch_add(self.size, Ordering::Relaxed);
         Ok((actual, self.size, true))
@@ -185,8 +187,9 @@ impl BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        // After a successful rename the temporary name is gone and this does nothing.
-        let _ = std::fs::remove_file(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use ed25519_dalek::SigningKey;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::digest::{BlobRef, Digest};
 use crate::engine::JobEngine;
-use crate::job::{Job, Outcome, RunError, RunMonitor, RunOptions};
+use crate::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
 use crate::manifest::{Manifest, ManifestError, ResolvedManifest};
 use crate::receipt::Receipt;
 use crate::serve::blobs::{BlobError, BlobStore};
@@ -60,6 +60,19 @@ pub struct Service {
     next_seq: AtomicU64,
     /// Counters and histograms.
     pub metrics: Metrics,
+}
+
+/// Results of one run waiting to be stored, per worker (see [`Service::work`]).
+const STORING_PER_WORKER: usize = 8;
+
+/// What running a job gave, before its results are stored.
+enum Execution {
+    /// It ran to an outcome.
+    Ran { run: Box<JobRun>, receipt: Box<Receipt> },
+    /// It could not run; the reason says why.
+    Refused(String),
+    /// The service stopped it (shutdown).
+    Stopped,
 }
 
 /// How one attempt at running a job ended.
@@ -275,16 +288,31 @@ impl Service {
         (0..self.config.serve.workers).map(|_| tokio::spawn(self.clone().work())).collect()
     }
 
+    /// One worker: runs a job, hands its results to a storing task and takes the next job, so
+    /// that waiting for fsync never holds a CPU slot. At most [`STORING_PER_WORKER`] results per
+    /// worker wait to be stored.
     async fn work(self: Arc<Self>) {
+        let storing = Arc::new(Semaphore::new(STORING_PER_WORKER));
         while let Some(live) = self.next_job().await {
+            let (service, job) = (self.clone(), live.clone());
+            let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
+            let Ok(permit) = storing.clone().acquire_owned().await else { return };
             let service = self.clone();
-            let job = live.clone();
-            let attempt = tokio::task::spawn_blocking(move || service.attempt(&job)).await;
-            let attempt = attempt.unwrap_or_else(|panic| {
-                // A bug in gridbox, not the job's doing; record it rather than lose the job.
-                Attempt::Ended(JobState::Failed, refused(0, format!("internal error while running the job: {panic}")))
+            tokio::spawn(async move {
+                let attempt = match executed {
+                    Ok(execution) => {
+                        let (store, job) = (service.clone(), live.clone());
+                        tokio::task::spawn_blocking(move || store.store(&job, execution)).await
+                    }
+                    Err(panic) => Err(panic),
+                };
+                let attempt = attempt.unwrap_or_else(|panic| {
+                    // A bug in gridbox, not the job's doing; record it rather than lose the job.
+                    Attempt::Ended(JobState::Failed, refused(0, format!("internal error while running the job: {panic}")))
+                });
+                service.end_run(&live, attempt).await;
+                drop(permit);
             });
-            self.end_run(&live, attempt).await;
         }
     }
 
@@ -322,38 +350,48 @@ impl Service {
     }
 
     /// Runs the job once, on a blocking thread.
-    fn attempt(&self, live: &LiveJob) -> Attempt {
+    fn execute(&self, live: &LiveJob) -> Execution {
         let started = Instant::now();
-        let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
-        let fail = |reason: String| Attempt::Ended(JobState::Failed, refused(started_at_ms, reason));
+        let refuse = |reason: String| Execution::Refused(reason);
         let resolved = match ResolvedManifest::from_canonical_text(&live.record.manifest) {
             Ok(resolved) => resolved,
-            Err(e) => return fail(format!("the stored manifest is unreadable: {e}")),
+            Err(e) => return refuse(format!("the stored manifest is unreadable: {e}")),
         };
         let module = match self.blobs.read(&resolved.manifest().module) {
             Ok(bytes) => Arc::from(bytes),
-            Err(e) => return fail(format!("module: {e}")),
+            Err(e) => return refuse(format!("module: {e}")),
         };
         let mut inputs = BTreeMap::new();
         for (name, digest) in &resolved.manifest().inputs {
             match self.blobs.read(digest) {
                 Ok(bytes) => _ = inputs.insert(name.clone(), Arc::from(bytes)),
-                Err(e) => return fail(format!("input {name:?}: {e}")),
+                Err(e) => return refuse(format!("input {name:?}: {e}")),
             }
         }
         let job = match Job::new(module, resolved, inputs) {
             Ok(job) => job,
-            Err(e) => return fail(e.to_string()),
+            Err(e) => return refuse(e.to_string()),
         };
         let options = RunOptions { monitor: Some(live.monitor.clone()), ..RunOptions::default() };
         let run = match self.engine.run(&job, options) {
             Ok(run) => run,
-            Err(RunError::Cancelled) => return Attempt::Stopped,
-            Err(e) => return fail(format!("refused: {e}")),
+            Err(RunError::Cancelled) => return Execution::Stopped,
+            Err(e) => return refuse(format!("refused: {e}")),
         };
         self.metrics.run_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.fuel.observe(run.fuel_used as f64);
         let receipt = Receipt::sign(&job, &run, &self.engine.backend().name(), &self.key);
+        Execution::Ran { run: Box::new(run), receipt: Box::new(receipt) }
+    }
+
+    /// Makes a run's results durable blobs, on a blocking thread.
+    fn store(&self, live: &LiveJob, execution: Execution) -> Attempt {
+        let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+        let (run, receipt) = match execution {
+            Execution::Stopped => return Attempt::Stopped,
+            Execution::Refused(reason) => return Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)),
+            Execution::Ran { run, receipt } => (run, receipt),
+        };
         let store = |bytes: &[u8]| self.blobs.put(bytes).map(|_| BlobRef::of(bytes));
         let stored = (|| -> Result<JobResult, BlobError> {
             let mut outputs = BTreeMap::new();
@@ -381,7 +419,7 @@ impl Service {
                 });
                 Attempt::Ended(JobState::Failed, result)
             }
-            Err(e) => fail(format!("the provider could not store the job's results: {e}")),
+            Err(e) => Attempt::Ended(JobState::Failed, refused(started_at_ms, format!("the provider could not store the job's results: {e}"))),
         }
     }
 
