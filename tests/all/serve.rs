@@ -48,10 +48,10 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in lines.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split("serving on ").nth(1) {
                     let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_string());
                 }
-                sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
         let url = receiver.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));

@@ -76,6 +76,7 @@ enum Execution {
 }
 
 /// How one attempt at running a job ended.
+#[allow(clippy::large_enum_variant)] // One per job, moved once: boxing would only add an allocation.
 enum Attempt {
     /// It ended (either way): record it.
     Ended(JobState, JobResult),
