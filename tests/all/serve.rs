@@ -224,8 +224,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// A probe job that computes for a while (a few hundred milliseconds) and then succeeds.
-const SLOW: &[&str] = &["work", "60000000"];
+/// A probe job that computes for a while (0.6 G fuel, a few hundred milliseconds) and then succeeds.
+const SLOW: &[&str] = &["work", "20000000"];
+
+/// A probe job that runs for seconds (7.5 G fuel, within the default budget of 10 G).
+const LONG: &[&str] = &["work", "250000000"];
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after_and_the_accepted_jobs_still_run() {
@@ -321,7 +324,7 @@ fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_requeues_the_res
         let alice = server.client(ALICE);
         alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
         let ids = vec![
-            alice.submit(&manifest(&module, &["work", "400000000"], 0)).await.unwrap().id,
+            alice.submit(&manifest(&module, LONG, 0)).await.unwrap().id,
             alice.submit(&manifest(&module, SLOW, 1)).await.unwrap().id,
         ];
         while alice.status(&ids[0], Duration::ZERO).await.unwrap().state != JobState::Running {
@@ -395,4 +398,37 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     assert!(load.status.success(), "{}", stderr(&load));
     let report = String::from_utf8_lossy(&load.stdout);
     assert!(report.contains("40 jobs") && report.contains("jobs/s") && report.contains("p99"), "{report}");
+}
+
+#[test]
+fn a_tenant_at_its_running_cap_waits_while_others_run_and_status_shows_fuel_so_far() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "workers = 2\nmax_running_per_tenant = 1\n");
+    let module = probe();
+    runtime().block_on(async {
+        let (alice, bob) = (server.client(ALICE), server.client(BOB));
+        for client in [&alice, &bob] {
+            client.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        }
+        // Alice's first job runs for seconds; her second must wait for it although a worker is free.
+        let long = alice.submit(&manifest(&module, LONG, 0)).await.unwrap().id;
+        let second = alice.submit(&manifest(&module, SLOW, 1)).await.unwrap().id;
+        let mut status = alice.status(&long, Duration::ZERO).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while status.state != JobState::Running || status.fuel_used == 0 {
+            assert!(Instant::now() < deadline, "no progress reported: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            status = alice.status(&long, Duration::ZERO).await.unwrap();
+        }
+        let earlier = status.fuel_used;
+        let bobs = bob.submit(&manifest(&module, SLOW, 2)).await.unwrap().id;
+        assert_eq!(wait_for_end(&bob, &bobs).await.state, JobState::Succeeded, "Bob's job runs on the free worker");
+        let now = alice.status(&long, Duration::ZERO).await.unwrap();
+        assert_eq!(now.state, JobState::Running, "the long job outlasts Bob's: {now:?}");
+        assert!(now.fuel_used > earlier, "fuel used so far grows: {earlier} then {}", now.fuel_used);
+        assert_eq!(alice.status(&second, Duration::ZERO).await.unwrap().state, JobState::Queued, "Alice is at her cap");
+        let ended = wait_for_end(&alice, &long).await;
+        assert_eq!((ended.state, ended.fuel_used > now.fuel_used), (JobState::Succeeded, true));
+        assert_eq!(wait_for_end(&alice, &second).await.state, JobState::Succeeded);
+    });
 }

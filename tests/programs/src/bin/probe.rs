@@ -22,7 +22,7 @@ fn main() {
             // Busy for a while, then done: a job that is still running when a test wants it to be.
             let mut state = 1u64;
             for round in 0..arg(2) {
-                state = std::hint::black_box(state.wrapping_mul(6364136223846793005).wrapping_add(round));
+                state = work_step(state, round);
             }
             println!("work: {state:016x}");
         }
@@ -60,6 +60,13 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// One round of `work`, kept a call: wasmtime publishes a job's fuel counter at calls, which is
+/// what a status request's "fuel used so far" reads.
+#[inline(never)]
+fn work_step(state: u64, round: u64) -> u64 {
+    std::hint::black_box(state.wrapping_mul(6364136223846793005).wrapping_add(round))
 }
 
 /// Everything a job could learn about its host: it must all come out the same on any host.
