@@ -432,3 +432,32 @@ fn a_tenant_at_its_running_cap_waits_while_others_run_and_status_shows_fuel_so_f
         assert_eq!(wait_for_end(&alice, &second).await.state, JobState::Succeeded);
     });
 }
+
+#[test]
+fn a_blob_damaged_on_disk_is_never_served_and_its_job_fails_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().join("data");
+    let server = Server::start(&folder, "workers = 1\n");
+    let module = probe();
+    let digest = Digest::of(&module);
+    runtime().block_on(async {
+        let alice = server.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        // Flip one byte of the stored file, as a failing disk would.
+        let hex = digest.to_hex();
+        let path = folder.join("blobs").join(&hex[..2]).join(&hex);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+
+        let blob = gridbox_runtime::BlobRef::of(&module);
+        assert_eq!(api_code(&alice.download(&blob).await.unwrap_err()), (500, "blob_corrupted"));
+        let id = alice.submit(&manifest(&module, &["hello"], 0)).await.unwrap().id;
+        let status = wait_for_end(&alice, &id).await;
+        assert_eq!(status.state, JobState::Failed);
+        let reason = status.reason.unwrap_or_default();
+        assert!(reason.contains("failed to run it 3 times") && reason.contains("corrupted"), "{reason}");
+        assert!(status.receipt.is_none());
+    });
+    assert!(server.log().contains("corrupted"), "{}", server.log());
+}

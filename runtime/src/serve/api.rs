@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -17,6 +18,13 @@ use crate::serve::blobs::BlobError;
 use crate::serve::error::{ApiError, ErrorCode};
 use crate::serve::service::Service;
 use crate::serve::wire::{BlobStored, SubmitRequest};
+
+/// Uploads are written to disk in batches of this many bytes.
+const UPLOAD_BATCH: usize = 1 << 20;
+/// Blobs larger than this are streamed to the client rather than read whole.
+const STREAM_ABOVE: u64 = 1 << 20;
+/// The chunk size of a streamed download.
+const DOWNLOAD_CHUNK: usize = 256 << 10;
 
 /// The authenticated tenant of a request.
 #[derive(Debug, Clone)]
@@ -45,9 +53,12 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(BLOB, put(upload_claimed_blob).get(download_blob).head(blob_exists))
         .layer(middleware::from_fn_with_state(settings.transfer_timeout(), time_limit));
     let tenant_routes = jobs.merge(blobs).layer(middleware::from_fn_with_state(service.clone(), authenticate));
-    Router::new()
+    let operations = Router::new()
         .route(HEALTHZ, get(healthz))
         .route(METRICS, get(metrics))
+        .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
+    Router::new()
+        .merge(operations)
         .merge(tenant_routes)
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
@@ -72,7 +83,7 @@ async fn time_limit(State(limit): State<Duration>, request: Request, next: Next)
 }
 
 async fn authenticate(State(service): State<Arc<Service>>, mut request: Request, next: Next) -> Response {
-    let token = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(|value| value.strip_prefix("Bearer "));
+    let token = bearer_token(request.headers());
     let tenant = match token {
         None => Err("send your tenant token as `Authorization: Bearer <token>`"),
         Some(token) => service.authenticate(token.trim()).ok_or("the bearer token is not one this server knows"),
@@ -91,14 +102,29 @@ async fn authenticate(State(service): State<Arc<Service>>, mut request: Request,
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 async fn healthz(State(service): State<Arc<Service>>) -> Response {
     if *service.stop_signal().borrow() {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down").into_response();
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down").retry_after(5).into_response();
     }
     Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-async fn metrics(State(service): State<Arc<Service>>) -> Response {
+async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &service.config().serve.metrics_token
+        && bearer_token(&headers).map(str::trim) != Some(expected.as_str())
+    {
+        let message = "this server's metrics need `Authorization: Bearer <serve.metrics_token>`";
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], service.render_metrics()).into_response()
 }
 
@@ -110,8 +136,13 @@ async fn wrong_method(request: Request) -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{} is not allowed on {}", request.method(), request.uri().path()))
 }
 
-fn parse_hash(text: &str) -> Result<Digest, ApiError> {
+fn parse_hash(path: Result<Path<String>, PathRejection>) -> Result<Digest, ApiError> {
+    let Path(text) = path.map_err(|e| ApiError::bad_request("invalid_hash", format!("the hash in the path is unreadable: {e}")))?;
     text.parse().map_err(|e: crate::digest::DigestParseError| ApiError::bad_request("invalid_hash", e.to_string()))
+}
+
+fn job_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|e| ApiError::not_found(format!("no such job: {e}")))
 }
 
 async fn upload_blob(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -121,11 +152,11 @@ async fn upload_blob(State(service): State<Arc<Service>>, Extension(tenant): Ext
 async fn upload_claimed_blob(
     State(service): State<Arc<Service>>,
     Extension(tenant): Extension<Tenant>,
-    Path(hash): Path<String>,
+    hash: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let claimed = parse_hash(&hash)?;
+    let claimed = parse_hash(hash)?;
     store_upload(&service, &tenant, Some(claimed), &headers, body).await
 }
 
@@ -135,11 +166,28 @@ async fn store_upload(service: &Arc<Service>, tenant: &Tenant, claimed: Option<D
     if content_length(headers).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));
     }
-    let mut writer = service.blobs().writer(limit).map_err(|e| ApiError::internal(e.to_string()))?;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request("body_unreadable", format!("the upload broke off: {e}")))?;
-        if let Some(chunk) = frame.data_ref() {
-            writer.write(chunk).map_err(|e| match e {
+    let blobs = service.blobs().clone();
+    let mut writer = tokio::task::spawn_blocking(move || blobs.writer(limit))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // File writes block: gather up to UPLOAD_BATCH bytes, then write them on a blocking thread.
+    let mut pending = Vec::new();
+    let mut ended = false;
+    while !ended {
+        match body.frame().await {
+            Some(frame) => {
+                let frame = frame.map_err(|e| ApiError::bad_request("body_unreadable", format!("the upload broke off: {e}")))?;
+                if let Some(chunk) = frame.data_ref() {
+                    pending.extend_from_slice(chunk);
+                }
+            }
+            None => ended = true,
+        }
+        if pending.len() >= UPLOAD_BATCH || (ended && !pending.is_empty()) {
+            let batch = std::mem::take(&mut pending);
+            let written = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer));
+            writer = written.await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| match e {
                 BlobError::TooLarge { limit } => ApiError::too_large(limit),
                 other => ApiError::internal(other.to_string()),
             })?;
@@ -166,17 +214,41 @@ fn blob_not_found(digest: &Digest) -> ApiError {
     ApiError::not_found(format!("no blob {digest} that you uploaded or that your jobs made"))
 }
 
-async fn download_blob(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(hash): Path<String>) -> Result<Response, ApiError> {
-    let digest = parse_hash(&hash)?;
+async fn download_blob(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<Tenant>,
+    hash: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let digest = parse_hash(hash)?;
     if !service.can_read(&tenant.0, &digest)? {
         return Err(blob_not_found(&digest));
     }
-    let bytes = service.read_blob(digest).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Bytes::from(bytes)).into_response())
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if service.blobs().size(&digest).is_some_and(|size| size <= STREAM_ABOVE) {
+        let bytes = service.read_blob(digest).await?;
+        return Ok((octets, Bytes::from(bytes)).into_response());
+    }
+    // Large blobs are checked in one pass and then streamed in chunks, so that a download never
+    // holds the whole blob in memory.
+    let (file, size) = service.open_blob(digest).await?;
+    let chunks = futures_util::stream::try_unfold(tokio::fs::File::from_std(file), |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0u8; DOWNLOAD_CHUNK];
+        let read = file.read(&mut chunk).await?;
+        chunk.truncate(read);
+        Ok::<_, std::io::Error>((read > 0).then(|| (Bytes::from(chunk), file)))
+    });
+    let mut response = (octets, Body::from_stream(chunks)).into_response();
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    Ok(response)
 }
 
-async fn blob_exists(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(hash): Path<String>) -> Result<Response, ApiError> {
-    let digest = parse_hash(&hash)?;
+async fn blob_exists(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<Tenant>,
+    hash: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let digest = parse_hash(hash)?;
     let size = match service.can_read(&tenant.0, &digest)? {
         true => service.blobs().size(&digest),
         false => None,
@@ -215,7 +287,13 @@ async fn submit_job(State(service): State<Arc<Service>>, Extension(tenant): Exte
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(status)).into_response())
 }
 
-async fn job_status(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(id): Path<String>, request: Request) -> Result<Response, ApiError> {
+async fn job_status(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<Tenant>,
+    id: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
     let mut wait = Duration::ZERO;
     for pair in request.uri().query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
@@ -233,7 +311,12 @@ async fn job_status(State(service): State<Arc<Service>>, Extension(tenant): Exte
     Ok(Json(service.status(&tenant.0, &id, wait).await?).into_response())
 }
 
-async fn job_receipt(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn job_receipt(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<Tenant>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
     let bytes = service.receipt(&tenant.0, &id).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], Bytes::from(bytes)).into_response())
 }
@@ -258,17 +341,24 @@ mod tests {
         router: Router,
     }
 
-    fn fixture(extra: &str) -> Fixture {
+    /// A service over a fresh folder; `serve` is the `[serve]` table, `workers` whether jobs run.
+    fn fixture_with(serve: &str, workers: bool) -> Fixture {
         let data = tempfile::tempdir().unwrap();
         let text = format!(
-            "[max]\nfuel = 1000000\n[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\nworkers = 1\nmax_blob_bytes = 1000\nmax_request_bytes = 2000\n{extra}"
+            "[max]\nfuel = 1000000\n[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\nworkers = 1\n{serve}"
         );
         let config = ServiceConfig::from_toml(&text).unwrap();
         let engine = JobEngine::new(&config.policy).unwrap();
         let key = crate::keys::generate().unwrap();
         let service = Service::open(config, engine, data.path(), key).unwrap();
-        service.start_workers();
+        if workers {
+            service.start_workers();
+        }
         Fixture { router: router(service), _data: data }
+    }
+
+    fn fixture(extra: &str) -> Fixture {
+        fixture_with(&format!("max_blob_bytes = 1000\nmax_request_bytes = 2000\n{extra}"), true)
     }
 
     async fn call(router: &Router, method: &str, uri: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, HeaderMap, Vec<u8>) {
@@ -401,5 +491,55 @@ mod tests {
         }
         let (status, _, body) = call(&router, "GET", "/v1/jobs/x?wait=soon", Some(ALICE), vec![]).await;
         assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_and_each_tenant_s_share_of_it_are_bounded() {
+        // No workers: jobs stay queued, so the bounds are met exactly.
+        let Fixture { router, _data } = fixture_with("max_queued = 3\nmax_queued_per_tenant = 2\nretry_after_s = 7\n", false);
+        let module = Digest::of(TINY_JOB_WASM);
+        for token in [ALICE, BOB] {
+            call(&router, "PUT", &format!("/v1/blobs/{module}"), Some(token), TINY_JOB_WASM.to_vec()).await;
+        }
+        let outcomes = [(ALICE, "202"), (ALICE, "202"), (ALICE, "tenant_queue_full"), (BOB, "202"), (BOB, "queue_full")];
+        for (seed, (token, expected)) in outcomes.into_iter().enumerate() {
+            let (status, headers, body) = call(&router, "POST", "/v1/jobs", Some(token), submission(seed as u64)).await;
+            if expected == "202" {
+                assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
+                let job: JobStatus = serde_json::from_slice(&body).unwrap();
+                assert_eq!(job.state, JobState::Queued);
+            } else {
+                assert_eq!((status, code(&body).as_str()), (StatusCode::TOO_MANY_REQUESTS, expected));
+                assert_eq!(headers[header::RETRY_AFTER], "7");
+            }
+        }
+        let (_, _, body) = call(&router, "GET", "/metrics", None, vec![]).await;
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("gridbox_queue_depth 3\n"), "{text}");
+        assert!(text.contains("gridbox_rejections_total{reason=\"tenant_queue_full\"} 1\n"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_blobs_stream_back_and_metrics_can_need_a_token() {
+        let Fixture { router, _data } = fixture_with("metrics_token = \"metrics-0123456789abcdef\"\n", false);
+        let big: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&big);
+        let (status, _, _) = call(&router, "PUT", &format!("/v1/blobs/{digest}"), Some(ALICE), big.clone()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, headers, body) = call(&router, "GET", &format!("/v1/blobs/{digest}"), Some(ALICE), vec![]).await;
+        assert_eq!((status, headers[header::CONTENT_LENGTH].to_str().unwrap()), (StatusCode::OK, big.len().to_string().as_str()));
+        assert!(body == big, "the streamed blob differs");
+
+        let (status, _, _) = call(&router, "GET", "/metrics", None, vec![]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = call(&router, "GET", "/metrics", Some("metrics-0123456789abcdef"), vec![]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8(body).unwrap().contains(&format!("gridbox_blob_bytes_stored {}", big.len())));
+        // The scheme is case-insensitive; a path that is not UTF-8 is a JSON error, not a panic.
+        let request = Request::builder().uri("/v1/jobs/nope").header(header::AUTHORIZATION, format!("bEaReR {ALICE}"));
+        let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "authenticated, then no such job");
+        let (status, _, body) = call(&router, "GET", "/v1/blobs/%FF", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_hash"));
     }
 }

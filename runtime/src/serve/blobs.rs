@@ -114,6 +114,25 @@ impl BlobStore {
         Ok((digest, new))
     }
 
+    /// Opens a blob for streaming after checking, in one pass over the file, that its bytes
+    /// still hash to its name. Returns the file at its start and its size.
+    pub fn open_checked(&self, digest: &Digest) -> Result<(File, u64), BlobError> {
+        use std::io::Seek;
+        let path = self.path(digest);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::NotFound(*digest)),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut hasher = blake3::Hasher::new();
+        let size = std::io::copy(&mut file, &mut hasher).map_err(io(&path))?;
+        if Digest(*hasher.finalize().as_bytes()) != *digest {
+            return Err(BlobError::Corrupted(*digest));
+        }
+        file.rewind().map_err(io(&path))?;
+        Ok((file, size))
+    }
+
     /// Reads a blob, checking that its bytes still hash to its name.
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, BlobError> {
         let path = self.path(digest);

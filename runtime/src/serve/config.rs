@@ -32,6 +32,8 @@ pub struct ServeSettings {
     pub workers: usize,
     /// Jobs waiting to run before submissions get 429.
     pub max_queued: usize,
+    /// Jobs of one tenant waiting to run before its submissions get 429.
+    pub max_queued_per_tenant: usize,
     /// Jobs of one tenant running at once.
     pub max_running_per_tenant: usize,
     /// Largest blob upload, in bytes.
@@ -49,13 +51,21 @@ pub struct ServeSettings {
     pub grace_period_s: u64,
     /// The `Retry-After` sent with 429, in seconds.
     pub retry_after_s: u64,
+    /// Longest a client may take to send a request's headers, in seconds.
+    pub header_timeout_s: u64,
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>` (the byte count it
+    /// shows tells an observer whether an upload was deduplicated).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServeSettings {
     fn default() -> Self {
         ServeSettings {
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, MAX_WORKERS),
             max_queued: 10_000,
+            max_queued_per_tenant: 10_000,
             max_running_per_tenant: 64,
             max_blob_bytes: 1 << 30,
             max_request_bytes: 1 << 20,
@@ -64,6 +74,9 @@ impl Default for ServeSettings {
             max_wait_s: 30,
             grace_period_s: 30,
             retry_after_s: 1,
+            header_timeout_s: 10,
+            max_connections: 4096,
+            metrics_token: None,
         }
     }
 }
@@ -148,11 +161,14 @@ impl ServiceConfig {
         }
         for (key, value) in [
             ("serve.max_queued", serve.max_queued as u64),
+            ("serve.max_queued_per_tenant", serve.max_queued_per_tenant as u64),
             ("serve.max_running_per_tenant", serve.max_running_per_tenant as u64),
             ("serve.max_blob_bytes", serve.max_blob_bytes),
             ("serve.max_request_bytes", serve.max_request_bytes as u64),
             ("serve.request_timeout_s", serve.request_timeout_s),
             ("serve.transfer_timeout_s", serve.transfer_timeout_s),
+            ("serve.header_timeout_s", serve.header_timeout_s),
+            ("serve.max_connections", serve.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be at least 1".into()));

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::digest::{BlobRef, Digest};
@@ -25,6 +25,10 @@ const BLOB_OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blo
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// A job that was running when the server stopped this many times is failed at the next start
+/// rather than run again: it may be what brings the server down.
+pub const MAX_STARTS: u32 = 3;
 
 /// The database failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,9 @@ pub struct JobRecord {
     pub manifest: String,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub submitted_at_ms: u64,
+    /// How many times a worker started it (written without waiting for the disk).
+    #[serde(default)]
+    pub starts: u32,
     /// How it ended; present once the state is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
@@ -142,6 +149,8 @@ impl JobResult {
 enum Write {
     /// A new job, queued.
     Insert(JobRecord),
+    /// A worker started the job; `durable` says whether the commit waits for the disk.
+    Started { id: String, durable: bool },
     /// A job's end; refused (Ok(false)) when it had ended already.
     Finish(JobRecord),
     /// A tenant may read a blob.
@@ -157,8 +166,10 @@ struct Pending {
 pub struct Recovered {
     /// Unfinished jobs, in submission order: they are queued again.
     pub unfinished: Vec<JobRecord>,
-    /// Finished jobs by final state, for metrics.
+    /// Finished jobs by final state, for metrics (including those given up on at this start).
     pub finished: BTreeMap<&'static str, u64>,
+    /// Jobs failed at this start because the server stopped [`MAX_STARTS`] times while they ran.
+    pub given_up: Vec<String>,
     /// The next sequence number.
     pub next_seq: u64,
 }
@@ -195,7 +206,7 @@ impl JobDb {
         }
         txn.commit().map_err(storage)?;
 
-        let mut recovered = Recovered { unfinished: Vec::new(), finished: BTreeMap::new(), next_seq: 0 };
+        let mut recovered = Recovered { unfinished: Vec::new(), finished: BTreeMap::new(), given_up: Vec::new(), next_seq: 0 };
         let read = db.begin_read().map_err(storage)?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
         for entry in jobs.iter().map_err(storage)? {
@@ -217,6 +228,18 @@ impl JobDb {
         }
         drop((jobs, queue, read));
 
+        let (again, given_up): (Vec<_>, Vec<_>) = recovered.unfinished.drain(..).partition(|record| record.starts < MAX_STARTS);
+        recovered.unfinished = again;
+        if !given_up.is_empty() {
+            let ended: Vec<JobRecord> = given_up.into_iter().map(give_up).collect();
+            let batch: Vec<Pending> = ended.iter().map(|record| Pending { write: Write::Finish(record.clone()), reply: oneshot::channel().0 }).collect();
+            commit(&db, &batch)?;
+            for record in ended {
+                *recovered.finished.entry(record.state.as_str()).or_default() += 1;
+                recovered.given_up.push(record.id);
+            }
+        }
+
         let (writer, receiver) = mpsc::channel();
         let handle = db.clone();
         let writer_thread = std::thread::Builder::new()
@@ -235,6 +258,21 @@ impl JobDb {
     /// Stores a new queued job; returns once it is durable.
     pub async fn insert(&self, record: JobRecord) -> Result<(), DbError> {
         self.write(Write::Insert(record)).await.map(|_| ())
+    }
+
+    /// Notes that a worker started the job (see [`MAX_STARTS`]). Returns at once: the note is
+    /// committed without an fsync and becomes durable with the next commit that has one. A job
+    /// that brings the server down before that is run again as a recovered job, whose starts
+    /// are noted with [`JobDb::started_durably`]; so a crash loop ends after at most
+    /// `MAX_STARTS + 1` starts, while jobs on a healthy server pay no fsync to start.
+    pub fn started(&self, id: &str) -> Result<(), DbError> {
+        let pending = Pending { write: Write::Started { id: id.to_string(), durable: false }, reply: oneshot::channel().0 };
+        self.writer.as_ref().ok_or(DbError::Closed)?.send(pending).map_err(|_| DbError::Closed)
+    }
+
+    /// Notes that a worker started the job and waits until the note is durable.
+    pub async fn started_durably(&self, id: &str) -> Result<(), DbError> {
+        self.write(Write::Started { id: id.to_string(), durable: true }).await.map(|_| ())
     }
 
     /// Stores a job's end and lets its tenant read the blobs it made. Returns false, changing
@@ -268,6 +306,24 @@ fn parse(id: &str, bytes: &[u8]) -> Result<JobRecord, DbError> {
     serde_json::from_slice(bytes).map_err(|e| DbError::BadRecord { id: id.to_string(), reason: e.to_string() })
 }
 
+/// The job's end after the server stopped [`MAX_STARTS`] times while it ran.
+fn give_up(mut record: JobRecord) -> JobRecord {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    record.state = JobState::Failed;
+    record.result = Some(JobResult {
+        started_at_ms: 0,
+        finished_at_ms: now,
+        fuel_used: 0,
+        outcome: None,
+        reason: Some(format!("the server stopped {} times while this job was running; it is not run again", record.starts)),
+        receipt: None,
+        stdout: None,
+        stderr: None,
+        outputs: BTreeMap::new(),
+    });
+    record
+}
+
 fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -278,10 +334,16 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
                     let _ = pending.reply.send(Ok(answer));
                 }
             }
-            Err(error) => {
-                let message = error.to_string();
+            // One bad write must not fail the others it was batched with: retry them one by one.
+            Err(_) if batch.len() > 1 => {
                 for pending in batch {
-                    let _ = pending.reply.send(Err(DbError::Storage(message.clone())));
+                    let answer = commit(db, std::slice::from_ref(&pending)).map(|answers| answers.first().copied().unwrap_or(false));
+                    let _ = pending.reply.send(answer);
+                }
+            }
+            Err(error) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(DbError::Storage(error.to_string())));
                 }
             }
         }
@@ -289,7 +351,10 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
 }
 
 fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
-    let txn = db.begin_write().map_err(storage)?;
+    let mut txn = db.begin_write().map_err(storage)?;
+    if batch.iter().all(|pending| matches!(pending.write, Write::Started { durable: false, .. })) {
+        txn.set_durability(Durability::None).map_err(|e| DbError::Storage(e.to_string()))?;
+    }
     let mut answers = Vec::with_capacity(batch.len());
     {
         let mut jobs = txn.open_table(JOBS).map_err(storage)?;
@@ -303,6 +368,18 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
                     queue.insert(record.seq, record.id.as_str()).map_err(storage)?;
                     true
                 }
+                Write::Started { id, .. } => {
+                    let found = jobs.get(id.as_str()).map_err(storage)?.map(|bytes| parse(id, bytes.value())).transpose()?;
+                    match found {
+                        Some(mut record) if !record.state.is_final() => {
+                            record.starts = record.starts.saturating_add(1);
+                            let json = serde_json::to_vec(&record).map_err(|e| DbError::Storage(e.to_string()))?;
+                            jobs.insert(id.as_str(), json.as_slice()).map_err(storage)?;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
                 Write::Finish(record) => {
                     let already = match jobs.get(record.id.as_str()).map_err(storage)? {
                         Some(bytes) => parse(&record.id, bytes.value())?.state.is_final(),
@@ -312,6 +389,8 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
                         false
                     } else {
                         let json = serde_json::to_vec(record).map_err(|e| DbError::Storage(e.to_string()))?;
+                        // (The stored `starts` is overwritten by the caller's copy: once a job has
+                        // ended, nobody reads it.)
                         jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
                         queue.remove(record.seq).map_err(storage)?;
                         for blob in record.result.iter().flat_map(JobResult::blobs) {
@@ -344,6 +423,7 @@ mod tests {
             state: JobState::Queued,
             manifest: "format = 1\n".into(),
             submitted_at_ms: 1,
+            starts: 0,
             result: None,
         }
     }
@@ -386,5 +466,19 @@ mod tests {
         assert_eq!(recovered.finished.get("succeeded"), Some(&1));
         assert_eq!(db.get("b").unwrap().unwrap().state, JobState::Succeeded);
         assert_eq!(db.get("zzz").unwrap(), None);
+
+        // "a" was running when the server stopped, MAX_STARTS times: it is given up on.
+        for _ in 0..MAX_STARTS {
+            db.started_durably("a").await.unwrap();
+        }
+        db.started("c").unwrap();
+        drop(db);
+        let (db, recovered) = JobDb::open(&path).unwrap();
+        assert_eq!(recovered.unfinished.iter().map(|r| (r.id.as_str(), r.starts)).collect::<Vec<_>>(), [("c", 1)]);
+        assert_eq!(recovered.given_up, ["a"]);
+        let a = db.get("a").unwrap().unwrap();
+        assert_eq!(a.state, JobState::Failed);
+        assert!(a.result.unwrap().reason.unwrap().contains("stopped 3 times"));
+        assert_eq!(recovered.finished.get("failed"), Some(&1));
     }
 }

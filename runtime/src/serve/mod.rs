@@ -18,41 +18,66 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+
 pub use config::ServiceConfig;
 pub use service::Service;
 
 /// Serves `service` on `listener` until `shutdown` resolves. Then it stops accepting jobs and
-/// connections, lets running jobs finish within the grace period, stops the rest (they stay
-/// queued in the database) and returns.
+/// connections, lets running jobs and open requests finish within the grace period, stops the
+/// rest (they stay queued in the database) and returns.
+///
+/// Connections are HTTP/1.1 with a limit on the time to send request headers and on how many
+/// are open at once (`[serve] header_timeout_s`, `max_connections`).
 pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let workers = service.start_workers();
-    let grace = Duration::from_secs(service.config().serve.grace_period_s);
-    let mut stopping = service.stop_signal();
-    let stop = {
-        let service = service.clone();
-        async move {
-            shutdown.await;
-            service.begin_shutdown();
-        }
-    };
-    let server = axum::serve(listener, api::router(service.clone())).with_graceful_shutdown(stop).into_future();
+    let settings = service.config().serve.clone();
+    let grace = Duration::from_secs(settings.grace_period_s);
+    let router = api::router(service.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(settings.header_timeout_s));
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = permit else { break };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    eprintln!("gridbox: cannot accept a connection: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone())));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    service.begin_shutdown();
+    drop(listener);
     let connections = async {
-        let mut stopping = service.stop_signal();
         tokio::select! {
-            result = server => result,
-            _ = async { let _ = stopping.wait_for(|stop| *stop).await; tokio::time::sleep(grace).await } => {
-                eprintln!("gridbox: closing connections still open after the grace period");
-                Ok(())
-            }
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(grace) => eprintln!("gridbox: closing connections still open after the grace period"),
         }
     };
-    let jobs = async {
-        let _ = stopping.wait_for(|stop| *stop).await;
-        service.shutdown(grace).await;
-    };
-    let (result, ()) = tokio::join!(connections, jobs);
+    tokio::join!(connections, service.shutdown(grace));
     for worker in workers {
         let _ = worker.await;
     }
-    result
+    Ok(())
 }

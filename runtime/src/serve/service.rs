@@ -2,7 +2,7 @@
 //! and recording how they ended.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +30,10 @@ struct LiveJob {
     started_at_ms: AtomicU64,
     /// Queued, running, then final.
     phase: watch::Sender<JobState>,
+    /// Found unfinished in the database at start: its starts are noted durably.
+    recovered: bool,
+    /// Attempts that failed for the provider's reasons (disk, driver), not the job's.
+    host_faults: AtomicU32,
 }
 
 #[derive(Default)]
@@ -37,10 +41,36 @@ struct Queue {
     waiting: VecDeque<Arc<LiveJob>>,
     /// Slots taken by submissions still being written to the database.
     reserved: usize,
+    /// Waiting and reserved jobs by tenant.
+    queued_by_tenant: HashMap<String, usize>,
     running: usize,
     running_by_tenant: HashMap<String, usize>,
     live: HashMap<String, Arc<LiveJob>>,
 }
+
+impl Queue {
+    fn count(map: &mut HashMap<String, usize>, tenant: &str, up: bool) {
+        let count = map.entry(tenant.to_string()).or_default();
+        *count = if up { *count + 1 } else { count.saturating_sub(1) };
+    }
+
+    /// Puts a job at the back of the queue.
+    fn push(&mut self, live: Arc<LiveJob>) {
+        Self::count(&mut self.queued_by_tenant, &live.record.tenant, true);
+        live.phase.send_replace(JobState::Queued);
+        self.live.insert(live.record.id.clone(), live.clone());
+        self.waiting.push_back(live);
+    }
+}
+
+/// How many times an attempt may fail for the provider's reasons before the job is failed.
+const MAX_HOST_FAULTS: u32 = 3;
+
+/// How long a job whose attempt failed for the provider's reasons waits before it is queued again.
+const HOST_FAULT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// After the grace period, how long stopped jobs get to unwind before shutdown returns anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 /// The provider service: one per data folder.
 pub struct Service {
@@ -69,8 +99,10 @@ const STORING_PER_WORKER: usize = 8;
 enum Execution {
     /// It ran to an outcome.
     Ran { run: Box<JobRun>, receipt: Box<Receipt> },
-    /// It could not run; the reason says why.
+    /// It could not run, for the job's reasons; the reason says why.
     Refused(String),
+    /// It could not run or its results could not be stored, for the provider's reasons.
+    HostFault(String),
     /// The service stopped it (shutdown).
     Stopped,
 }
@@ -82,6 +114,8 @@ enum Attempt {
     Ended(JobState, JobResult),
     /// The service stopped it (shutdown): it stays queued for the next start.
     Stopped,
+    /// The provider failed (disk, driver): try again later, up to [`MAX_HOST_FAULTS`] times.
+    HostFault(String),
 }
 
 fn now_ms() -> u64 {
@@ -95,7 +129,10 @@ impl Service {
         std::fs::create_dir_all(data).map_err(|e| format!("cannot create data folder {}: {e}", data.display()))?;
         let blobs = Arc::new(BlobStore::open(data).map_err(|e| e.to_string())?);
         let (db, recovered) = JobDb::open(&data.join("jobs.redb")).map_err(|e| e.to_string())?;
-        let Recovered { unfinished, finished, next_seq } = recovered;
+        let Recovered { unfinished, finished, given_up, next_seq } = recovered;
+        for id in &given_up {
+            eprintln!("gridbox: job {id} failed: the server stopped {} times while it ran", crate::serve::db::MAX_STARTS);
+        }
         let metrics = Metrics::default();
         metrics.succeeded.store(finished.get("succeeded").copied().unwrap_or(0), Ordering::Relaxed);
         metrics.failed.store(finished.get("failed").copied().unwrap_or(0), Ordering::Relaxed);
@@ -118,9 +155,9 @@ impl Service {
         {
             let mut queue = service.lock();
             for record in unfinished {
-                let live = Arc::new(LiveJob::new(record));
-                queue.live.insert(live.record.id.clone(), live.clone());
-                queue.waiting.push_back(live);
+                let mut live = LiveJob::new(record);
+                live.recovered = true;
+                queue.push(Arc::new(live));
             }
         }
         Ok(service)
@@ -169,7 +206,7 @@ impl Service {
 
     /// Accepts a job: checks the manifest against the policy and the tenant's blobs, stores it
     /// durably and queues it.
-    pub async fn submit(&self, tenant: &str, manifest_text: &str) -> Result<JobStatus, ApiError> {
+    pub async fn submit(self: &Arc<Self>, tenant: &str, manifest_text: &str) -> Result<JobStatus, ApiError> {
         let manifest = Manifest::from_toml(manifest_text).map_err(manifest_error)?;
         let resolved = manifest.resolve(&self.config.policy).map_err(manifest_error)?;
         let wanted = std::iter::once(("module".to_string(), resolved.manifest().module))
@@ -183,21 +220,7 @@ impl Service {
                 ));
             }
         }
-        {
-            let mut queue = self.lock();
-            if self.stopping.load(Ordering::Relaxed) {
-                return Err(stopping());
-            }
-            if queue.waiting.len() + queue.reserved >= self.config.serve.max_queued {
-                return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "queue_full",
-                    format!("{} jobs are waiting, this server's limit; retry later", self.config.serve.max_queued),
-                )
-                .retry_after(self.config.serve.retry_after_s));
-            }
-            queue.reserved += 1;
-        }
+        self.reserve_slot(tenant)?;
         let record = JobRecord {
             id: new_job_id(),
             tenant: tenant.to_string(),
@@ -205,19 +228,48 @@ impl Service {
             state: JobState::Queued,
             manifest: resolved.text().to_string(),
             submitted_at_ms: now_ms(),
+            starts: 0,
             result: None,
         };
-        let stored = self.db.insert(record.clone()).await;
+        // Storing and queueing run in their own task: if the client goes away or the request
+        // times out meanwhile, the job is still queued (it is durable) and the slot accounted for.
+        let service = self.clone();
+        let queued = tokio::spawn(async move {
+            let stored = service.db.insert(record.clone()).await;
+            let mut queue = service.lock();
+            queue.reserved -= 1;
+            if let Err(e) = stored {
+                Queue::count(&mut queue.queued_by_tenant, &record.tenant, false);
+                return Err(ApiError::internal(format!("cannot store the job: {e}")));
+            }
+            Queue::count(&mut queue.queued_by_tenant, &record.tenant, false); // `push` counts it again
+            let live = Arc::new(LiveJob::new(record));
+            queue.push(live.clone());
+            drop(queue);
+            service.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+            service.work_ready.notify_one();
+            Ok(live.status())
+        });
+        queued.await.map_err(|e| ApiError::internal(format!("storing the job failed: {e}")))?
+    }
+
+    /// Takes a queue slot for `tenant`, or says why there is none.
+    fn reserve_slot(&self, tenant: &str) -> Result<(), ApiError> {
+        let serve = &self.config.serve;
         let mut queue = self.lock();
-        queue.reserved -= 1;
-        stored.map_err(|e| ApiError::internal(format!("cannot store the job: {e}")))?;
-        let live = Arc::new(LiveJob::new(record));
-        queue.live.insert(live.record.id.clone(), live.clone());
-        queue.waiting.push_back(live.clone());
-        drop(queue);
-        self.metrics.submitted.fetch_add(1, Ordering::Relaxed);
-        self.work_ready.notify_one();
-        Ok(live.status())
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(stopping());
+        }
+        let full = |code, message: String| Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after(serve.retry_after_s));
+        if queue.waiting.len() + queue.reserved >= serve.max_queued {
+            return full("queue_full", format!("{} jobs are waiting, this server's limit; retry later", serve.max_queued));
+        }
+        if queue.queued_by_tenant.get(tenant).copied().unwrap_or(0) >= serve.max_queued_per_tenant {
+            return full("tenant_queue_full", format!("{} of your jobs are waiting, this server's limit per tenant; retry later", serve.max_queued_per_tenant));
+        }
+        queue.reserved += 1;
+        Queue::count(&mut queue.queued_by_tenant, tenant, true);
+        Ok(())
     }
 
     /// The job's status, if `tenant` submitted it. With `wait`, holds the answer until the
@@ -264,15 +316,14 @@ impl Service {
     pub async fn read_blob(&self, digest: Digest) -> Result<Vec<u8>, ApiError> {
         let blobs = self.blobs.clone();
         let read = tokio::task::spawn_blocking(move || blobs.read(&digest)).await;
-        match read.map_err(|e| ApiError::internal(e.to_string()))? {
-            Ok(bytes) => Ok(bytes),
-            Err(BlobError::NotFound(digest)) => Err(ApiError::not_found(format!("no blob {digest}"))),
-            Err(error @ BlobError::Corrupted(_)) => {
-                eprintln!("gridbox: {error}");
-                Err(ApiError::internal(error.to_string()).with_code("blob_corrupted"))
-            }
-            Err(error) => Err(ApiError::internal(error.to_string())),
-        }
+        read.map_err(|e| ApiError::internal(e.to_string()))?.map_err(blob_error)
+    }
+
+    /// Opens a blob for streaming, checking its hash first, off the async threads.
+    pub async fn open_blob(&self, digest: Digest) -> Result<(std::fs::File, u64), ApiError> {
+        let blobs = self.blobs.clone();
+        let opened = tokio::task::spawn_blocking(move || blobs.open_checked(&digest)).await;
+        opened.map_err(|e| ApiError::internal(e.to_string()))?.map_err(blob_error)
     }
 
     /// Gauges for `/metrics`.
@@ -295,6 +346,13 @@ impl Service {
     async fn work(self: Arc<Self>) {
         let storing = Arc::new(Semaphore::new(STORING_PER_WORKER));
         while let Some(live) = self.next_job().await {
+            let noted = match live.recovered {
+                true => self.db.started_durably(&live.record.id).await,
+                false => self.db.started(&live.record.id),
+            };
+            if let Err(e) = noted {
+                eprintln!("gridbox: cannot note the start of job {}: {e}", live.record.id);
+            }
             let (service, job) = (self.clone(), live.clone());
             let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
             let Ok(permit) = storing.clone().acquire_owned().await else { return };
@@ -335,6 +393,7 @@ impl Service {
                     queue.waiting.iter().position(|job| running.get(&job.record.tenant).copied().unwrap_or(0) < cap)
                 };
                 if let Some(live) = position.and_then(|index| queue.waiting.remove(index)) {
+                    Queue::count(&mut queue.queued_by_tenant, &live.record.tenant, false);
                     queue.running += 1;
                     *queue.running_by_tenant.entry(live.record.tenant.clone()).or_default() += 1;
                     live.started_at_ms.store(now_ms(), Ordering::Relaxed);
@@ -358,15 +417,17 @@ impl Service {
             Ok(resolved) => resolved,
             Err(e) => return refuse(format!("the stored manifest is unreadable: {e}")),
         };
+        // The blobs were there when the job was accepted: failing to read them is the provider's
+        // fault (disk, damage), never the job's.
         let module = match self.blobs.read(&resolved.manifest().module) {
             Ok(bytes) => Arc::from(bytes),
-            Err(e) => return refuse(format!("module: {e}")),
+            Err(e) => return Execution::HostFault(format!("module: {e}")),
         };
         let mut inputs = BTreeMap::new();
         for (name, digest) in &resolved.manifest().inputs {
             match self.blobs.read(digest) {
                 Ok(bytes) => _ = inputs.insert(name.clone(), Arc::from(bytes)),
-                Err(e) => return refuse(format!("input {name:?}: {e}")),
+                Err(e) => return Execution::HostFault(format!("input {name:?}: {e}")),
             }
         }
         let job = match Job::new(module, resolved, inputs) {
@@ -377,6 +438,7 @@ impl Service {
         let run = match self.engine.run(&job, options) {
             Ok(run) => run,
             Err(RunError::Cancelled) => return Execution::Stopped,
+            Err(e @ RunError::Engine(_)) => return Execution::HostFault(e.to_string()),
             Err(e) => return refuse(format!("refused: {e}")),
         };
         self.metrics.run_seconds.observe(started.elapsed().as_secs_f64());
@@ -390,6 +452,7 @@ impl Service {
         let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
         let (run, receipt) = match execution {
             Execution::Stopped => return Attempt::Stopped,
+            Execution::HostFault(reason) => return Attempt::HostFault(reason),
             Execution::Refused(reason) => return Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)),
             Execution::Ran { run, receipt } => (run, receipt),
         };
@@ -420,12 +483,32 @@ impl Service {
                 });
                 Attempt::Ended(JobState::Failed, result)
             }
-            Err(e) => Attempt::Ended(JobState::Failed, refused(started_at_ms, format!("the provider could not store the job's results: {e}"))),
+            Err(e) => Attempt::HostFault(format!("cannot store the job's results: {e}")),
         }
     }
 
-    async fn end_run(&self, live: &Arc<LiveJob>, attempt: Attempt) {
-        let ended = match attempt {
+    async fn end_run(self: &Arc<Self>, live: &Arc<LiveJob>, attempt: Attempt) {
+        let id = &live.record.id;
+        let host_fault = |reason: &str| {
+            let faults = live.host_faults.fetch_add(1, Ordering::Relaxed) + 1;
+            eprintln!("gridbox: job {id}: the provider failed ({faults} of {MAX_HOST_FAULTS} tries): {reason}");
+            faults
+        };
+        let attempt = match attempt {
+            Attempt::HostFault(reason) if host_fault(&reason) >= MAX_HOST_FAULTS => {
+                let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+                let reason = format!("the provider failed to run it {MAX_HOST_FAULTS} times; the last time: {reason}");
+                Attempt::Ended(JobState::Failed, refused(started_at_ms, reason))
+            }
+            other => other,
+        };
+        enum Next {
+            Ended(JobState),
+            Requeue,
+            /// Left for the next start (shutdown, or a database that cannot record the end).
+            Stay,
+        }
+        let next = match attempt {
             Attempt::Ended(state, result) => {
                 let mut record = live.record.clone();
                 record.state = state;
@@ -434,29 +517,41 @@ impl Service {
                     Ok(_) => {
                         let counter = if state == JobState::Succeeded { &self.metrics.succeeded } else { &self.metrics.failed };
                         counter.fetch_add(1, Ordering::Relaxed);
-                        Some(state)
+                        Next::Ended(state)
                     }
-                    Err(e) => {
-                        eprintln!("gridbox: cannot record the end of job {}: {e}; it runs again at the next start", live.record.id);
-                        None
+                    Err(e) if host_fault(&format!("cannot record the job's end: {e}")) < MAX_HOST_FAULTS => Next::Requeue,
+                    Err(_) => {
+                        eprintln!("gridbox: job {id} stays queued in the database and runs again at the next start");
+                        Next::Stay
                     }
                 }
             }
-            Attempt::Stopped => None,
+            Attempt::HostFault(_) => Next::Requeue,
+            Attempt::Stopped => Next::Stay,
         };
         let mut queue = self.lock();
-        queue.running -= 1;
+        queue.running = queue.running.saturating_sub(1);
         if let Some(count) = queue.running_by_tenant.get_mut(&live.record.tenant) {
-            *count -= 1;
+            *count = count.saturating_sub(1);
         }
-        match ended {
-            Some(state) => {
-                queue.live.remove(&live.record.id);
+        match next {
+            Next::Ended(state) => {
+                queue.live.remove(id);
                 live.phase.send_replace(state);
             }
-            // Stopped by shutdown: it is still queued in the database and runs at the next start.
-            None => {
+            Next::Stay => {
                 live.phase.send_replace(JobState::Queued);
+            }
+            Next::Requeue => {
+                live.phase.send_replace(JobState::Queued);
+                let (service, live) = (self.clone(), live.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOST_FAULT_BACKOFF).await;
+                    if !service.stopping.load(Ordering::Relaxed) {
+                        service.lock().push(live);
+                        service.work_ready.notify_one();
+                    }
+                });
             }
         }
         drop(queue);
@@ -488,21 +583,34 @@ impl Service {
             if running.is_empty() {
                 return;
             }
-            if !cancelled && tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if !cancelled && now >= deadline {
                 eprintln!("gridbox: stopping {} job(s) still running after the grace period; they run again at the next start", running.len());
                 for job in &running {
                     job.monitor.cancel();
                 }
                 cancelled = true;
             }
-            let _ = tokio::time::timeout_at(deadline.max(tokio::time::Instant::now() + Duration::from_millis(50)), ended).await;
+            if cancelled && now >= deadline + CANCEL_GRACE {
+                // A job stuck in a host call or still compiling: it is durable and queued; go.
+                eprintln!("gridbox: {} job(s) did not stop; they run again at the next start", running.len());
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.max(now + Duration::from_millis(50)), ended).await;
         }
     }
 }
 
 impl LiveJob {
     fn new(record: JobRecord) -> Self {
-        LiveJob { record, monitor: Arc::new(RunMonitor::default()), started_at_ms: AtomicU64::new(0), phase: watch::channel(JobState::Queued).0 }
+        LiveJob {
+            record,
+            monitor: Arc::new(RunMonitor::default()),
+            started_at_ms: AtomicU64::new(0),
+            phase: watch::channel(JobState::Queued).0,
+            recovered: false,
+            host_faults: AtomicU32::new(0),
+        }
     }
 
     fn status(&self) -> JobStatus {
@@ -567,6 +675,17 @@ fn new_job_id() -> String {
         bytes.copy_from_slice(&blake3::hash(&nanos.to_le_bytes()).as_bytes()[..16]);
     }
     hex::encode(bytes)
+}
+
+fn blob_error(error: BlobError) -> ApiError {
+    match error {
+        BlobError::NotFound(digest) => ApiError::not_found(format!("no blob {digest}")),
+        BlobError::Corrupted(_) => {
+            eprintln!("gridbox: {error}");
+            ApiError::internal(error.to_string()).with_code("blob_corrupted")
+        }
+        other => ApiError::internal(other.to_string()),
+    }
 }
 
 fn job_not_found(id: &str) -> ApiError {
