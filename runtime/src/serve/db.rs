@@ -1,7 +1,8 @@
 //! The job database: an embedded redb file, `DATA/jobs.redb`.
 //!
 //! Tables: `jobs` (id -> JSON [`JobRecord`]), `queue` (sequence number -> id, every job not yet
-//! finished, in submission order) and `blob_owners` ((tenant, hash) -> ()).
+//! finished, in submission order), `starts` (id -> how many times an unfinished job was
+//! started) and `blob_owners` ((tenant, hash) -> ()).
 //!
 //! All writes go through one writer thread that commits whatever has arrived in one
 //! transaction (group commit): each caller still waits for a durable commit, but a burst of
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::digest::{BlobRef, Digest};
@@ -22,12 +23,15 @@ use crate::digest::{BlobRef, Digest};
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const QUEUE: TableDefinition<u64, &str> = TableDefinition::new("queue");
 const BLOB_OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blob_owners");
+const STARTS: TableDefinition<&str, u32> = TableDefinition::new("starts");
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
 /// A job that was running when the server stopped this many times is failed at the next start
-/// rather than run again: it may be what brings the server down.
+/// rather than run again: it may be what brings the server down. Starts are counted for jobs
+/// found unfinished at a start (a job that brings the server down is one of them after the first
+/// time), so such a job runs at most `MAX_STARTS + 1` times.
 pub const MAX_STARTS: u32 = 3;
 
 /// The database failed.
@@ -101,8 +105,8 @@ pub struct JobRecord {
     pub manifest: String,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub submitted_at_ms: u64,
-    /// How many times a worker started it (written without waiting for the disk).
-    #[serde(default)]
+    /// How many times a worker started it (kept in the `starts` table while it is unfinished).
+    #[serde(skip)]
     pub starts: u32,
     /// How it ended; present once the state is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,8 +153,8 @@ impl JobResult {
 enum Write {
     /// A new job, queued.
     Insert(JobRecord),
-    /// A worker started the job; `durable` says whether the commit waits for the disk.
-    Started { id: String, durable: bool },
+    /// A worker started the job.
+    Started(String),
     /// A job's end; refused (Ok(false)) when it had ended already.
     Finish(JobRecord),
     /// A tenant may read a blob.
@@ -203,6 +207,7 @@ impl JobDb {
             txn.open_table(JOBS).map_err(storage)?;
             txn.open_table(QUEUE).map_err(storage)?;
             txn.open_table(BLOB_OWNERS).map_err(storage)?;
+            txn.open_table(STARTS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -218,15 +223,18 @@ impl JobDb {
             }
         }
         let queue = read.open_table(QUEUE).map_err(storage)?;
+        let starts = read.open_table(STARTS).map_err(storage)?;
         for entry in queue.iter().map_err(storage)? {
             let (_, id) = entry.map_err(storage)?;
             let bytes = jobs.get(id.value()).map_err(storage)?.ok_or_else(|| DbError::BadRecord {
                 id: id.value().to_string(),
                 reason: "queued but missing from the jobs table".into(),
             })?;
-            recovered.unfinished.push(parse(id.value(), bytes.value())?);
+            let mut record = parse(id.value(), bytes.value())?;
+            record.starts = starts.get(id.value()).map_err(storage)?.map(|count| count.value()).unwrap_or(0);
+            recovered.unfinished.push(record);
         }
-        drop((jobs, queue, read));
+        drop((jobs, queue, starts, read));
 
         let (again, given_up): (Vec<_>, Vec<_>) = recovered.unfinished.drain(..).partition(|record| record.starts < MAX_STARTS);
         recovered.unfinished = again;
@@ -260,19 +268,9 @@ impl JobDb {
         self.write(Write::Insert(record)).await.map(|_| ())
     }
 
-    /// Notes that a worker started the job (see [`MAX_STARTS`]). Returns at once: the note is
-    /// committed without an fsync and becomes durable with the next commit that has one. A job
-    /// that brings the server down before that is run again as a recovered job, whose starts
-    /// are noted with [`JobDb::started_durably`]; so a crash loop ends after at most
-    /// `MAX_STARTS + 1` starts, while jobs on a healthy server pay no fsync to start.
-    pub fn started(&self, id: &str) -> Result<(), DbError> {
-        let pending = Pending { write: Write::Started { id: id.to_string(), durable: false }, reply: oneshot::channel().0 };
-        self.writer.as_ref().ok_or(DbError::Closed)?.send(pending).map_err(|_| DbError::Closed)
-    }
-
-    /// Notes that a worker started the job and waits until the note is durable.
-    pub async fn started_durably(&self, id: &str) -> Result<(), DbError> {
-        self.write(Write::Started { id: id.to_string(), durable: true }).await.map(|_| ())
+    /// Notes that a worker started the job, once the note is durable (see [`MAX_STARTS`]).
+    pub async fn started(&self, id: &str) -> Result<(), DbError> {
+        self.write(Write::Started(id.to_string())).await.map(|_| ())
     }
 
     /// Stores a job's end and lets its tenant read the blobs it made. Returns false, changing
@@ -351,15 +349,13 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
 }
 
 fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
-    let mut txn = db.begin_write().map_err(storage)?;
-    if batch.iter().all(|pending| matches!(pending.write, Write::Started { durable: false, .. })) {
-        txn.set_durability(Durability::None).map_err(|e| DbError::Storage(e.to_string()))?;
-    }
+    let txn = db.begin_write().map_err(storage)?;
     let mut answers = Vec::with_capacity(batch.len());
     {
         let mut jobs = txn.open_table(JOBS).map_err(storage)?;
         let mut queue = txn.open_table(QUEUE).map_err(storage)?;
         let mut owners = txn.open_table(BLOB_OWNERS).map_err(storage)?;
+        let mut starts = txn.open_table(STARTS).map_err(storage)?;
         for pending in batch {
             let applied = match &pending.write {
                 Write::Insert(record) => {
@@ -368,36 +364,24 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
                     queue.insert(record.seq, record.id.as_str()).map_err(storage)?;
                     true
                 }
-                Write::Started { id, .. } => {
-                    let found = jobs.get(id.as_str()).map_err(storage)?.map(|bytes| parse(id, bytes.value())).transpose()?;
-                    match found {
-                        Some(mut record) if !record.state.is_final() => {
-                            record.starts = record.starts.saturating_add(1);
-                            let json = serde_json::to_vec(&record).map_err(|e| DbError::Storage(e.to_string()))?;
-                            jobs.insert(id.as_str(), json.as_slice()).map_err(storage)?;
-                            true
-                        }
-                        _ => false,
-                    }
+                Write::Started(id) => {
+                    let count = starts.get(id.as_str()).map_err(storage)?.map(|count| count.value()).unwrap_or(0);
+                    starts.insert(id.as_str(), count.saturating_add(1)).map_err(storage)?;
+                    true
                 }
                 Write::Finish(record) => {
-                    let already = match jobs.get(record.id.as_str()).map_err(storage)? {
-                        Some(bytes) => parse(&record.id, bytes.value())?.state.is_final(),
-                        None => false,
-                    };
-                    if already {
-                        false
-                    } else {
+                    // A job is unfinished exactly while its sequence number is in `queue`.
+                    let unfinished = queue.get(record.seq).map_err(storage)?.is_some_and(|id| id.value() == record.id);
+                    if unfinished {
                         let json = serde_json::to_vec(record).map_err(|e| DbError::Storage(e.to_string()))?;
-                        // (The stored `starts` is overwritten by the caller's copy: once a job has
-                        // ended, nobody reads it.)
                         jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
                         queue.remove(record.seq).map_err(storage)?;
+                        starts.remove(record.id.as_str()).map_err(storage)?;
                         for blob in record.result.iter().flat_map(JobResult::blobs) {
                             owners.insert((record.tenant.as_str(), blob.blake3.to_hex().as_str()), ()).map_err(storage)?;
                         }
-                        true
                     }
+                    unfinished
                 }
                 Write::Own { tenant, blob } => {
                     owners.insert((tenant.as_str(), blob.to_hex().as_str()), ()).map_err(storage)?;
@@ -469,9 +453,9 @@ mod tests {
 
         // "a" was running when the server stopped, MAX_STARTS times: it is given up on.
         for _ in 0..MAX_STARTS {
-            db.started_durably("a").await.unwrap();
+            db.started("a").await.unwrap();
         }
-        db.started("c").unwrap();
+        db.started("c").await.unwrap();
         drop(db);
         let (db, recovered) = JobDb::open(&path).unwrap();
         assert_eq!(recovered.unfinished.iter().map(|r| (r.id.as_str(), r.starts)).collect::<Vec<_>>(), [("c", 1)]);

@@ -92,8 +92,13 @@ pub struct Service {
     pub metrics: Metrics,
 }
 
-/// Results of one run waiting to be stored, per worker (see [`Service::work`]).
-const STORING_PER_WORKER: usize = 8;
+/// Results waiting to be stored, per worker (see [`Service::work`]). Storing waits on the disk
+/// for a few milliseconds; this many let a worker keep running tiny jobs meanwhile.
+const STORING_PER_WORKER: u32 = 64;
+
+/// Bytes of results waiting to be stored, per worker, in KiB: the count above must not let
+/// large outputs pile up in memory.
+const STORING_KIB_PER_WORKER: u32 = 256 << 10;
 
 /// What running a job gave, before its results are stored.
 enum Execution {
@@ -341,21 +346,32 @@ impl Service {
     }
 
     /// One worker: runs a job, hands its results to a storing task and takes the next job, so
-    /// that waiting for fsync never holds a CPU slot. At most [`STORING_PER_WORKER`] results per
-    /// worker wait to be stored.
+    /// that waiting for fsync never holds a CPU slot. At most [`STORING_PER_WORKER`] results and
+    /// [`STORING_KIB_PER_WORKER`] KiB per worker wait to be stored.
     async fn work(self: Arc<Self>) {
-        let storing = Arc::new(Semaphore::new(STORING_PER_WORKER));
+        let storing = Arc::new(Semaphore::new(STORING_PER_WORKER as usize));
+        let storing_kib = Arc::new(Semaphore::new(STORING_KIB_PER_WORKER as usize));
         while let Some(live) = self.next_job().await {
-            let noted = match live.recovered {
-                true => self.db.started_durably(&live.record.id).await,
-                false => self.db.started(&live.record.id),
-            };
-            if let Err(e) = noted {
+            // Only recovered jobs count their starts: a job that brings the server down comes
+            // back as a recovered job, so its starts are counted from the first restart on, and
+            // a healthy server pays nothing per job for the guard.
+            if live.recovered
+                && let Err(e) = self.db.started(&live.record.id).await
+            {
                 eprintln!("gridbox: cannot note the start of job {}: {e}", live.record.id);
             }
             let (service, job) = (self.clone(), live.clone());
             let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
-            let Ok(permit) = storing.clone().acquire_owned().await else { return };
+            let kib = match &executed {
+                Ok(Execution::Ran { run, .. }) => {
+                    let bytes = run.stdout.len() + run.stderr.len() + run.outputs.values().map(Vec::len).sum::<usize>();
+                    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, STORING_KIB_PER_WORKER)
+                }
+                _ => 1,
+            };
+            let (Ok(permit), Ok(kib_permit)) = (storing.clone().acquire_owned().await, storing_kib.clone().acquire_many_owned(kib).await) else {
+                return;
+            };
             let service = self.clone();
             tokio::spawn(async move {
                 let attempt = match executed {
@@ -370,7 +386,7 @@ impl Service {
                     Attempt::Ended(JobState::Failed, refused(0, format!("internal error while running the job: {panic}")))
                 });
                 service.end_run(&live, attempt).await;
-                drop(permit);
+                drop((permit, kib_permit));
             });
         }
     }
@@ -456,24 +472,20 @@ impl Service {
             Execution::Refused(reason) => return Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)),
             Execution::Ran { run, receipt } => (run, receipt),
         };
-        let store = |bytes: &[u8]| self.blobs.put(bytes).map(|_| BlobRef::of(bytes));
-        let stored = (|| -> Result<JobResult, BlobError> {
-            let mut outputs = BTreeMap::new();
-            for (name, bytes) in &run.outputs {
-                outputs.insert(name.clone(), store(bytes)?);
-            }
-            Ok(JobResult {
-                started_at_ms,
-                finished_at_ms: now_ms(),
-                fuel_used: run.fuel_used,
-                outcome: Some(run.outcome.to_string()),
-                reason: None,
-                stdout: Some(store(&run.stdout)?),
-                stderr: Some(store(&run.stderr)?),
-                outputs,
-                receipt: Some(store(&receipt.to_canonical_json())?),
-            })
-        })();
+        let receipt_json = receipt.to_canonical_json();
+        let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
+        blobs.extend(run.outputs.values().map(Vec::as_slice));
+        let stored = self.blobs.put_durably(&blobs).map(|()| JobResult {
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            fuel_used: run.fuel_used,
+            outcome: Some(run.outcome.to_string()),
+            reason: None,
+            stdout: Some(BlobRef::of(&run.stdout)),
+            stderr: Some(BlobRef::of(&run.stderr)),
+            outputs: run.outputs.iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
+            receipt: Some(BlobRef::of(&receipt_json)),
+        });
         match stored {
             Ok(result) if run.outcome == (Outcome::Exited { code: 0 }) => Attempt::Ended(JobState::Succeeded, result),
             Ok(mut result) => {
