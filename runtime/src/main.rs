@@ -460,7 +460,8 @@ fn submit(args: SubmitArgs) -> Result<u8> {
         for bytes in std::iter::once(module.as_slice()).chain(inputs.values().map(|b| &b[..])) {
             uploaded += usize::from(client.ensure_blob(&bytes::Bytes::copy_from_slice(bytes)).await?);
         }
-        eprintln!("gridbox: uploaded {uploaded} of {} blobs (the server had the rest)", 1 + inputs.len());
+        let total = 1 + inputs.len();
+        eprintln!("gridbox: uploaded {uploaded} of {total} blobs ({} already on the server)", total - uploaded);
         let mut status = client.submit(&manifest_text).await?;
         eprintln!("gridbox: job {} {}", status.id, status.state.as_str());
         let mut shown = (status.state, status.fuel_used);
