@@ -407,7 +407,7 @@ fn serve(args: ServeArgs) -> Result<u8> {
     };
     let engine = engine_on(&config.policy, args.device)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
         let address = listener.local_addr().context("listening socket")?;
         let (workers, tenants) = (config.serve.workers, config.tenants.len());
@@ -420,7 +420,10 @@ fn serve(args: ServeArgs) -> Result<u8> {
         gridbox_runtime::serve::serve(listener, service, stop_signal()).await.context("serving")?;
         eprintln!("gridbox: stopped");
         Ok(0)
-    })
+    });
+    // A job stuck in a host call keeps its blocking thread; do not wait for it to exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -117,8 +117,10 @@ async fn healthz(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn metrics(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
+    // Compare hashes, whose equality is constant-time.
+    let hash = |token: &str| blake3::hash(token.as_bytes());
     if let Some(expected) = &service.config().serve.metrics_token
-        && bearer_token(&headers).map(str::trim) != Some(expected.as_str())
+        && bearer_token(&headers).map(|token| hash(token.trim())) != Some(hash(expected))
     {
         let message = "this server's metrics need `Authorization: Bearer <serve.metrics_token>`";
         let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();

@@ -12,8 +12,11 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+
+use tokio::sync::oneshot;
 
 use crate::digest::Digest;
 
@@ -63,14 +66,55 @@ pub struct BlobStore {
     stored_bytes: Arc<AtomicU64>,
     next_tmp: AtomicU64,
     committer: Mutex<mpsc::Sender<Staged>>,
+    unsynced: Arc<Unsynced>,
+}
+
+/// Blobs whose names exist but may not be durable yet: each writer marks a name just before
+/// its rename and unmarks it once the rename is durable. A blob that exists and is not marked
+/// is durable; one that is marked is waited for.
+#[derive(Debug, Default)]
+struct Unsynced(Mutex<HashMap<Digest, usize>>);
+
+impl Unsynced {
+    fn mark(&self, digest: Digest) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(digest).or_default() += 1;
+    }
+
+    fn unmark(&self, digest: &Digest) {
+        let mut marks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = marks.get_mut(digest) {
+            *count -= 1;
+            if *count == 0 {
+                marks.remove(digest);
+            }
+        }
+    }
+
+    fn contains(&self, digest: &Digest) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).contains_key(digest)
+    }
 }
 
 /// Temporary files written but not yet synced, for the committer thread.
 #[derive(Debug)]
 struct Staged {
-    /// (temporary file, final name, size)
-    files: Vec<(PathBuf, PathBuf, u64)>,
-    reply: mpsc::Sender<Result<(), BlobError>>,
+    /// (temporary file, blob, size)
+    files: Vec<(PathBuf, Digest, u64)>,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Results handed to the committer: wait on it to know they are durable.
+#[must_use = "the blobs are durable only once `durable` returns"]
+#[derive(Default)]
+pub struct PendingBlobs(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl PendingBlobs {
+    /// Returns once every blob of the batch is durable under its name.
+    pub async fn durable(self) -> Result<(), BlobError> {
+        let Some(answer) = self.0 else { return Ok(()) };
+        let failed = |message: String| BlobError::Io { path: PathBuf::from("(blob sync)"), source: std::io::Error::other(message) };
+        answer.await.map_err(|_| failed("the committer stopped".into()))?.map_err(failed)
+    }
 }
 
 /// Most staged batches the committer makes durable together.
@@ -95,28 +139,39 @@ impl BlobStore {
             }
         }
         let stored_bytes = Arc::new(AtomicU64::new(stored));
+        let unsynced = Arc::new(Unsynced::default());
         let (committer, staged) = mpsc::channel();
-        let (root, counter) = (blobs.clone(), stored_bytes.clone());
+        // One descriptor for the committer's whole life: syncfs reports write errors that
+        // happened since the descriptor was opened.
+        let root = File::open(&blobs).map_err(io(&blobs))?;
+        let committer_state = Committer { root, blobs: blobs.clone(), stored_bytes: stored_bytes.clone(), unsynced: unsynced.clone(), owed: Vec::new() };
         std::thread::Builder::new()
             .name("gridbox-blob-sync".into())
-            .spawn(move || commit_loop(&root, &counter, &staged))
+            .spawn(move || committer_state.run(&staged))
             .map_err(io(&blobs))?;
-        Ok(BlobStore { blobs, tmp, stored_bytes, next_tmp: AtomicU64::new(0), committer: Mutex::new(committer) })
+        Ok(BlobStore { blobs, tmp, stored_bytes, next_tmp: AtomicU64::new(0), committer: Mutex::new(committer), unsynced })
     }
 
-    /// Stores each of `blobs` that is not stored yet and returns once all are durable. Blocks:
-    /// call it from a blocking thread.
-    pub fn put_durably(&self, blobs: &[&[u8]]) -> Result<(), BlobError> {
+    /// Writes each of `blobs` that is not stored yet to a temporary file and hands them to the
+    /// committer thread, which makes many jobs' blobs durable at once; await the answer with
+    /// [`PendingBlobs::durable`]. Blocks on file writes: call it from a blocking thread.
+    pub fn stage(&self, blobs: &[&[u8]]) -> Result<PendingBlobs, BlobError> {
         let mut files = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
+        let mut wait = false;
         let staged = (|| {
             for bytes in blobs {
                 let digest = Digest::of(bytes);
-                if !seen.insert(digest) || self.size(&digest).is_some() {
+                if !seen.insert(digest) {
+                    continue;
+                }
+                // Existence first, then the mark: a name that exists and is not marked is durable.
+                if self.size(&digest).is_some() {
+                    wait |= self.unsynced.contains(&digest);
                     continue;
                 }
                 let path = self.tmp.join(format!("result-{}-{}", std::process::id(), self.next_tmp.fetch_add(1, Ordering::Relaxed)));
-                files.push((path.clone(), self.path(&digest), bytes.len() as u64));
+                files.push((path.clone(), digest, bytes.len() as u64));
                 std::fs::write(&path, bytes).map_err(io(&path))?;
             }
             Ok(())
@@ -125,13 +180,14 @@ impl BlobStore {
             files.iter().for_each(|(tmp, _, _)| _ = std::fs::remove_file(tmp));
             return Err(error);
         }
-        if files.is_empty() {
-            return Ok(());
+        if files.is_empty() && !wait {
+            return Ok(PendingBlobs(None));
         }
-        let (reply, answer) = mpsc::channel();
-        let gone = || io(&self.blobs)(std::io::ErrorKind::BrokenPipe.into());
-        self.committer.lock().unwrap_or_else(|e| e.into_inner()).send(Staged { files, reply }).map_err(|_| gone())?;
-        answer.recv().map_err(|_| gone())?
+        // Nothing new but a name still being synced: an empty batch waits for the next sync.
+        let (reply, answer) = oneshot::channel();
+        let sent = self.committer.lock().unwrap_or_else(|e| e.into_inner()).send(Staged { files, reply });
+        sent.map_err(|_| io(&self.blobs)(std::io::Error::other("the blob committer stopped")))?;
+        Ok(PendingBlobs(Some(answer)))
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -158,10 +214,6 @@ impl BlobStore {
 
     /// Stores `bytes`; returns their hash and whether they were new.
     pub fn put(self: &Arc<Self>, bytes: &[u8]) -> Result<(Digest, bool), BlobError> {
-        let digest = Digest::of(bytes);
-        if self.size(&digest).is_some() {
-            return Ok((digest, false));
-        }
         let mut writer = self.writer(u64::MAX)?;
         writer.write(bytes)?;
         let (digest, _, new) = writer.finish(None)?;
@@ -238,24 +290,46 @@ impl BlobWriter {
         }
         let store = self.store.clone();
         let target = store.path(&actual);
+        let shard = target.parent().unwrap_or(&store.blobs).to_path_buf();
         if target.exists() {
+            if store.unsynced.contains(&actual) {
+                sync_dir(&shard)?; // another writer's rename, not durable yet: make it so
+            }
             return Ok((actual, self.size, false));
         }
         let file = self.file.take().ok_or_else(|| io(&self.path)(std::io::ErrorKind::NotConnected.into()))?;
         file.sync_all().map_err(io(&self.path))?;
         drop(file);
-        let shard = target.parent().unwrap_or(&store.blobs).to_path_buf();
         if !shard.exists() {
             std::fs::create_dir_all(&shard).map_err(io(&shard))?;
             sync_dir(&store.blobs)?;
         }
-        std::fs::rename(&self.path, &target).map_err(io(&target))?;
-        // Renamed: nothing is left for Drop to remove (and a needless unlink takes the folder lock).
-        self.path = PathBuf::new();
-        sync_dir(&shard)?;
-        store.stored_bytes.fetch_add(self.size, Ordering::Relaxed);
-        Ok((actual, self.size, true))
+        store.unsynced.mark(actual);
+        let placed = place(&self.path, &target);
+        if placed.is_ok() {
+            self.path = PathBuf::new(); // gone: nothing for Drop to remove
+        }
+        let synced = sync_dir(&shard);
+        store.unsynced.unmark(&actual);
+        let created = placed.map_err(io(&target))?;
+        synced?;
+        if created {
+            store.stored_bytes.fetch_add(self.size, Ordering::Relaxed);
+        }
+        Ok((actual, self.size, created))
     }
+}
+
+/// Puts `tmp` under the name `target` unless that name exists, and removes `tmp`. Returns
+/// whether it did: `link` never replaces a name, so two writers of one blob count it once.
+fn place(tmp: &Path, target: &Path) -> std::io::Result<bool> {
+    let linked = match std::fs::hard_link(tmp, target) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(e),
+    };
+    std::fs::remove_file(tmp)?;
+    Ok(linked)
 }
 
 impl Drop for BlobWriter {
@@ -266,41 +340,66 @@ impl Drop for BlobWriter {
     }
 }
 
-/// The committer thread: makes staged files durable in batches.
-fn commit_loop(blobs: &Path, stored_bytes: &AtomicU64, staged: &mpsc::Receiver<Staged>) {
-    while let Ok(first) = staged.recv() {
-        let mut batch = vec![first];
-        batch.extend(staged.try_iter().take(MAX_COMMIT_BATCH - 1));
-        let result = commit_batch(blobs, stored_bytes, &batch);
-        for staged in batch {
-            for (tmp, _, _) in &staged.files {
-                // Renamed files are gone from here already; this cleans up after a failure.
-                let _ = std::fs::remove_file(tmp);
-            }
-            let _ = staged.reply.send(result.as_ref().map(|_| ()).map_err(|e| io(blobs)(std::io::Error::new(e.kind(), e.to_string()))));
-        }
-    }
+/// The committer thread's state.
+struct Committer {
+    root: File,
+    blobs: PathBuf,
+    stored_bytes: Arc<AtomicU64>,
+    unsynced: Arc<Unsynced>,
+    /// Blobs this thread put in place whose names are not known durable yet (a failed sync
+    /// leaves them here until a later one succeeds).
+    owed: Vec<Digest>,
 }
 
-/// Sync the staged files' contents, rename them into place, sync the new names: a crash at any
-/// point leaves each blob whole under its name or absent.
-fn commit_batch(blobs: &Path, stored_bytes: &AtomicU64, batch: &[Staged]) -> std::io::Result<()> {
-    let root = File::open(blobs)?;
-    rustix::fs::syncfs(&root)?;
-    for staged in batch {
-        for (tmp, target, size) in &staged.files {
-            if target.exists() {
-                continue; // another job made the same bytes meanwhile
+impl Committer {
+    fn run(mut self, staged: &mpsc::Receiver<Staged>) {
+        while let Ok(first) = staged.recv() {
+            let mut batch = vec![first];
+            batch.extend(staged.try_iter().take(MAX_COMMIT_BATCH - 1));
+            let result = self.commit(&batch).map_err(|e| format!("syncing blobs under {}: {e}", self.blobs.display()));
+            for staged in batch {
+                for (tmp, _, _) in &staged.files {
+                    // Placed files are gone from here already; this cleans up after a failure.
+                    let _ = std::fs::remove_file(tmp);
+                }
+                let _ = staged.reply.send(result.clone());
             }
-            if let Some(shard) = target.parent() {
-                std::fs::create_dir_all(shard)?;
-            }
-            std::fs::rename(tmp, target)?;
-            stored_bytes.fetch_add(*size, Ordering::Relaxed);
         }
     }
-    rustix::fs::syncfs(&root)?;
-    Ok(())
+
+    /// Sync the staged files' contents, put them in place, sync the new names: a crash at any
+    /// point leaves each blob whole under its name or absent. A sync that fails leaves the
+    /// names marked unsynced, so nobody takes them for durable until a later sync succeeds.
+    fn commit(&mut self, batch: &[Staged]) -> std::io::Result<()> {
+        rustix::fs::syncfs(&self.root)?;
+        let mut placing = Ok(());
+        'files: for staged in batch {
+            for (tmp, digest, size) in &staged.files {
+                let hex = digest.to_hex();
+                let shard = self.blobs.join(&hex[..2]);
+                self.unsynced.mark(*digest);
+                let placed = std::fs::create_dir_all(&shard).and_then(|()| place(tmp, &shard.join(&hex)));
+                match placed {
+                    Ok(true) => {
+                        self.owed.push(*digest);
+                        self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
+                    }
+                    // Another writer placed it; this batch's sync covers its rename too.
+                    Ok(false) => self.owed.push(*digest),
+                    Err(e) => {
+                        self.unsynced.unmark(digest);
+                        placing = Err(e);
+                        break 'files;
+                    }
+                }
+            }
+        }
+        rustix::fs::syncfs(&self.root)?;
+        for digest in self.owed.drain(..) {
+            self.unsynced.unmark(&digest);
+        }
+        placing
+    }
 }
 
 fn sync_dir(path: &Path) -> Result<(), BlobError> {
@@ -352,7 +451,10 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|i| {
                 let store = store.clone();
-                std::thread::spawn(move || store.put_durably(&[format!("job {i}").as_bytes(), b"same", b"same", b"old"]).unwrap())
+                std::thread::spawn(move || {
+                    let pending = store.stage(&[format!("job {i}").as_bytes(), b"same", b"same", b"old"]).unwrap();
+                    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(pending.durable()).unwrap();
+                })
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());

@@ -53,6 +53,9 @@ pub struct ServeSettings {
     pub retry_after_s: u64,
     /// Longest a client may take to send a request's headers, in seconds.
     pub header_timeout_s: u64,
+    /// Longest a client may accept no bytes of a response before its connection is closed, in
+    /// seconds.
+    pub stall_timeout_s: u64,
     /// Connections open at once; more wait to be accepted.
     pub max_connections: usize,
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>` (the byte count it
@@ -75,6 +78,7 @@ impl Default for ServeSettings {
             grace_period_s: 30,
             retry_after_s: 1,
             header_timeout_s: 10,
+            stall_timeout_s: 60,
             max_connections: 4096,
             metrics_token: None,
         }
@@ -168,6 +172,7 @@ impl ServiceConfig {
             ("serve.request_timeout_s", serve.request_timeout_s),
             ("serve.transfer_timeout_s", serve.transfer_timeout_s),
             ("serve.header_timeout_s", serve.header_timeout_s),
+            ("serve.stall_timeout_s", serve.stall_timeout_s),
             ("serve.max_connections", serve.max_connections as u64),
         ] {
             if value == 0 {

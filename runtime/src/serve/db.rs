@@ -313,7 +313,10 @@ fn give_up(mut record: JobRecord) -> JobRecord {
         finished_at_ms: now,
         fuel_used: 0,
         outcome: None,
-        reason: Some(format!("the server stopped {} times while this job was running; it is not run again", record.starts)),
+        reason: Some(format!(
+            "the server stopped while this job was running {} times since it was first recovered after a stop; it is not run again",
+            record.starts
+        )),
         receipt: None,
         stdout: None,
         stderr: None,
@@ -462,7 +465,7 @@ mod tests {
         assert_eq!(recovered.given_up, ["a"]);
         let a = db.get("a").unwrap().unwrap();
         assert_eq!(a.state, JobState::Failed);
-        assert!(a.result.unwrap().reason.unwrap().contains("stopped 3 times"));
+        assert!(a.result.unwrap().reason.unwrap().contains("running 3 times since it was first recovered"));
         assert_eq!(recovered.finished.get("failed"), Some(&1));
     }
 }

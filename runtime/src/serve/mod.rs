@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod service;
+pub mod stall;
 pub mod wire;
 
 use std::future::Future;
@@ -30,8 +31,9 @@ pub use service::Service;
 /// connections, lets running jobs and open requests finish within the grace period, stops the
 /// rest (they stay queued in the database) and returns.
 ///
-/// Connections are HTTP/1.1 with a limit on the time to send request headers and on how many
-/// are open at once (`[serve] header_timeout_s`, `max_connections`).
+/// Connections are HTTP/1.1 with limits on the time to send request headers, on how long a
+/// client may stop reading a response, and on how many are open at once (`[serve]
+/// header_timeout_s`, `stall_timeout_s`, `max_connections`).
 pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let workers = service.start_workers();
     let settings = service.config().serve.clone();
@@ -41,11 +43,18 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shu
     http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(settings.header_timeout_s));
     let connections = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    let mut stopping = service.stop_signal();
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = stopping.wait_for(|stop| *stop) => {} // the service stopped itself
+        }
+    };
+    tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit,
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let Ok(permit) = permit else { break };
         let stream = tokio::select! {
@@ -58,9 +67,10 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shu
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = stall::StallGuard::new(stream, Duration::from_secs(settings.stall_timeout_s));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone())));
         tokio::spawn(async move {
             let _ = connection.await;
@@ -76,8 +86,16 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shu
         }
     };
     tokio::join!(connections, service.shutdown(grace));
-    for worker in workers {
-        let _ = worker.await;
+    // Workers end once their current job does; one stuck in a host call must not hold the
+    // process (its job is durable and queued).
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        for worker in workers {
+            let _ = worker.await;
+        }
+    })
+    .await;
+    match service.failure() {
+        Some(reason) => Err(std::io::Error::other(reason)),
+        None => Ok(()),
     }
-    Ok(())
 }

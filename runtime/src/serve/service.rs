@@ -15,7 +15,7 @@ use crate::engine::JobEngine;
 use crate::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
 use crate::manifest::{Manifest, ManifestError, ResolvedManifest};
 use crate::receipt::Receipt;
-use crate::serve::blobs::{BlobError, BlobStore};
+use crate::serve::blobs::{BlobError, BlobStore, PendingBlobs};
 use crate::serve::config::ServiceConfig;
 use crate::serve::db::{JobDb, JobRecord, JobResult, JobState, Recovered};
 use crate::serve::error::ApiError;
@@ -34,6 +34,8 @@ struct LiveJob {
     recovered: bool,
     /// Attempts that failed for the provider's reasons (disk, driver), not the job's.
     host_faults: AtomicU32,
+    /// Whether this process has noted a start of this (recovered) job: one per process.
+    start_noted: AtomicBool,
 }
 
 #[derive(Default)]
@@ -54,12 +56,19 @@ impl Queue {
         *count = if up { *count + 1 } else { count.saturating_sub(1) };
     }
 
-    /// Puts a job at the back of the queue.
+    /// Queues a job in its submission order (a retried job goes back to its place).
     fn push(&mut self, live: Arc<LiveJob>) {
         Self::count(&mut self.queued_by_tenant, &live.record.tenant, true);
         live.phase.send_replace(JobState::Queued);
         self.live.insert(live.record.id.clone(), live.clone());
-        self.waiting.push_back(live);
+        let seq = live.record.seq;
+        match self.waiting.back() {
+            Some(last) if last.record.seq > seq => {
+                let index = self.waiting.partition_point(|job| job.record.seq < seq);
+                self.waiting.insert(index, live);
+            }
+            _ => self.waiting.push_back(live),
+        }
     }
 }
 
@@ -88,6 +97,7 @@ pub struct Service {
     stopping: AtomicBool,
     stop_signal: watch::Sender<bool>,
     next_seq: AtomicU64,
+    failure: Mutex<Option<String>>,
     /// Counters and histograms.
     pub metrics: Metrics,
 }
@@ -136,7 +146,7 @@ impl Service {
         let (db, recovered) = JobDb::open(&data.join("jobs.redb")).map_err(|e| e.to_string())?;
         let Recovered { unfinished, finished, given_up, next_seq } = recovered;
         for id in &given_up {
-            eprintln!("gridbox: job {id} failed: the server stopped {} times while it ran", crate::serve::db::MAX_STARTS);
+            eprintln!("gridbox: job {id} failed: the server stopped while it ran {} times since it was first recovered", crate::serve::db::MAX_STARTS);
         }
         let metrics = Metrics::default();
         metrics.succeeded.store(finished.get("succeeded").copied().unwrap_or(0), Ordering::Relaxed);
@@ -155,6 +165,7 @@ impl Service {
             stopping: AtomicBool::new(false),
             stop_signal: watch::channel(false).0,
             next_seq: AtomicU64::new(next_seq),
+            failure: Mutex::new(None),
             metrics,
         });
         {
@@ -245,6 +256,8 @@ impl Service {
             queue.reserved -= 1;
             if let Err(e) = stored {
                 Queue::count(&mut queue.queued_by_tenant, &record.tenant, false);
+                drop(queue);
+                service.fail(format!("the job database cannot store a submission: {e}"));
                 return Err(ApiError::internal(format!("cannot store the job: {e}")));
             }
             Queue::count(&mut queue.queued_by_tenant, &record.tenant, false); // `push` counts it again
@@ -356,6 +369,7 @@ impl Service {
             // back as a recovered job, so its starts are counted from the first restart on, and
             // a healthy server pays nothing per job for the guard.
             if live.recovered
+                && !live.start_noted.swap(true, Ordering::Relaxed)
                 && let Err(e) = self.db.started(&live.record.id).await
             {
                 eprintln!("gridbox: cannot note the start of job {}: {e}", live.record.id);
@@ -377,7 +391,14 @@ impl Service {
                 let attempt = match executed {
                     Ok(execution) => {
                         let (store, job) = (service.clone(), live.clone());
-                        tokio::task::spawn_blocking(move || store.store(&job, execution)).await
+                        match tokio::task::spawn_blocking(move || store.stage(&job, execution)).await {
+                            // The job's end is recorded only once the blobs it names are durable.
+                            Ok((attempt, pending)) => Ok(match pending.durable().await {
+                                Ok(()) => attempt,
+                                Err(e) => Attempt::HostFault(format!("cannot store the job's results: {e}")),
+                            }),
+                            Err(panic) => Err(panic),
+                        }
                     }
                     Err(panic) => Err(panic),
                 };
@@ -463,19 +484,21 @@ impl Service {
         Execution::Ran { run: Box::new(run), receipt: Box::new(receipt) }
     }
 
-    /// Makes a run's results durable blobs, on a blocking thread.
-    fn store(&self, live: &LiveJob, execution: Execution) -> Attempt {
+    /// Writes a run's results as blobs (on a blocking thread) and hands them to the blob
+    /// committer; the attempt stands once [`PendingBlobs::durable`] says so.
+    fn stage(&self, live: &LiveJob, execution: Execution) -> (Attempt, PendingBlobs) {
         let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+        let nothing = || PendingBlobs::default();
         let (run, receipt) = match execution {
-            Execution::Stopped => return Attempt::Stopped,
-            Execution::HostFault(reason) => return Attempt::HostFault(reason),
-            Execution::Refused(reason) => return Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)),
+            Execution::Stopped => return (Attempt::Stopped, nothing()),
+            Execution::HostFault(reason) => return (Attempt::HostFault(reason), nothing()),
+            Execution::Refused(reason) => return (Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)), nothing()),
             Execution::Ran { run, receipt } => (run, receipt),
         };
         let receipt_json = receipt.to_canonical_json();
         let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
         blobs.extend(run.outputs.values().map(Vec::as_slice));
-        let stored = self.blobs.put_durably(&blobs).map(|()| JobResult {
+        let stored = self.blobs.stage(&blobs).map(|pending| (pending, JobResult {
             started_at_ms,
             finished_at_ms: now_ms(),
             fuel_used: run.fuel_used,
@@ -485,17 +508,17 @@ impl Service {
             stderr: Some(BlobRef::of(&run.stderr)),
             outputs: run.outputs.iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
             receipt: Some(BlobRef::of(&receipt_json)),
-        });
+        }));
         match stored {
-            Ok(result) if run.outcome == (Outcome::Exited { code: 0 }) => Attempt::Ended(JobState::Succeeded, result),
-            Ok(mut result) => {
+            Ok((pending, result)) if run.outcome == (Outcome::Exited { code: 0 }) => (Attempt::Ended(JobState::Succeeded, result), pending),
+            Ok((pending, mut result)) => {
                 result.reason = Some(match &run.detail {
                     Some(detail) => format!("{}: {}", run.outcome, detail.lines().next().unwrap_or_default()),
                     None => run.outcome.to_string(),
                 });
-                Attempt::Ended(JobState::Failed, result)
+                (Attempt::Ended(JobState::Failed, result), pending)
             }
-            Err(e) => Attempt::HostFault(format!("cannot store the job's results: {e}")),
+            Err(e) => (Attempt::HostFault(format!("cannot store the job's results: {e}")), nothing()),
         }
     }
 
@@ -517,7 +540,7 @@ impl Service {
         enum Next {
             Ended(JobState),
             Requeue,
-            /// Left for the next start (shutdown, or a database that cannot record the end).
+            /// Left for the next start (shutdown, or a job database that failed).
             Stay,
         }
         let next = match attempt {
@@ -526,14 +549,18 @@ impl Service {
                 record.state = state;
                 record.result = Some(result);
                 match self.db.finish(record).await {
-                    Ok(_) => {
+                    Ok(true) => {
                         let counter = if state == JobState::Succeeded { &self.metrics.succeeded } else { &self.metrics.failed };
                         counter.fetch_add(1, Ordering::Relaxed);
                         Next::Ended(state)
                     }
-                    Err(e) if host_fault(&format!("cannot record the job's end: {e}")) < MAX_HOST_FAULTS => Next::Requeue,
-                    Err(_) => {
-                        eprintln!("gridbox: job {id} stays queued in the database and runs again at the next start");
+                    // It had ended already (cannot happen while one process owns the data
+                    // folder); the stored end stands.
+                    Ok(false) => Next::Ended(self.db.get(id).ok().flatten().map(|r| r.state).unwrap_or(state)),
+                    // A database that cannot commit refuses every later write too (redb wants
+                    // reopening): stop, so that a restart recovers every unfinished job.
+                    Err(e) => {
+                        self.fail(format!("the job database cannot record the end of job {id}: {e}"));
                         Next::Stay
                     }
                 }
@@ -569,6 +596,20 @@ impl Service {
         drop(queue);
         self.work_ready.notify_one();
         self.run_ended.notify_waiters();
+    }
+
+    /// Stops the service for a fault it cannot work around; [`Service::failure`] says which.
+    pub fn fail(&self, reason: String) {
+        eprintln!("gridbox: stopping: {reason}; unfinished jobs run again at the next start");
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(reason);
+        drop(failure);
+        self.begin_shutdown();
+    }
+
+    /// Why the service stopped itself, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops accepting jobs and ends waiting status requests; workers stop taking jobs.
@@ -622,6 +663,7 @@ impl LiveJob {
             phase: watch::channel(JobState::Queued).0,
             recovered: false,
             host_faults: AtomicU32::new(0),
+            start_noted: AtomicBool::new(false),
         }
     }
 
