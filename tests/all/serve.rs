@@ -461,3 +461,53 @@ fn a_blob_damaged_on_disk_is_never_served_and_its_job_fails_with_the_reason() {
     });
     assert!(server.log().contains("corrupted"), "{}", server.log());
 }
+
+#[test]
+fn hostile_requests_get_errors_and_never_bring_the_server_down() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&data.path().join("data"), "max_request_bytes = 4096\nheader_timeout_s = 1\n");
+    let address = server.url.trim_start_matches("http://").to_string();
+    let auth = format!("Authorization: Bearer {ALICE}\r\n");
+    let requests: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02garbage\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        format!("GET /v1/jobs/{} HTTP/1.1\r\nHost: x\r\n{auth}\r\n", "a".repeat(100_000)).into_bytes(),
+        format!("GET /v1/blobs/%ZZ%00 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
+        [format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/toml\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").as_bytes(), &[0xff, 0xfe, 0xfd, 0xfc]].concat(),
+        format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 18\r\nConnection: close\r\n\r\n{{\"manifest\": 12}}").into_bytes(),
+        format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 99999999999999999999\r\nConnection: close\r\n\r\n").into_bytes(),
+        format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n").into_bytes(),
+        format!("PUT /v1/blobs/{} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 10\r\nConnection: close\r\n\r\nshort", Digest::of(b"x")).into_bytes(),
+        format!("GET /v1/jobs/x?wait=1e308 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
+        format!("GET /v1/jobs/x?wait=-1 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\nConnection: close\r\n\r\n".to_vec(),
+    ];
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for request in &requests {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let _ = stream.write_all(request).await;
+            let _ = stream.shutdown().await; // half-close: a truncated body ends here
+            let mut response = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+            assert!(read.is_ok(), "the server held a hostile connection open: {:?}", String::from_utf8_lossy(&request[..request.len().min(80)]));
+            let text = String::from_utf8_lossy(&response);
+            if let Some(status) = text.strip_prefix("HTTP/1.1 ").and_then(|rest| rest.get(..3)) {
+                assert!(status.starts_with('4') || status.starts_with('5'), "{status} for {:?}", String::from_utf8_lossy(&request[..request.len().min(80)]));
+            }
+        }
+    });
+    // Headers that never finish, from a client that keeps the connection open: the header
+    // timeout (1 s here) closes it.
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "a client that never finishes its headers is cut off");
+    });
+    let health = runtime().block_on(http_get(&server.url, "/healthz"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(!server.log().contains("panicked"), "{}", server.log());
+}
