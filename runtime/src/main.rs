@@ -82,21 +82,8 @@ struct RunArgs {
     manifest: Option<PathBuf>,
     #[command(flatten)]
     inputs: InputArgs,
-    /// An environment variable; NAME alone takes the value from gridbox's own environment.
-    #[arg(long = "env", value_name = "NAME[=VAL]")]
-    env: Vec<String>,
-    /// The input to feed to the job's stdin.
-    #[arg(long, value_name = "NAME")]
-    stdin: Option<String>,
-    /// A capability to grant besides `wasi`: `tensor` (the tensor bridge, every op).
-    #[arg(long = "capability", value_name = "NAME")]
-    capabilities: Vec<String>,
-    /// What the tensor trace records: `full` or `readback` (needs the `tensor` capability).
-    #[arg(long, value_name = "LEVEL")]
-    trace: Option<String>,
-    /// A limit for the job, e.g. `fuel=1000000` (see spec/manifest.md for names).
-    #[arg(long = "limit", value_name = "NAME=VALUE")]
-    limits: Vec<String>,
+    #[command(flatten)]
+    job: JobFlags,
     /// The provider policy (TOML) that caps every limit; default: gridbox's built-in policy.
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -112,9 +99,35 @@ struct RunArgs {
     /// Where tensor ops run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+}
+
+/// What a job asks for, when no manifest file is given.
+#[derive(Args)]
+struct JobFlags {
+    /// An environment variable; NAME alone takes the value from gridbox's own environment.
+    #[arg(long = "env", value_name = "NAME[=VAL]")]
+    env: Vec<String>,
+    /// The input to feed to the job's stdin.
+    #[arg(long, value_name = "NAME")]
+    stdin: Option<String>,
+    /// A capability to grant besides `wasi`: `tensor` (the tensor bridge, every op).
+    #[arg(long = "capability", value_name = "NAME")]
+    capabilities: Vec<String>,
+    /// What the tensor trace records: `full` or `readback` (needs the `tensor` capability).
+    #[arg(long, value_name = "LEVEL")]
+    trace: Option<String>,
+    /// A limit for the job, e.g. `fuel=1000000` (see spec/manifest.md for names).
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
     /// Arguments passed to the job after argv[0].
     #[arg(last = true)]
     args: Vec<String>,
+}
+
+impl JobFlags {
+    fn any(&self) -> bool {
+        !self.env.is_empty() || !self.args.is_empty() || self.stdin.is_some() || !self.limits.is_empty() || !self.capabilities.is_empty() || self.trace.is_some()
+    }
 }
 
 #[derive(Args)]
@@ -172,7 +185,7 @@ struct ServerArgs {
 struct SubmitArgs {
     /// The job's wasm module.
     module: PathBuf,
-    /// The job's manifest (TOML); default: one naming the module and the given inputs.
+    /// The job's manifest (TOML); without one, gridbox writes one from the flags.
     #[arg(long)]
     manifest: Option<PathBuf>,
     #[command(flatten)]
@@ -189,6 +202,8 @@ struct SubmitArgs {
     /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+    #[command(flatten)]
+    job: JobFlags,
 }
 
 #[derive(Args)]
@@ -237,18 +252,12 @@ fn run(args: RunArgs) -> Result<u8> {
     };
     let manifest = match &args.manifest {
         Some(path) => {
-            if !args.env.is_empty()
-                || !args.args.is_empty()
-                || args.stdin.is_some()
-                || !args.limits.is_empty()
-                || !args.capabilities.is_empty()
-                || args.trace.is_some()
-            {
+            if args.job.any() {
                 bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given");
             }
             Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?
         }
-        None => manifest_from_flags(&args, &module, &inputs)?,
+        None => manifest_from_flags(&args.job, &module, &inputs)?,
     };
     let resolved = manifest.resolve(&policy)?;
     if let Some(out) = &args.out {
@@ -288,7 +297,7 @@ fn run(args: RunArgs) -> Result<u8> {
     })
 }
 
-fn manifest_from_flags(args: &RunArgs, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
+fn manifest_from_flags(args: &JobFlags, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
     let mut manifest = Manifest::new(Digest::of(module));
     manifest.args = args.args.clone();
     manifest.stdin = args.stdin.clone();
@@ -443,12 +452,11 @@ fn submit(args: SubmitArgs) -> Result<u8> {
     let module = read(&args.module)?;
     let inputs = gather_inputs(&args.inputs)?;
     let manifest_text = match &args.manifest {
-        Some(path) => read_text(path)?,
-        None => {
-            let mut manifest = Manifest::new(Digest::of(&module));
-            manifest.inputs = inputs.iter().map(|(name, bytes)| (name.clone(), Digest::of(bytes))).collect();
-            toml::to_string(&manifest).context("writing the manifest")?
+        Some(_) if args.job.any() => {
+            bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given")
         }
+        Some(path) => read_text(path)?,
+        None => toml::to_string(&manifest_from_flags(&args.job, &module, &inputs)?).context("writing the manifest")?,
     };
     // Check locally what the server would refuse anyway, before uploading anything.
     let manifest = Manifest::from_toml(&manifest_text).with_context(|| format!("manifest {}", args.manifest.as_deref().unwrap_or(Path::new("(from flags)")).display()))?;

@@ -390,6 +390,13 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     assert!(stderr(&output).contains("uploaded 0 of 2 blobs"), "{}", stderr(&output));
     assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
 
+    // Without a manifest, the flags describe the job as for `gridbox run`; the exit status is the job's.
+    let exited = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--server", &server.url, &"--token", &ALICE, &"--limit", &"fuel=10_000_000", &"--", &"exit", &"3"]);
+    assert_eq!(exited.status.code(), Some(3), "{}", stderr(&exited));
+    let both = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--manifest", &manifest_path, &"--server", &server.url, &"--token", &ALICE, &"--", &"x"]);
+    assert_eq!(both.status.code(), Some(136));
+    assert!(stderr(&both).contains("go in the manifest"), "{}", stderr(&both));
+
     let refused = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--server", &server.url, &"--token", &"wrong-token-000000000"]);
     assert_eq!(refused.status.code(), Some(136));
     assert!(stderr(&refused).contains("401 unauthorized"), "{}", stderr(&refused));
