@@ -17,7 +17,7 @@ use crate::digest::{BlobRef, Digest};
 use crate::serve::blobs::BlobError;
 use crate::serve::error::{ApiError, ErrorCode};
 use crate::serve::service::Service;
-use crate::serve::wire::{BlobStored, SubmitRequest};
+use crate::serve::wire::{BlobStored, JobList, SubmitRequest};
 
 /// Uploads are written to disk in batches of this many bytes.
 const UPLOAD_BATCH: usize = 1 << 20;
@@ -44,7 +44,7 @@ const JOB_RECEIPT: &str = "/v1/jobs/{id}/receipt";
 pub fn router(service: Arc<Service>) -> Router {
     let settings = &service.config().serve;
     let jobs = Router::new()
-        .route(JOBS, post(submit_job))
+        .route(JOBS, post(submit_job).get(list_jobs))
         .route(JOB, get(job_status))
         .route(JOB_RECEIPT, get(job_receipt))
         .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
@@ -313,6 +313,23 @@ async fn job_status(
     Ok(Json(service.status(&tenant.0, &id, wait).await?).into_response())
 }
 
+/// Most jobs one `GET /v1/jobs` returns.
+const MAX_LIST: usize = 1000;
+
+async fn list_jobs(State(service): State<Arc<Service>>, Extension(tenant): Extension<Tenant>, request: Request) -> Result<Response, ApiError> {
+    let (mut limit, mut before) = (100, None);
+    for pair in request.uri().query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        let number = |value: &str| value.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_query", format!("{pair:?}: expected a whole number")));
+        match pair.split_once('=') {
+            Some(("limit", value)) => limit = usize::try_from(number(value)?).unwrap_or(MAX_LIST).clamp(1, MAX_LIST),
+            Some(("before", value)) => before = Some(number(value)?),
+            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {pair:?}; known: limit=N, before=CURSOR"))),
+        }
+    }
+    let (jobs, next_before) = service.list(&tenant.0, before, limit)?;
+    Ok(Json(JobList { jobs, next_before }).into_response())
+}
+
 async fn job_receipt(
     State(service): State<Arc<Service>>,
     Extension(tenant): Extension<Tenant>,
@@ -462,6 +479,21 @@ mod tests {
         assert_eq!((status, crate::digest::BlobRef::of(&body)), (StatusCode::OK, receipt));
         let (status, _, _) = call(&router, "GET", &format!("/v1/blobs/{}", receipt.blake3), Some(ALICE), vec![]).await;
         assert_eq!(status, StatusCode::OK, "a tenant reads what its jobs made");
+
+        // Listing: Alice sees her jobs, newest first, in pages; Bob sees none of them.
+        let (_, _, body) = call(&router, "POST", "/v1/jobs", Some(ALICE), submission(2)).await;
+        let newer: JobStatus = serde_json::from_slice(&body).unwrap();
+        let (_, _, body) = call(&router, "GET", "/v1/jobs?limit=1", Some(ALICE), vec![]).await;
+        let page: JobList = serde_json::from_slice(&body).unwrap();
+        assert_eq!(page.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [newer.id.as_str()]);
+        let cursor = page.next_before.expect("a full page has a next one");
+        let (_, _, body) = call(&router, "GET", &format!("/v1/jobs?limit=1&before={cursor}"), Some(ALICE), vec![]).await;
+        let page: JobList = serde_json::from_slice(&body).unwrap();
+        assert_eq!(page.jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), [job.id.as_str()]);
+        let (_, _, body) = call(&router, "GET", "/v1/jobs", Some(BOB), vec![]).await;
+        assert_eq!(serde_json::from_slice::<JobList>(&body).unwrap(), JobList { jobs: vec![], next_before: None });
+        let (status, _, body) = call(&router, "GET", "/v1/jobs?limit=x", Some(ALICE), vec![]).await;
+        assert_eq!((status, code(&body).as_str()), (StatusCode::BAD_REQUEST, "invalid_query"));
 
         for uri in [format!("/v1/jobs/{}", job.id), format!("/v1/jobs/{}/receipt", job.id), format!("/v1/blobs/{}", receipt.blake3)] {
             let (status, _, _) = call(&router, "GET", &uri, Some(BOB), vec![]).await;

@@ -2,7 +2,8 @@
 //!
 //! Tables: `jobs` (id -> JSON [`JobRecord`]), `queue` (sequence number -> id, every job not yet
 //! finished, in submission order), `starts` (id -> how many times an unfinished job was
-//! started) and `blob_owners` ((tenant, hash) -> ()).
+//! started), `tenant_jobs` ((tenant, sequence number) -> id, for listing) and `blob_owners`
+//! ((tenant, hash) -> ()).
 //!
 //! All writes go through one writer thread that commits whatever has arrived in one
 //! transaction (group commit): each caller still waits for a durable commit, but a burst of
@@ -24,6 +25,7 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const QUEUE: TableDefinition<u64, &str> = TableDefinition::new("queue");
 const BLOB_OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blob_owners");
 const STARTS: TableDefinition<&str, u32> = TableDefinition::new("starts");
+const TENANT_JOBS: TableDefinition<(&str, u64), &str> = TableDefinition::new("tenant_jobs");
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -208,6 +210,7 @@ impl JobDb {
             txn.open_table(QUEUE).map_err(storage)?;
             txn.open_table(BLOB_OWNERS).map_err(storage)?;
             txn.open_table(STARTS).map_err(storage)?;
+            txn.open_table(TENANT_JOBS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
@@ -292,6 +295,19 @@ impl JobDb {
         found.map(|bytes| parse(id, bytes.value())).transpose()
     }
 
+    /// Ids of `tenant`'s jobs, newest first: at most `limit`, submitted before sequence number
+    /// `before` (for paging).
+    pub fn tenant_jobs(&self, tenant: &str, before: u64, limit: usize) -> Result<Vec<String>, DbError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let index = read.open_table(TENANT_JOBS).map_err(storage)?;
+        let mut ids = Vec::new();
+        for entry in index.range((tenant, 0)..(tenant, before)).map_err(storage)?.rev().take(limit) {
+            let (_, id) = entry.map_err(storage)?;
+            ids.push(id.value().to_string());
+        }
+        Ok(ids)
+    }
+
     /// Whether `tenant` may read `blob`.
     pub fn owns(&self, tenant: &str, blob: &Digest) -> Result<bool, DbError> {
         let read = self.db.begin_read().map_err(storage)?;
@@ -359,12 +375,14 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
         let mut queue = txn.open_table(QUEUE).map_err(storage)?;
         let mut owners = txn.open_table(BLOB_OWNERS).map_err(storage)?;
         let mut starts = txn.open_table(STARTS).map_err(storage)?;
+        let mut tenant_jobs = txn.open_table(TENANT_JOBS).map_err(storage)?;
         for pending in batch {
             let applied = match &pending.write {
                 Write::Insert(record) => {
                     let json = serde_json::to_vec(record).map_err(|e| DbError::Storage(e.to_string()))?;
                     jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
                     queue.insert(record.seq, record.id.as_str()).map_err(storage)?;
+                    tenant_jobs.insert((record.tenant.as_str(), record.seq), record.id.as_str()).map_err(storage)?;
                     true
                 }
                 Write::Started(id) => {

@@ -317,6 +317,28 @@ impl Service {
         }
     }
 
+    /// `tenant`'s jobs, newest first: at most `limit`, submitted before the sequence number
+    /// `before`. Also returns the cursor for the next page, if there may be one.
+    pub fn list(&self, tenant: &str, before: Option<u64>, limit: usize) -> Result<(Vec<JobStatus>, Option<u64>), ApiError> {
+        let ids = self.db.tenant_jobs(tenant, before.unwrap_or(u64::MAX), limit).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut last_seq = None;
+        for id in &ids {
+            let live = self.lock().live.get(id).cloned();
+            let (status, seq) = match live {
+                Some(live) if !live.phase.borrow().is_final() => (live.status(), live.record.seq),
+                _ => match self.db.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
+                    Some(record) => (stored_status(&record), record.seq),
+                    None => continue,
+                },
+            };
+            jobs.push(status);
+            last_seq = Some(seq);
+        }
+        let next = if ids.len() == limit { last_seq } else { None };
+        Ok((jobs, next))
+    }
+
     /// The job's receipt, once it has one.
     pub async fn receipt(&self, tenant: &str, id: &str) -> Result<Vec<u8>, ApiError> {
         let status = self.status(tenant, id, Duration::ZERO).await?;

@@ -50,6 +50,16 @@ pub struct JobStatus {
     pub outputs: BTreeMap<String, BlobRef>,
 }
 
+/// `GET /v1/jobs`: a page of the tenant's jobs, newest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobStatus>,
+    /// Pass as `before=` for the next page; absent when this page is not full (no more jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
 /// A stored blob, as uploads answer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BlobStored {
