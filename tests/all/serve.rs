@@ -487,7 +487,7 @@ fn hostile_requests_get_errors_and_never_bring_the_server_down() {
         format!("PUT /v1/blobs/{} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 10\r\nConnection: close\r\n\r\nshort", Digest::of(b"x")).into_bytes(),
         format!("GET /v1/jobs/x?wait=1e308 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
         format!("GET /v1/jobs/x?wait=-1 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\nConnection: close\r\n\r\n".to_vec(),
     ];
     runtime().block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
