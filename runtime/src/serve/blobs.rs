@@ -67,6 +67,7 @@ pub struct BlobStore {
     next_tmp: AtomicU64,
     committer: Mutex<mpsc::Sender<Staged>>,
     unsynced: Arc<Unsynced>,
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 /// Blobs whose names exist but may not be durable yet: each writer marks a name just before
@@ -130,6 +131,17 @@ impl BlobStore {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        // Every shard folder exists, durably, before the first blob: no writer ever has to make
+        // one and wonder whether its name reached the disk.
+        for shard in 0..=255u8 {
+            let path = blobs.join(hex::encode([shard]));
+            std::fs::create_dir_all(&path).map_err(io(&path))?;
+        }
+        // One descriptor for the committer's whole life (syncfs reports write errors that
+        // happened since the descriptor was opened), and a first sync: names a killed process
+        // placed but never synced become durable before anyone takes them for stored.
+        let root = File::open(&blobs).map_err(io(&blobs))?;
+        rustix::fs::syncfs(&root).map_err(|e| io(&blobs)(e.into()))?;
         let mut stored = 0;
         for shard in std::fs::read_dir(&blobs).map_err(io(&blobs))? {
             let shard = shard.map_err(io(&blobs))?.path();
@@ -141,21 +153,30 @@ impl BlobStore {
         let stored_bytes = Arc::new(AtomicU64::new(stored));
         let unsynced = Arc::new(Unsynced::default());
         let (committer, staged) = mpsc::channel();
-        // One descriptor for the committer's whole life: syncfs reports write errors that
-        // happened since the descriptor was opened.
-        let root = File::open(&blobs).map_err(io(&blobs))?;
-        let committer_state = Committer { root, blobs: blobs.clone(), stored_bytes: stored_bytes.clone(), unsynced: unsynced.clone(), owed: Vec::new() };
+        let broken = Arc::new(Mutex::new(None));
+        let committer_state =
+            Committer { root, blobs: blobs.clone(), stored_bytes: stored_bytes.clone(), unsynced: unsynced.clone(), broken: broken.clone() };
         std::thread::Builder::new()
             .name("gridbox-blob-sync".into())
             .spawn(move || committer_state.run(&staged))
             .map_err(io(&blobs))?;
-        Ok(BlobStore { blobs, tmp, stored_bytes, next_tmp: AtomicU64::new(0), committer: Mutex::new(committer), unsynced })
+        Ok(BlobStore { blobs, tmp, stored_bytes, next_tmp: AtomicU64::new(0), committer: Mutex::new(committer), unsynced, broken })
+    }
+
+    /// Why the store refuses to store results, if a sync has failed. A failed sync cannot be
+    /// retried safely (the kernel reports a write-back error once, to one caller), so after one
+    /// the store takes no more results: the service stops and a restart recovers.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Writes each of `blobs` that is not stored yet to a temporary file and hands them to the
     /// committer thread, which makes many jobs' blobs durable at once; await the answer with
     /// [`PendingBlobs::durable`]. Blocks on file writes: call it from a blocking thread.
     pub fn stage(&self, blobs: &[&[u8]]) -> Result<PendingBlobs, BlobError> {
+        if let Some(reason) = self.broken() {
+            return Err(io(&self.blobs)(std::io::Error::other(reason)));
+        }
         let mut files = Vec::new();
         let mut seen = HashSet::new();
         let mut wait = false;
@@ -300,17 +321,16 @@ impl BlobWriter {
         let file = self.file.take().ok_or_else(|| io(&self.path)(std::io::ErrorKind::NotConnected.into()))?;
         file.sync_all().map_err(io(&self.path))?;
         drop(file);
-        if !shard.exists() {
-            std::fs::create_dir_all(&shard).map_err(io(&shard))?;
-            sync_dir(&store.blobs)?;
-        }
         store.unsynced.mark(actual);
         let placed = place(&self.path, &target);
         if placed.is_ok() {
             self.path = PathBuf::new(); // gone: nothing for Drop to remove
         }
         let synced = sync_dir(&shard);
-        store.unsynced.unmark(&actual);
+        if synced.is_ok() {
+            // A name whose sync failed stays marked: nobody may take it for durable.
+            store.unsynced.unmark(&actual);
+        }
         let created = placed.map_err(io(&target))?;
         synced?;
         if created {
@@ -328,9 +348,11 @@ fn place(tmp: &Path, target: &Path) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(e),
     };
-    std::fs::remove_file(tmp)?;
+    // A temporary name left behind is harmless (the next start clears `tmp/`); the blob is placed.
+    let _ = std::fs::remove_file(tmp);
     Ok(linked)
 }
+
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
@@ -346,17 +368,24 @@ struct Committer {
     blobs: PathBuf,
     stored_bytes: Arc<AtomicU64>,
     unsynced: Arc<Unsynced>,
-    /// Blobs this thread put in place whose names are not known durable yet (a failed sync
-    /// leaves them here until a later one succeeds).
-    owed: Vec<Digest>,
+    /// Set at the first failure; from then on every batch is refused.
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 impl Committer {
-    fn run(mut self, staged: &mpsc::Receiver<Staged>) {
+    fn run(self, staged: &mpsc::Receiver<Staged>) {
         while let Ok(first) = staged.recv() {
             let mut batch = vec![first];
             batch.extend(staged.try_iter().take(MAX_COMMIT_BATCH - 1));
-            let result = self.commit(&batch).map_err(|e| format!("syncing blobs under {}: {e}", self.blobs.display()));
+            let already = self.broken.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let result = match already {
+                Some(reason) => Err(reason),
+                None => self.commit(&batch).map_err(|e| {
+                    let reason = format!("syncing blobs under {}: {e}", self.blobs.display());
+                    *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
+                    reason
+                }),
+            };
             for staged in batch {
                 for (tmp, _, _) in &staged.files {
                     // Placed files are gone from here already; this cleans up after a failure.
@@ -368,37 +397,27 @@ impl Committer {
     }
 
     /// Sync the staged files' contents, put them in place, sync the new names: a crash at any
-    /// point leaves each blob whole under its name or absent. A sync that fails leaves the
-    /// names marked unsynced, so nobody takes them for durable until a later sync succeeds.
-    fn commit(&mut self, batch: &[Staged]) -> std::io::Result<()> {
+    /// point leaves each blob whole under its name or absent. After a failure the names placed
+    /// stay marked unsynced for good, and the store is broken (see [`BlobStore::broken`]).
+    fn commit(&self, batch: &[Staged]) -> std::io::Result<()> {
         rustix::fs::syncfs(&self.root)?;
-        let mut placing = Ok(());
-        'files: for staged in batch {
+        let mut placed = Vec::new();
+        for staged in batch {
             for (tmp, digest, size) in &staged.files {
                 let hex = digest.to_hex();
-                let shard = self.blobs.join(&hex[..2]);
                 self.unsynced.mark(*digest);
-                let placed = std::fs::create_dir_all(&shard).and_then(|()| place(tmp, &shard.join(&hex)));
-                match placed {
-                    Ok(true) => {
-                        self.owed.push(*digest);
-                        self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
-                    }
-                    // Another writer placed it; this batch's sync covers its rename too.
-                    Ok(false) => self.owed.push(*digest),
-                    Err(e) => {
-                        self.unsynced.unmark(digest);
-                        placing = Err(e);
-                        break 'files;
-                    }
+                // Placed by another writer or by us, this batch's second sync covers the name.
+                if place(tmp, &self.blobs.join(&hex[..2]).join(&hex))? {
+                    self.stored_bytes.fetch_add(*size, Ordering::Relaxed);
                 }
+                placed.push(*digest);
             }
         }
         rustix::fs::syncfs(&self.root)?;
-        for digest in self.owed.drain(..) {
-            self.unsynced.unmark(&digest);
+        for digest in &placed {
+            self.unsynced.unmark(digest);
         }
-        placing
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::oneshot;
 
 use crate::digest::{BlobRef, Digest};
@@ -214,6 +214,7 @@ impl JobDb {
         }
         txn.commit().map_err(storage)?;
 
+        Self::index_tenants(&db)?;
         let mut recovered = Recovered { unfinished: Vec::new(), finished: BTreeMap::new(), given_up: Vec::new(), next_seq: 0 };
         let read = db.begin_read().map_err(storage)?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
@@ -258,6 +259,31 @@ impl JobDb {
             .spawn(move || write_loop(&handle, &receiver))
             .map_err(|e| DbError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok((JobDb { db, writer: Some(writer), writer_thread: Some(writer_thread) }, recovered))
+    }
+
+    /// Fills the `tenant_jobs` index from `jobs` when it is empty and `jobs` is not (a database
+    /// made before the index existed).
+    fn index_tenants(db: &Database) -> Result<(), DbError> {
+        let read = db.begin_read().map_err(storage)?;
+        let (jobs, index) = (read.open_table(JOBS).map_err(storage)?, read.open_table(TENANT_JOBS).map_err(storage)?);
+        if !index.is_empty().map_err(storage)? || jobs.is_empty().map_err(storage)? {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for entry in jobs.iter().map_err(storage)? {
+            let (id, bytes) = entry.map_err(storage)?;
+            let record = parse(id.value(), bytes.value())?;
+            entries.push((record.tenant, record.seq, record.id));
+        }
+        drop((jobs, index, read));
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            let mut index = txn.open_table(TENANT_JOBS).map_err(storage)?;
+            for (tenant, seq, id) in &entries {
+                index.insert((tenant.as_str(), *seq), id.as_str()).map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
     }
 
     async fn write(&self, write: Write) -> Result<bool, DbError> {
@@ -447,6 +473,28 @@ mod tests {
             outputs: BTreeMap::new(),
         });
         record
+    }
+
+    #[tokio::test]
+    async fn the_tenant_index_is_rebuilt_for_a_database_made_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        {
+            let (db, _) = JobDb::open(&path).unwrap();
+            for (index, id) in ["a", "b"].into_iter().enumerate() {
+                db.insert(record(id, index as u64)).await.unwrap();
+            }
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(TENANT_JOBS).unwrap();
+            txn.commit().unwrap();
+        }
+        let (db, _) = JobDb::open(&path).unwrap();
+        assert_eq!(db.tenant_jobs("alice", u64::MAX, 10).unwrap(), ["b", "a"]);
+        assert_eq!(db.tenant_jobs("alice", 1, 10).unwrap(), ["a"]);
+        assert!(db.tenant_jobs("bob", u64::MAX, 10).unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -142,8 +142,10 @@ impl Service {
     /// unfinished.
     pub fn open(config: ServiceConfig, engine: JobEngine, data: &std::path::Path, key: SigningKey) -> Result<Arc<Self>, String> {
         std::fs::create_dir_all(data).map_err(|e| format!("cannot create data folder {}: {e}", data.display()))?;
-        let blobs = Arc::new(BlobStore::open(data).map_err(|e| e.to_string())?);
+        // The database first: its file lock keeps a second server off this folder before the
+        // blob store clears `tmp/`.
         let (db, recovered) = JobDb::open(&data.join("jobs.redb")).map_err(|e| e.to_string())?;
+        let blobs = Arc::new(BlobStore::open(data).map_err(|e| e.to_string())?);
         let Recovered { unfinished, finished, given_up, next_seq } = recovered;
         for id in &given_up {
             eprintln!("gridbox: job {id} failed: the server stopped while it ran {} times since it was first recovered", crate::serve::db::MAX_STARTS);
@@ -394,7 +396,10 @@ impl Service {
                 && !live.start_noted.swap(true, Ordering::Relaxed)
                 && let Err(e) = self.db.started(&live.record.id).await
             {
-                eprintln!("gridbox: cannot note the start of job {}: {e}", live.record.id);
+                // Without the count, a job that brings the server down could do so forever.
+                self.fail(format!("the job database cannot note the start of job {}: {e}", live.record.id));
+                self.end_run(&live, Attempt::Stopped).await;
+                continue;
             }
             let (service, job) = (self.clone(), live.clone());
             let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
@@ -417,7 +422,11 @@ impl Service {
                             // The job's end is recorded only once the blobs it names are durable.
                             Ok((attempt, pending)) => Ok(match pending.durable().await {
                                 Ok(()) => attempt,
-                                Err(e) => Attempt::HostFault(format!("cannot store the job's results: {e}")),
+                                // A failed sync cannot be retried safely: stop, a restart recovers.
+                                Err(e) => {
+                                    service.fail(format!("the blob store cannot make results durable: {e}"));
+                                    Attempt::Stopped
+                                }
                             }),
                             Err(panic) => Err(panic),
                         }
