@@ -250,15 +250,7 @@ fn run(args: RunArgs) -> Result<u8> {
         Some(path) => ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
         None => Policy::default(),
     };
-    let manifest = match &args.manifest {
-        Some(path) => {
-            if args.job.any() {
-                bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given");
-            }
-            Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?
-        }
-        None => manifest_from_flags(&args.job, &module, &inputs)?,
-    };
+    let manifest = job_manifest(args.manifest.as_deref(), &args.job, &module, &inputs)?;
     let resolved = manifest.resolve(&policy)?;
     if let Some(out) = &args.out {
         artifacts::check_writable(out)?;
@@ -295,6 +287,17 @@ fn run(args: RunArgs) -> Result<u8> {
         }
         _ => EXIT_LIMIT,
     })
+}
+
+/// The job's manifest: the file given, or one written from the job flags (not both).
+fn job_manifest(path: Option<&Path>, flags: &JobFlags, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
+    match path {
+        Some(_) if flags.any() => {
+            bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given")
+        }
+        Some(path) => Ok(Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?),
+        None => manifest_from_flags(flags, module, inputs),
+    }
 }
 
 fn manifest_from_flags(args: &JobFlags, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
@@ -451,15 +454,9 @@ async fn stop_signal() {
 fn submit(args: SubmitArgs) -> Result<u8> {
     let module = read(&args.module)?;
     let inputs = gather_inputs(&args.inputs)?;
-    let manifest_text = match &args.manifest {
-        Some(_) if args.job.any() => {
-            bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given")
-        }
-        Some(path) => read_text(path)?,
-        None => toml::to_string(&manifest_from_flags(&args.job, &module, &inputs)?).context("writing the manifest")?,
-    };
+    let manifest = job_manifest(args.manifest.as_deref(), &args.job, &module, &inputs)?;
+    let manifest_text = toml::to_string(&manifest).context("writing the manifest")?;
     // Check locally what the server would refuse anyway, before uploading anything.
-    let manifest = Manifest::from_toml(&manifest_text).with_context(|| format!("manifest {}", args.manifest.as_deref().unwrap_or(Path::new("(from flags)")).display()))?;
     Job::new(module.clone().into(), manifest.clone().resolve(&Policy::default())?, inputs.clone())?;
     if let Some(out) = &args.out {
         artifacts::check_writable(out)?;

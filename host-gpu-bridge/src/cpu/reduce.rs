@@ -28,17 +28,7 @@ fn tree(mut lanes: [f32; LANES], op: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// The sum of `xs` in gridbox's order, each lane starting from +0.0. An empty sum is +0.0.
 pub fn sum_f32(xs: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let mut chunks = xs.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
-        }
-    }
-    for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
-        *lane += x;
-    }
-    tree(lanes, |a, b| a + b)
+    sum_map(xs, |x| x)
 }
 
 /// The sum of `f(x)` over `xs` in gridbox's order (each `f(x)` rounded before it is added).

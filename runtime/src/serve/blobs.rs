@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
-use crate::digest::Digest;
+use crate::digest::{BlobRef, Digest};
 
 /// A blob could not be stored or read.
 #[derive(Debug, thiserror::Error)]
@@ -172,17 +172,19 @@ impl BlobStore {
 
     /// Writes each of `blobs` that is not stored yet to a temporary file and hands them to the
     /// committer thread, which makes many jobs' blobs durable at once; await the answer with
-    /// [`PendingBlobs::durable`]. Blocks on file writes: call it from a blocking thread.
-    pub fn stage(&self, blobs: &[&[u8]]) -> Result<PendingBlobs, BlobError> {
+    /// [`PendingBlobs::durable`]. Returns each blob's reference, in order. Blocks on file
+    /// writes: call it from a blocking thread.
+    pub fn stage(&self, blobs: &[&[u8]]) -> Result<(PendingBlobs, Vec<BlobRef>), BlobError> {
         if let Some(reason) = self.broken() {
             return Err(io(&self.blobs)(std::io::Error::other(reason)));
         }
         let mut files = Vec::new();
         let mut seen = HashSet::new();
         let mut wait = false;
+        let refs: Vec<BlobRef> = blobs.iter().map(|bytes| BlobRef::of(bytes)).collect();
         let staged = (|| {
-            for bytes in blobs {
-                let digest = Digest::of(bytes);
+            for (bytes, blob) in blobs.iter().zip(&refs) {
+                let digest = blob.blake3;
                 if !seen.insert(digest) {
                     continue;
                 }
@@ -202,13 +204,13 @@ impl BlobStore {
             return Err(error);
         }
         if files.is_empty() && !wait {
-            return Ok(PendingBlobs(None));
+            return Ok((PendingBlobs(None), refs));
         }
         // Nothing new but a name still being synced: an empty batch waits for the next sync.
         let (reply, answer) = oneshot::channel();
         let sent = self.committer.lock().unwrap_or_else(|e| e.into_inner()).send(Staged { files, reply });
         sent.map_err(|_| io(&self.blobs)(std::io::Error::other("the blob committer stopped")))?;
-        Ok(PendingBlobs(Some(answer)))
+        Ok((PendingBlobs(Some(answer)), refs))
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -471,7 +473,8 @@ mod tests {
             .map(|i| {
                 let store = store.clone();
                 std::thread::spawn(move || {
-                    let pending = store.stage(&[format!("job {i}").as_bytes(), b"same", b"same", b"old"]).unwrap();
+                    let (pending, refs) = store.stage(&[format!("job {i}").as_bytes(), b"same", b"same", b"old"]).unwrap();
+                    assert_eq!(refs[3], BlobRef::of(b"old"));
                     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(pending.durable()).unwrap();
                 })
             })

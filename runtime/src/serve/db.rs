@@ -145,7 +145,27 @@ pub struct JobResult {
     pub outputs: BTreeMap<String, BlobRef>,
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 impl JobResult {
+    /// The end of a job that did not run to an outcome (refused, or given up on), ending now.
+    pub fn without_run(started_at_ms: u64, reason: String) -> Self {
+        JobResult {
+            started_at_ms,
+            finished_at_ms: now_ms(),
+            fuel_used: 0,
+            outcome: None,
+            reason: Some(reason),
+            receipt: None,
+            stdout: None,
+            stderr: None,
+            outputs: BTreeMap::new(),
+        }
+    }
+
     /// Every blob the result names.
     pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
         self.receipt.iter().chain(self.stdout.iter()).chain(self.stderr.iter()).chain(self.outputs.values())
@@ -348,22 +368,11 @@ fn parse(id: &str, bytes: &[u8]) -> Result<JobRecord, DbError> {
 
 /// The job's end after the server stopped [`MAX_STARTS`] times while it ran.
 fn give_up(mut record: JobRecord) -> JobRecord {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     record.state = JobState::Failed;
-    record.result = Some(JobResult {
-        started_at_ms: 0,
-        finished_at_ms: now,
-        fuel_used: 0,
-        outcome: None,
-        reason: Some(format!(
-            "the server stopped while this job was running {} times since it was first recovered after a stop; it is not run again",
-            record.starts
-        )),
-        receipt: None,
-        stdout: None,
-        stderr: None,
-        outputs: BTreeMap::new(),
-    });
+    record.result = Some(JobResult::without_run(
+        0,
+        format!("the server stopped while this job was running {} times since it was first recovered after a stop; it is not run again", record.starts),
+    ));
     record
 }
 

@@ -10,14 +10,14 @@ use axum::http::StatusCode;
 use ed25519_dalek::SigningKey;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::digest::{BlobRef, Digest};
+use crate::digest::Digest;
 use crate::engine::JobEngine;
 use crate::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
 use crate::manifest::{Manifest, ManifestError, ResolvedManifest};
 use crate::receipt::Receipt;
 use crate::serve::blobs::{BlobError, BlobStore, PendingBlobs};
 use crate::serve::config::ServiceConfig;
-use crate::serve::db::{JobDb, JobRecord, JobResult, JobState, Recovered};
+use crate::serve::db::{JobDb, JobRecord, JobResult, JobState, Recovered, now_ms};
 use crate::serve::error::ApiError;
 use crate::serve::metrics::{Gauges, Metrics};
 use crate::serve::wire::JobStatus;
@@ -131,10 +131,6 @@ enum Attempt {
     Stopped,
     /// The provider failed (disk, driver): try again later, up to [`MAX_HOST_FAULTS`] times.
     HostFault(String),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Service {
@@ -296,27 +292,35 @@ impl Service {
     /// job ends, the wait is over or the service stops.
     pub async fn status(&self, tenant: &str, id: &str, wait: Duration) -> Result<JobStatus, ApiError> {
         let live = self.lock().live.get(id).cloned();
-        if let Some(live) = live {
-            if live.record.tenant != tenant {
-                return Err(job_not_found(id));
-            }
-            if !wait.is_zero() {
-                let mut phase = live.phase.subscribe();
-                let mut stop = self.stop_signal();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = phase.wait_for(|state| state.is_final()) => {}
-                    _ = stop.wait_for(|stopping| *stopping) => {}
-                }
-            }
-            if !live.phase.borrow().is_final() {
-                return Ok(live.status());
+        if let Some(live) = live
+            && live.record.tenant == tenant
+            && !wait.is_zero()
+        {
+            let mut phase = live.phase.subscribe();
+            let mut stop = self.stop_signal();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = phase.wait_for(|state| state.is_final()) => {}
+                _ = stop.wait_for(|stopping| *stopping) => {}
             }
         }
-        match self.db.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
-            Some(record) if record.tenant == tenant => Ok(stored_status(&record)),
+        match self.snapshot(id)? {
+            Some((status, owner, _)) if owner == tenant => Ok(status),
             _ => Err(job_not_found(id)),
         }
+    }
+
+    /// The job's status now, its tenant and its sequence number: from its live state while it
+    /// has not ended, from the database once it has.
+    fn snapshot(&self, id: &str) -> Result<Option<(JobStatus, String, u64)>, ApiError> {
+        let live = self.lock().live.get(id).cloned();
+        if let Some(live) = live
+            && !live.phase.borrow().is_final()
+        {
+            return Ok(Some((live.status(), live.record.tenant.clone(), live.record.seq)));
+        }
+        let record = self.db.get(id).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(record.map(|record| (stored_status(&record), record.tenant, record.seq)))
     }
 
     /// `tenant`'s jobs, newest first: at most `limit`, submitted before the sequence number
@@ -326,16 +330,10 @@ impl Service {
         let mut jobs = Vec::with_capacity(ids.len());
         let mut last_seq = None;
         for id in &ids {
-            let live = self.lock().live.get(id).cloned();
-            let (status, seq) = match live {
-                Some(live) if !live.phase.borrow().is_final() => (live.status(), live.record.seq),
-                _ => match self.db.get(id).map_err(|e| ApiError::internal(e.to_string()))? {
-                    Some(record) => (stored_status(&record), record.seq),
-                    None => continue,
-                },
-            };
-            jobs.push(status);
-            last_seq = Some(seq);
+            if let Some((status, _, seq)) = self.snapshot(id)? {
+                jobs.push(status);
+                last_seq = Some(seq);
+            }
         }
         let next = if ids.len() == limit { last_seq } else { None };
         Ok((jobs, next))
@@ -435,7 +433,7 @@ impl Service {
                 };
                 let attempt = attempt.unwrap_or_else(|panic| {
                     // A bug in gridbox, not the job's doing; record it rather than lose the job.
-                    Attempt::Ended(JobState::Failed, refused(0, format!("internal error while running the job: {panic}")))
+                    Attempt::Ended(JobState::Failed, JobResult::without_run(0, format!("internal error while running the job: {panic}")))
                 });
                 service.end_run(&live, attempt).await;
                 drop((permit, kib_permit));
@@ -523,23 +521,28 @@ impl Service {
         let (run, receipt) = match execution {
             Execution::Stopped => return (Attempt::Stopped, nothing()),
             Execution::HostFault(reason) => return (Attempt::HostFault(reason), nothing()),
-            Execution::Refused(reason) => return (Attempt::Ended(JobState::Failed, refused(started_at_ms, reason)), nothing()),
+            Execution::Refused(reason) => return (Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason)), nothing()),
             Execution::Ran { run, receipt } => (run, receipt),
         };
         let receipt_json = receipt.to_canonical_json();
         let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
         blobs.extend(run.outputs.values().map(Vec::as_slice));
-        let stored = self.blobs.stage(&blobs).map(|pending| (pending, JobResult {
-            started_at_ms,
-            finished_at_ms: now_ms(),
-            fuel_used: run.fuel_used,
-            outcome: Some(run.outcome.to_string()),
-            reason: None,
-            stdout: Some(BlobRef::of(&run.stdout)),
-            stderr: Some(BlobRef::of(&run.stderr)),
-            outputs: run.outputs.iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
-            receipt: Some(BlobRef::of(&receipt_json)),
-        }));
+        let stored = self.blobs.stage(&blobs).map(|(pending, refs)| {
+            // `refs` follows `blobs`: stdout, stderr, receipt, then the outputs in order.
+            let (fixed, outputs) = refs.split_at(3);
+            let result = JobResult {
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                fuel_used: run.fuel_used,
+                outcome: Some(run.outcome.to_string()),
+                reason: None,
+                stdout: Some(fixed[0]),
+                stderr: Some(fixed[1]),
+                outputs: run.outputs.keys().cloned().zip(outputs.iter().copied()).collect(),
+                receipt: Some(fixed[2]),
+            };
+            (pending, result)
+        });
         match stored {
             Ok((pending, result)) if run.outcome == (Outcome::Exited { code: 0 }) => (Attempt::Ended(JobState::Succeeded, result), pending),
             Ok((pending, mut result)) => {
@@ -564,7 +567,7 @@ impl Service {
             Attempt::HostFault(reason) if host_fault(&reason) >= MAX_HOST_FAULTS => {
                 let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
                 let reason = format!("the provider failed to run it {MAX_HOST_FAULTS} times; the last time: {reason}");
-                Attempt::Ended(JobState::Failed, refused(started_at_ms, reason))
+                Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason))
             }
             other => other,
         };
@@ -734,21 +737,6 @@ fn stored_status(record: &JobRecord) -> JobStatus {
         stdout: result.and_then(|r| r.stdout),
         stderr: result.and_then(|r| r.stderr),
         outputs: result.map(|r| r.outputs.clone()).unwrap_or_default(),
-    }
-}
-
-/// The result of a job that failed before or without a run.
-fn refused(started_at_ms: u64, reason: String) -> JobResult {
-    JobResult {
-        started_at_ms,
-        finished_at_ms: now_ms(),
-        fuel_used: 0,
-        outcome: None,
-        reason: Some(reason),
-        receipt: None,
-        stdout: None,
-        stderr: None,
-        outputs: BTreeMap::new(),
     }
 }
 
