@@ -5,15 +5,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
-use gridbox_runtime::{Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Policy, RunOptions};
+use crate::guests;
+use gridbox_core::{Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Policy, RunOptions};
 
 /// The `probe` test program.
 pub(crate) fn probe() -> Arc<[u8]> {
-    read(gridbox_guests::PROBE_WASM)
+    read(guests::PROBE.path())
 }
 
-fn read(path: &str) -> Arc<[u8]> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}")).into()
+fn read(path: std::path::PathBuf) -> Arc<[u8]> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into()
 }
 
 /// One engine for the whole test binary, as a provider would share one.

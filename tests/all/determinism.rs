@@ -2,8 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use gridbox_runtime::{Outcome, RunOptions};
+use gridbox_core::{Outcome, RunOptions};
 
+use crate::guests;
 use crate::common::*;
 
 /// Stages the same inputs in `dir` in the given order, with file times `age` in the past.
@@ -30,7 +31,7 @@ fn receipts_are_byte_identical_across_staging_dirs_order_mtimes_env_and_clock() 
     let run = |stage: &std::path::Path, out: &str, env: &[(&str, &str)]| {
         let out = work.path().join(out);
         let mut command = gridbox();
-        command.envs(env.iter().copied()).arg("run").arg(gridbox_guests::PROBE_WASM);
+        command.envs(env.iter().copied()).arg("run").arg(guests::PROBE.path());
         command.arg("--dir").arg(format!("{}::/input", stage.display()));
         command.args(["--env", "GREETING=hi", "--quiet", "--key"]).arg(&key).arg("--out").arg(&out).args(["--", "report"]);
         let output = command.output().expect("run gridbox");
@@ -78,9 +79,9 @@ fn clock_and_random_come_from_the_manifest() {
     // A different seed gives different random bytes; nothing else changes.
     let mut seeded = job(probe(), &["report"], &[], &[]).manifest().manifest().clone();
     seeded.seed = 7;
-    let seeded = gridbox_runtime::Job::new(
+    let seeded = gridbox_core::Job::new(
         probe(),
-        seeded.resolve(&gridbox_runtime::Policy::default()).unwrap(),
+        seeded.resolve(&gridbox_core::Policy::default()).unwrap(),
         Default::default(),
     )
     .unwrap();
@@ -105,9 +106,9 @@ fn file_operations_work_and_inputs_are_read_only() {
 fn stdin_comes_from_an_input() {
     let mut job = job(probe(), &["stdin"], &[("in.txt", b"fed to stdin")], &[]).manifest().manifest().clone();
     job.stdin = Some("in.txt".into());
-    let resolved = job.resolve(&gridbox_runtime::Policy::default()).unwrap();
+    let resolved = job.resolve(&gridbox_core::Policy::default()).unwrap();
     let inputs = [("in.txt".to_string(), std::sync::Arc::from(&b"fed to stdin"[..]))].into_iter().collect();
-    let run = engine().run(&gridbox_runtime::Job::new(probe(), resolved, inputs).unwrap(), RunOptions::default()).unwrap();
+    let run = engine().run(&gridbox_core::Job::new(probe(), resolved, inputs).unwrap(), RunOptions::default()).unwrap();
     assert_eq!(String::from_utf8_lossy(&run.stdout), "stdin: 12 bytes: fed to stdin\n");
 }
 

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use gridbox_runtime::{LimitKind, Outcome, RunOptions};
+use gridbox_core::{LimitKind, Outcome, RunOptions};
 
+use crate::guests;
 use crate::common::*;
 
 fn stopped_by(limit: LimitKind, value: u64) -> Outcome {
@@ -68,13 +69,13 @@ fn output_file_limit_stops_many_files() {
 fn a_limited_run_exits_135_names_the_limit_and_writes_a_receipt() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--limit", &"fuel=1_000_000", &"--out", &out, &"--", &"spin"]);
+    let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--limit", &"fuel=1_000_000", &"--out", &out, &"--", &"spin"]);
     assert_eq!(output.status.code(), Some(135), "{}", stderr(&output));
     assert!(stderr(&output).contains("fuel limit of 1000000"), "{}", stderr(&output));
     let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("receipt.json")).unwrap()).unwrap();
     assert_eq!(receipt["outcome"], serde_json::json!({"status": "limit_exceeded", "limit": "fuel", "value": 1_000_000}));
     assert_eq!(receipt["fuel_used"], 1_000_000);
     // And that receipt verifies: fuel stops are deterministic.
-    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &gridbox_guests::PROBE_WASM]);
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &guests::PROBE.path()]);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
 }

@@ -2,17 +2,18 @@
 
 use std::sync::Arc;
 
-use gridbox_runtime::{Digest, Manifest, Policy, RunError, RunOptions};
+use gridbox_core::{Digest, Manifest, Policy, RunError, RunOptions};
 
+use crate::guests;
 use crate::common::*;
 
-fn refusal(module: Vec<u8>, capabilities: Option<Vec<gridbox_runtime::Capability>>) -> RunError {
+fn refusal(module: Vec<u8>, capabilities: Option<Vec<gridbox_core::Capability>>) -> RunError {
     let module: Arc<[u8]> = module.into();
     let mut manifest = Manifest::new(Digest::of(&module));
     if let Some(capabilities) = capabilities {
         manifest.capabilities = capabilities;
     }
-    let job = gridbox_runtime::Job::new(module, manifest.resolve(&Policy::default()).unwrap(), Default::default()).unwrap();
+    let job = gridbox_core::Job::new(module, manifest.resolve(&Policy::default()).unwrap(), Default::default()).unwrap();
     match engine().run(&job, RunOptions::default()) {
         Err(error) => error,
         Ok(run) => panic!("ran instead of being refused: {:?}", run.outcome),
@@ -52,11 +53,11 @@ fn mismatched_inputs_and_modules_are_refused() {
     manifest.inputs.insert("a.txt".into(), Digest::of(b"expected"));
     let resolved = manifest.resolve(&Policy::default()).unwrap();
     let given = [("a.txt".to_string(), Arc::from(&b"tampered"[..]))].into_iter().collect();
-    let message = gridbox_runtime::Job::new(module.clone(), resolved.clone(), given).err().unwrap().to_string();
+    let message = gridbox_core::Job::new(module.clone(), resolved.clone(), given).err().unwrap().to_string();
     assert!(message.contains("\"a.txt\"") && message.contains(&Digest::of(b"expected").to_hex()), "{message}");
-    let message = gridbox_runtime::Job::new(module, resolved.clone(), Default::default()).err().unwrap().to_string();
+    let message = gridbox_core::Job::new(module, resolved.clone(), Default::default()).err().unwrap().to_string();
     assert!(message.contains("\"a.txt\" is in the manifest but was not given"), "{message}");
-    let message = gridbox_runtime::Job::new(Arc::from(&b"other"[..]), resolved, Default::default()).err().unwrap().to_string();
+    let message = gridbox_core::Job::new(Arc::from(&b"other"[..]), resolved, Default::default()).err().unwrap().to_string();
     assert!(message.contains("manifest's `module`"), "{message}");
 }
 
@@ -75,7 +76,7 @@ fn the_cli_refuses_with_exit_136_and_names_the_problem() {
     for (what, manifest, expected) in cases {
         let path = work.path().join("job.toml");
         std::fs::write(&path, manifest).unwrap();
-        let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--manifest", &path]);
+        let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--manifest", &path]);
         assert_eq!(output.status.code(), Some(136), "{what}: {}", stderr(&output));
         assert!(stderr(&output).contains(expected), "{what}: expected {expected:?} in {}", stderr(&output));
     }
@@ -102,9 +103,9 @@ fn mutated_modules_never_crash_the_host() {
         }
         let module: Arc<[u8]> = module.into();
         let mut manifest = Manifest::new(Digest::of(&module));
-        manifest.limits.set(gridbox_runtime::LimitKind::Fuel, 5_000_000);
+        manifest.limits.set(gridbox_core::LimitKind::Fuel, 5_000_000);
         manifest.args = vec!["hello".into()];
-        let job = gridbox_runtime::Job::new(module, manifest.resolve(&Policy::default()).unwrap(), Default::default()).unwrap();
+        let job = gridbox_core::Job::new(module, manifest.resolve(&Policy::default()).unwrap(), Default::default()).unwrap();
         let _ = engine().run(&job, RunOptions::default());
     }
 }

@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gridbox_runtime::client::{Client, ClientError};
-use gridbox_runtime::serve::wire::{JobState, JobStatus};
-use gridbox_runtime::verify::{self, Evidence};
-use gridbox_runtime::{Digest, JobEngine, Manifest, Policy, Receipt};
+use gridbox_service::client::{Client, ClientError};
+use gridbox_service::wire::{JobState, JobStatus};
+use gridbox_core::verify::{self, Evidence};
+use gridbox_core::{Digest, JobEngine, Manifest, Policy, Receipt};
 
+use crate::guests;
 use crate::common::{gridbox, gridbox_output, probe, stderr};
 
 const ALICE: &str = "alice-token-0123456789";
@@ -108,7 +109,7 @@ async fn wait_for_end(client: &Client, id: &str) -> JobStatus {
 /// Downloads the job's receipt and artifacts and replays it on the CPU.
 async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
     let receipt = Receipt::from_json(&client.receipt(&status.id).await.unwrap()).unwrap();
-    let mut artifacts = gridbox_runtime::artifacts::Artifacts {
+    let mut artifacts = gridbox_core::artifacts::Artifacts {
         stdout: Some(client.download(&status.stdout.unwrap()).await.unwrap()),
         stderr: Some(client.download(&status.stderr.unwrap()).await.unwrap()),
         ..Default::default()
@@ -118,7 +119,7 @@ async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
     }
     let evidence = Evidence { module: module.into(), inputs: Default::default(), artifacts: Some(artifacts) };
     let engine = JobEngine::new(&Policy::default()).unwrap();
-    let report = tokio::task::block_in_place(|| verify::verify(&engine, &receipt, &evidence));
+    let report = tokio::task::block_in_place(|| verify::verify(&engine, &receipt, &evidence)).expect("the replay runs");
     assert!(report.ok(), "job {}: {:?}", status.id, report.first_mismatch());
 }
 
@@ -360,9 +361,10 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     std::fs::write(&manifest_path, toml::to_string(&manifest).unwrap()).unwrap();
     let out = data.path().join("out");
     let input = format!("note.txt={}", job.join("note.txt").display());
+    let probe_path = guests::PROBE.path();
     let args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
         &"submit",
-        &gridbox_guests::PROBE_WASM,
+        &probe_path,
         &"--manifest",
         &manifest_path,
         &"--input",
@@ -391,13 +393,13 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
 
     // Without a manifest, the flags describe the job as for `gridbox run`; the exit status is the job's.
-    let exited = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--server", &server.url, &"--token", &ALICE, &"--limit", &"fuel=10_000_000", &"--", &"exit", &"3"]);
+    let exited = gridbox_output(&[&"submit", &guests::PROBE.path(), &"--server", &server.url, &"--token", &ALICE, &"--limit", &"fuel=10_000_000", &"--", &"exit", &"3"]);
     assert_eq!(exited.status.code(), Some(3), "{}", stderr(&exited));
-    let both = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--manifest", &manifest_path, &"--server", &server.url, &"--token", &ALICE, &"--", &"x"]);
+    let both = gridbox_output(&[&"submit", &guests::PROBE.path(), &"--manifest", &manifest_path, &"--server", &server.url, &"--token", &ALICE, &"--", &"x"]);
     assert_eq!(both.status.code(), Some(136));
     assert!(stderr(&both).contains("go in the manifest"), "{}", stderr(&both));
 
-    let refused = gridbox_output(&[&"submit", &gridbox_guests::PROBE_WASM, &"--server", &server.url, &"--token", &"wrong-token-000000000"]);
+    let refused = gridbox_output(&[&"submit", &guests::PROBE.path(), &"--server", &server.url, &"--token", &"wrong-token-000000000"]);
     assert_eq!(refused.status.code(), Some(136));
     assert!(stderr(&refused).contains("401 unauthorized"), "{}", stderr(&refused));
 
@@ -457,7 +459,7 @@ fn a_blob_damaged_on_disk_is_never_served_and_its_job_fails_with_the_reason() {
         bytes[100] ^= 1;
         std::fs::write(&path, bytes).unwrap();
 
-        let blob = gridbox_runtime::BlobRef::of(&module);
+        let blob = gridbox_core::BlobRef::of(&module);
         assert_eq!(api_code(&alice.download(&blob).await.unwrap_err()), (500, "blob_corrupted"));
         let id = alice.submit(&manifest(&module, &["hello"], 0)).await.unwrap().id;
         let status = wait_for_end(&alice, &id).await;

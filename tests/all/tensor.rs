@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gridbox_runtime::manifest::TensorSection;
-use gridbox_runtime::{Capability, Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Outcome, Policy, RunError, RunOptions};
-use host_gpu_bridge::TraceLevel;
+use gridbox_core::manifest::TensorSection;
+use gridbox_core::{Capability, Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Outcome, Policy, RunError, RunOptions};
+use gridbox_compute::TraceLevel;
 
+use crate::guests;
 use crate::common::*;
 
 fn tensor_probe() -> Arc<[u8]> {
-    std::fs::read(gridbox_guests::TENSOR_PROBE_WASM).unwrap().into()
+    std::fs::read(guests::TENSOR_PROBE.path()).unwrap().into()
 }
 
 fn tensor_manifest(module: &Arc<[u8]>, args: &[&str], limits: &[(LimitKind, u64)], tensor: Option<TensorSection>) -> Manifest {
@@ -44,7 +45,7 @@ fn every_op_runs_through_the_sdk_and_matches_the_kernels_called_directly() {
     let text = String::from_utf8_lossy(&run.stdout).into_owned();
     assert_eq!(text.lines().count(), 25, "{text}");
     // The guest's matmul equals the CPU kernel run on the host directly, bit for bit.
-    use host_gpu_bridge::{Backend, OpCall, Tensor, TensorMeta};
+    use gridbox_compute::{Backend, OpCall, Tensor, TensorMeta};
     let values: Vec<f32> = (0..30).map(|i| (i as f32 - 13.5) * 0.37).collect();
     let a = Tensor::f32(vec![2, 3], values[..6].to_vec()).unwrap();
     let b = Tensor::f32(vec![3, 4], values[6..18].to_vec()).unwrap();
@@ -202,10 +203,10 @@ fn huge_and_overflowing_shapes_get_codes_before_any_allocation() {
 }
 
 /// Runs an example through the real binary with its data, then verifies the receipt.
-fn run_example(module: &str, data: &str, trace: &str) -> (String, std::path::PathBuf, tempfile::TempDir) {
+fn run_example(module: std::path::PathBuf, data: &str, trace: &str) -> (String, std::path::PathBuf, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let dir = format!("{}/../examples/{data}::/input", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/examples/{data}::/input", guests::repo_root().display());
     let output = gridbox_output(&[&"run", &module, &"--capability", &"tensor", &"--trace", &trace, &"--dir", &dir, &"--out", &out]);
     assert!(output.status.success(), "{}", stderr(&output));
     let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &module, &"--dir", &dir]);
@@ -215,7 +216,7 @@ fn run_example(module: &str, data: &str, trace: &str) -> (String, std::path::Pat
 
 #[test]
 fn the_mlp_example_classifies_as_numpy_did_and_verifies() {
-    let (stdout, out, _work) = run_example(gridbox_guests::MLP_WASM, "mlp/data", "full");
+    let (stdout, out, _work) = run_example(guests::MLP.path(), "mlp/data", "full");
     // examples/mlp/train.py reports held-out accuracy 0.9535 (246 of 258) in numpy.
     assert!(stdout.contains("258 points, 3 classes: 246 correct, accuracy 0.9535"), "{stdout}");
     assert_eq!(std::fs::read_to_string(out.join("output/predictions.csv")).unwrap().lines().count(), 259);
@@ -223,8 +224,8 @@ fn the_mlp_example_classifies_as_numpy_did_and_verifies() {
 
 #[test]
 fn the_transformer_example_runs_and_verifies_at_both_trace_levels() {
-    let (full, full_out, _a) = run_example(gridbox_guests::TRANSFORMER_WASM, "transformer/data", "full");
-    let (readback, readback_out, _b) = run_example(gridbox_guests::TRANSFORMER_WASM, "transformer/data", "readback");
+    let (full, full_out, _a) = run_example(guests::TRANSFORMER.path(), "transformer/data", "full");
+    let (readback, readback_out, _b) = run_example(guests::TRANSFORMER.path(), "transformer/data", "readback");
     assert!(full.contains("output shape [16, 64]"), "{full}");
     assert_eq!(full, readback);
     let hidden = |dir: &std::path::Path| std::fs::read(dir.join("output/hidden.bin")).unwrap();
@@ -243,16 +244,16 @@ fn the_transformer_example_runs_and_verifies_at_both_trace_levels() {
 #[test]
 fn cuda_receipts_verify_on_the_cpu_or_asking_for_cuda_without_one_is_an_error() {
     let work = tempfile::tempdir().unwrap();
-    let has_gpu = host_gpu_bridge::cuda::device_count().map(|n| n > 0).unwrap_or(false);
+    let has_gpu = gridbox_compute::cuda::device_count().map(|n| n > 0).unwrap_or(false);
     if !has_gpu {
-        let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--device", &"cuda"]);
+        let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--device", &"cuda"]);
         assert_eq!(output.status.code(), Some(136), "{}", stderr(&output));
         assert!(stderr(&output).contains("--device cuda:0"), "{}", stderr(&output));
         println!("SKIPPED the CUDA half of this test: no CUDA device; only the refusal was checked");
         return;
     }
-    for (module, data) in [(gridbox_guests::MLP_WASM, "mlp/data"), (gridbox_guests::TRANSFORMER_WASM, "transformer/data")] {
-        let dir = format!("{}/../examples/{data}::/input", env!("CARGO_MANIFEST_DIR"));
+    for (module, data) in [(guests::MLP.path(), "mlp/data"), (guests::TRANSFORMER.path(), "transformer/data")] {
+        let dir = format!("{}/examples/{data}::/input", guests::repo_root().display());
         let (cuda_out, cpu_out) = (work.path().join(format!("{data}-cuda")), work.path().join(format!("{data}-cpu")));
         for (device, out) in [("cuda", &cuda_out), ("cpu", &cpu_out)] {
             let output = gridbox_output(&[&"run", &module, &"--device", &device, &"--capability", &"tensor", &"--dir", &dir, &"--out", out]);

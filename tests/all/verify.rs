@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::guests;
 use crate::common::*;
 
 struct Example {
@@ -18,7 +19,7 @@ fn run_wordfreq() -> Example {
     put(&data, "one.txt", b"the cat sat on the mat");
     put(&data, "more/two.txt", b"The dog chased the cat");
     let module = work.path().join("wordfreq.wasm");
-    std::fs::copy(gridbox_guests::WORDFREQ_WASM, &module).unwrap();
+    std::fs::copy(guests::WORDFREQ.path(), &module).unwrap();
     let out = work.path().join("out");
     let output = gridbox_output(&[&"run", &module, &"--dir", &format!("{}::/input", data.display()), &"--out", &out, &"--", &"--top", &"3"]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -130,11 +131,11 @@ fn receipts_carry_key_signature_and_an_empty_trace() {
 fn traps_exit_134_with_a_receipt_that_verifies() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
-    let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--out", &out, &"--", &"trap"]);
+    let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--out", &out, &"--", &"trap"]);
     assert_eq!(output.status.code(), Some(134), "{}", stderr(&output));
-    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &gridbox_guests::PROBE_WASM]);
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &guests::PROBE.path()]);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
-    let exited = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--", &"exit", &"7"]);
+    let exited = gridbox_output(&[&"run", &guests::PROBE.path(), &"--", &"exit", &"7"]);
     assert_eq!(exited.status.code(), Some(7));
 }
 
@@ -142,7 +143,7 @@ fn traps_exit_134_with_a_receipt_that_verifies() {
 fn a_non_empty_out_dir_is_refused_before_running() {
     let work = tempfile::tempdir().unwrap();
     put(work.path(), "out/precious.txt", b"keep me");
-    let output = gridbox_output(&[&"run", &gridbox_guests::PROBE_WASM, &"--out", &work.path().join("out")]);
+    let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--out", &work.path().join("out")]);
     assert_eq!(output.status.code(), Some(136));
     assert!(stderr(&output).contains("not empty"), "{}", stderr(&output));
     assert_eq!(std::fs::read(work.path().join("out/precious.txt")).unwrap(), b"keep me");
@@ -159,7 +160,7 @@ fn a_malformed_receipt_is_an_error_not_a_mismatch() {
     for (what, bytes, expected) in cases {
         let path = work.path().join("receipt.json");
         std::fs::write(&path, bytes).unwrap();
-        let output = gridbox_output(&[&"verify", &path, &"--module", &gridbox_guests::PROBE_WASM]);
+        let output = gridbox_output(&[&"verify", &path, &"--module", &guests::PROBE.path()]);
         assert_eq!(output.status.code(), Some(2), "{what}: {}", stderr(&output));
         assert!(stderr(&output).contains(expected), "{what}: {}", stderr(&output));
     }

@@ -1,0 +1,8 @@
+//! One module per subcommand: its flags and what it does.
+
+pub(crate) mod keygen;
+pub(crate) mod load;
+pub(crate) mod run;
+pub(crate) mod serve;
+pub(crate) mod submit;
+pub(crate) mod verify;

@@ -1,0 +1,86 @@
+//! `gridbox run`: run a job here and sign its receipt.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gridbox_compute::DeviceChoice;
+use gridbox_core::artifacts::{self, RECEIPT_FILE};
+use gridbox_core::{Job, Outcome, Policy, Receipt, RunOptions, keys};
+use gridbox_service::ServiceConfig;
+
+use crate::device::engine_on;
+use crate::exit;
+use crate::flags::{InputArgs, JobFlags, gather_inputs, job_manifest, read, read_text};
+
+/// `gridbox run`'s flags.
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The job's wasm module.
+    module: PathBuf,
+    /// The job's manifest (TOML). Without one, gridbox writes one from the flags.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
+    job: JobFlags,
+    /// The provider policy (TOML) that caps every limit; default: gridbox's built-in policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The provider's secret key; without one, a throwaway key signs the receipt.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Do not echo the job's stdout and stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Where tensor ops run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+}
+
+/// Runs the job; the exit status is the job's own or what stopped it.
+pub(crate) fn run(args: RunArgs) -> Result<u8> {
+    let module: Arc<[u8]> = read(&args.module)?.into();
+    let inputs = gather_inputs(&args.inputs)?;
+    let policy = match &args.policy {
+        Some(path) => ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
+        None => Policy::default(),
+    };
+    let manifest = job_manifest(args.manifest.as_deref(), &args.job, &module, &inputs)?;
+    let resolved = manifest.resolve(&policy)?;
+    if let Some(out) = &args.out {
+        artifacts::check_writable(out)?;
+    }
+    let key = match &args.key {
+        Some(path) => keys::read_secret_key(path)?,
+        None => keys::generate()?,
+    };
+    let engine = engine_on(&policy, args.device)?;
+    let job = Job::new(module, resolved, inputs)?;
+    let run = engine.run(&job, RunOptions::default())?;
+    let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
+
+    if !args.quiet {
+        std::io::stdout().write_all(&run.stdout).context("writing stdout")?;
+        std::io::stderr().write_all(&run.stderr).context("writing stderr")?;
+    }
+    if let Some(out) = &args.out {
+        artifacts::write(out, &run, &receipt)?;
+        eprintln!("gridbox: {}; receipt in {}", run.outcome, out.join(RECEIPT_FILE).display());
+    } else if !matches!(run.outcome, Outcome::Exited { code: 0 }) {
+        eprintln!("gridbox: {}", run.outcome);
+    }
+    if args.key.is_none() && args.out.is_some() {
+        eprintln!("gridbox: note: signed with a throwaway key; pass --key (see `gridbox keygen`) to sign as a provider");
+    }
+    if let (Outcome::Trapped { .. }, Some(detail)) = (&run.outcome, &run.detail) {
+        eprintln!("gridbox: {detail}");
+    }
+    Ok(exit::for_outcome(&run.outcome))
+}

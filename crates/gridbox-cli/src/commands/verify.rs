@@ -1,0 +1,80 @@
+//! `gridbox verify`: check a receipt by its signature, its commitments and a replay.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gridbox_compute::DeviceChoice;
+use gridbox_core::verify::{self, Evidence, Verification};
+use gridbox_core::{Policy, Receipt, artifacts};
+
+use crate::device::engine_on;
+use crate::exit;
+use crate::flags::{InputArgs, artifacts_beside, gather_inputs, read};
+
+/// `gridbox verify`'s flags.
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// The receipt to check.
+    receipt: PathBuf,
+    /// The job's wasm module.
+    #[arg(long)]
+    module: PathBuf,
+    #[command(flatten)]
+    inputs: InputArgs,
+    /// Folder holding the delivered stdout, stderr and output/ to check too; default: the
+    /// receipt's folder when it holds them.
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N. Any backend must give the
+    /// receipt's bytes.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: DeviceChoice,
+}
+
+/// Verifies; exit status 0 when every field matches, 1 on a mismatch.
+pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
+    let receipt = Receipt::from_json(&read(&args.receipt)?).with_context(|| format!("receipt {}", args.receipt.display()))?;
+    let artifact_dir = args.artifacts.clone().or_else(|| artifacts_beside(&args.receipt));
+    let evidence = Evidence {
+        module: read(&args.module)?.into(),
+        inputs: gather_inputs(&args.inputs)?,
+        artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
+    };
+    let engine = engine_on(&Policy::default(), args.device)?;
+    let report = verify::verify(&engine, &receipt, &evidence)?;
+    if args.json {
+        let json = serde_json::json!({
+            "ok": report.ok(),
+            "first_mismatch": report.first_mismatch().map(|check| &check.field),
+            "checks": report.checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_table(&report);
+    }
+    match report.first_mismatch() {
+        None => {
+            eprintln!("gridbox: receipt verified: every field matches");
+            Ok(0)
+        }
+        Some(check) => {
+            eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
+            Ok(exit::MISMATCH)
+        }
+    }
+}
+
+/// Prints the checks as a table.
+pub(crate) fn print_table(report: &Verification) {
+    let width = |f: fn(&verify::Check) -> usize| report.checks.iter().map(f).max().unwrap_or(0);
+    let (fw, ew) = (width(|c| c.field.len()).max(5), width(|c| c.expected.len()).clamp(8, 80));
+    println!("{:fw$}  {:ew$}  {:ew$}  ok", "field", "expected", "got");
+    for check in &report.checks {
+        let mark = if check.ok { "yes" } else { "NO" };
+        println!("{:fw$}  {:ew$}  {:ew$}  {mark}", check.field, check.expected, check.got);
+    }
+}

@@ -1,0 +1,81 @@
+//! `gridbox`: run jobs, verify receipts, serve and submit jobs, make provider keys.
+//!
+//! One module per subcommand in [`commands`]; the flags they share in [`flags`]; exit statuses
+//! in [`exit`]. The only crate of gridbox that uses `anyhow`.
+
+mod commands;
+mod device;
+mod exit;
+mod flags;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::{load, run, serve, submit, verify};
+
+#[derive(Parser)]
+#[command(name = "gridbox", version, about = "Deterministic, verifiable WebAssembly compute jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a wasm32-wasip1 job and write its outputs and signed receipt.
+    ///
+    /// Exit status: the job's own (0-125), 134 if it trapped, 135 if a limit stopped it,
+    /// 136 if gridbox refused it, 138 if this machine failed while it ran (no receipt).
+    Run(run::RunArgs),
+    /// Check a receipt: its signature, its commitments, and a replay of the job.
+    ///
+    /// Exit status: 0 if every field matches, 1 on a mismatch (the first is named), 2 if
+    /// verification could not be carried out.
+    Verify(verify::VerifyArgs),
+    /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
+    Serve(serve::ServeArgs),
+    /// Send a job to a server, wait for it, download its results and optionally replay it.
+    ///
+    /// Exit status as for `run`; with --verify, 1 if the replay does not match the receipt.
+    Submit(submit::SubmitArgs),
+    /// Measure a server: run many tiny jobs from concurrent clients; print jobs/s and latency.
+    Load(load::LoadArgs),
+    /// Write a new provider key pair: KEYFILE (mode 0600) and KEYFILE.pub.
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(default_value = "provider.key")]
+        keyfile: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::REFUSED } else { 0 });
+        }
+    };
+    let (result, on_error) = match cli.command {
+        Command::Run(args) => (run::run(args), exit::REFUSED),
+        Command::Verify(args) => (verify::verify(args), exit::VERIFY_ERROR),
+        Command::Serve(args) => (serve::serve(args), exit::REFUSED),
+        Command::Submit(args) => (submit::submit(args), exit::REFUSED),
+        Command::Load(args) => (load::load(args), exit::REFUSED),
+        Command::Keygen { keyfile } => (commands::keygen::keygen(&keyfile), exit::REFUSED),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("gridbox: error: {error:#}");
+            // `verify` says 2 for anything that kept it from verifying, a fault of this machine included.
+            let code = if on_error == exit::VERIFY_ERROR { on_error } else { exit::for_error(&error, on_error) };
+            if code == exit::PROVIDER_FAULT {
+                eprintln!("gridbox: this machine failed, not the job: no receipt was made; the job can be run again");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

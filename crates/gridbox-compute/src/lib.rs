@@ -1,0 +1,35 @@
+//! gridbox's compute: tensors, the ops defined on them, and the kernels that run them on the
+//! CPU (the reference, bit for bit as spec/determinism.md says) and on CUDA GPUs, with the same
+//! bits. It knows nothing of wasm, HTTP or receipts: the runtime's bridge glue (in
+//! `gridbox-core`) reads a job's memory and calls a [`TensorSession`] here, and the kernels are
+//! tested and benchmarked alone.
+//!
+//! - [`tensor`]: tensors as the host holds them.
+//! - [`ops`]: decoded op calls, shape inference and fuel prices, all checked before allocation.
+//! - [`session`]: one job's tensors, quotas and trace, behind the bridge's handles.
+//! - [`backend`]: the closed set of backends and the contract every one implements.
+//! - [`cpu`]: the CPU reference kernels.
+//! - [`math`]: gridbox's own exp, log, tanh, ... built from +, *, fma, division, sqrt and bit
+//!   operations, so every backend rounds identically.
+//! - [`cuda`]: the CUDA backend (feature `cuda`, on by default; a twin that returns errors
+//!   without it).
+//! - [`TraceChain`]: the BLAKE3 hash chain over bridge calls that every receipt commits to.
+
+pub mod backend;
+pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "cuda_disabled.rs"]
+pub mod cuda;
+pub mod math;
+pub mod ops;
+pub mod session;
+pub mod tensor;
+mod trace;
+
+pub use backend::{Backend, Buffer, CudaError, DeviceChoice, JobBackend};
+pub use ops::{OpCall, OpError};
+pub use session::{CallError, PlannedCreate, PlannedOp, TensorGrant, TensorSession, TraceLevel};
+pub use tensor::{Tensor, TensorData, TensorMeta};
+pub use trace::{TraceChain, TraceLink};

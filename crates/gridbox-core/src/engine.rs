@@ -1,0 +1,236 @@
+//! The wasmtime engine configured for determinism, and a cache of prepared modules.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel, PoolingAllocationConfig};
+
+use gridbox_abi::{CORE_FUNCTIONS, IMPORT_MODULE, Op};
+use gridbox_compute::Backend;
+
+use crate::digest::Digest;
+use crate::job::{RunError, RunState};
+use crate::limits::LimitKind;
+use crate::manifest::{Capability, Policy};
+use crate::wasi::{self, PREVIEW1_MODULE};
+use crate::bridge;
+
+/// How often the epoch advances: the resolution of wall-time limits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// How many prepared modules the cache keeps before evicting the oldest.
+const MODULE_CACHE_ENTRIES: usize = 64;
+
+/// How many jobs may be instantiated at once in one engine (pooling allocator slots).
+const POOL_SLOTS: u32 = 64;
+
+/// A compiled module with its imports checked and resolved against the job linker.
+pub struct PreparedModule {
+    /// BLAKE3 of the module's bytes.
+    pub hash: Digest,
+    pub(crate) instance_pre: InstancePre<RunState>,
+}
+
+/// A wasmtime engine set up for deterministic jobs, with its linker and module cache.
+///
+/// Create one per process and share it: compiled modules are cached by BLAKE3(module) and the
+/// engine's configuration, and instances come from a pooling allocator.
+pub struct JobEngine {
+    engine: Engine,
+    linker: Linker<RunState>,
+    config_fingerprint: u64,
+    backend: Backend,
+    cache: Mutex<ModuleCache>,
+    ticker: Option<JoinHandle<()>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct ModuleCache {
+    entries: HashMap<(Digest, u64), Arc<PreparedModule>>,
+    order: VecDeque<(Digest, u64)>,
+}
+
+impl JobEngine {
+    /// An engine on the CPU backend able to run any job `policy` allows: the pooling
+    /// allocator's slots are sized to the policy's caps on memory and table size.
+    pub fn new(policy: &Policy) -> Result<Self, RunError> {
+        Self::with_backend(policy, Backend::cpu(policy.kernel_threads))
+    }
+
+    /// An engine whose jobs' tensor ops run on `backend`.
+    pub fn with_backend(policy: &Policy, backend: Backend) -> Result<Self, RunError> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(POOL_SLOTS)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .max_memories_per_module(1)
+            .max_tables_per_module(1)
+            .max_memory_size(usize::try_from(policy.max(LimitKind::MemoryBytes)).unwrap_or(usize::MAX))
+            .table_elements(usize::try_from(policy.max(LimitKind::TableElements)).unwrap_or(usize::MAX));
+        let mut config = deterministic_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| RunError::Engine { what: "the wasm engine", source: e.into() })?;
+
+        let mut linker = Linker::new(&engine);
+        let linker_error = |e: wasmtime::Error| RunError::Engine { what: "the job linker", source: e.into() };
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi).map_err(linker_error)?;
+        linker.allow_shadowing(true);
+        wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
+        bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let config_fingerprint = hasher.finish();
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("gridbox-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RunError::Engine { what: "the epoch thread", source: e.into() })?
+        };
+        Ok(JobEngine {
+            engine,
+            linker,
+            config_fingerprint,
+            backend,
+            cache: Mutex::new(ModuleCache::default()),
+            ticker: Some(ticker),
+            stop_ticker,
+        })
+    }
+
+    /// The tensor backend jobs' bridge calls run on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles `module` (or takes it from the cache) and checks its imports against the
+    /// capabilities and tensor ops granted, refusing it before anything runs.
+    pub fn prepare(&self, module: &[u8], granted: &[Capability], ops: &BTreeSet<Op>) -> Result<Arc<PreparedModule>, RunError> {
+        self.prepare_hashed(Digest::of(module), module, granted, ops)
+    }
+
+    /// [`JobEngine::prepare`] for a module whose hash is already known to be `hash` (a [`Job`]
+    /// checked it), so that a cache hit costs no hashing.
+    ///
+    /// [`Job`]: crate::job::Job
+    pub(crate) fn prepare_hashed(
+        &self,
+        hash: Digest,
+        module: &[u8],
+        granted: &[Capability],
+        ops: &BTreeSet<Op>,
+    ) -> Result<Arc<PreparedModule>, RunError> {
+        let key = (hash, self.config_fingerprint);
+        let cached = self.lock_cache().entries.get(&key).cloned();
+        let prepared = match cached {
+            Some(prepared) => prepared,
+            None => {
+                let compiled = Module::new(&self.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
+                check_imports(&compiled)?;
+                match compiled.get_export("_start") {
+                    Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
+                    _ => return Err(RunError::MissingStart),
+                }
+                let instance_pre = self
+                    .linker
+                    .instantiate_pre(&compiled)
+                    .map_err(|e| RunError::InvalidModule(e.into()))?;
+                let prepared = Arc::new(PreparedModule { hash, instance_pre });
+                let mut cache = self.lock_cache();
+                if cache.entries.insert(key, prepared.clone()).is_none() {
+                    cache.order.push_back(key);
+                }
+                while cache.order.len() > MODULE_CACHE_ENTRIES {
+                    if let Some(old) = cache.order.pop_front() {
+                        cache.entries.remove(&old);
+                    }
+                }
+                prepared
+            }
+        };
+        // Grants differ between jobs that share a module, so they are checked every time.
+        for import in prepared.instance_pre.module().imports() {
+            let name = || format!("{}::{}", import.module(), import.name());
+            let needs = if import.module() == PREVIEW1_MODULE { Capability::Wasi } else { Capability::Tensor };
+            if !granted.contains(&needs) {
+                return Err(RunError::ImportNotGranted { import: name(), capability: needs });
+            }
+            if let Some(op) = Op::from_name(import.name())
+                && import.module() == IMPORT_MODULE
+                && !ops.contains(&op)
+            {
+                return Err(RunError::OpNotGranted { import: name() });
+            }
+        }
+        Ok(prepared)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ModuleCache> {
+        // The cache holds no invariant a panic could break mid-update, so poison is ignored.
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for JobEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
+}
+
+/// The engine settings that make runs reproducible (see spec/determinism.md).
+///
+/// Threads need no setting: wasmtime is built without its `threads` feature, so a module with a
+/// shared memory fails validation.
+pub fn deterministic_config() -> Config {
+    let mut config = Config::new();
+    config
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_nan_canonicalization(true)
+        .wasm_relaxed_simd(true)
+        .relaxed_simd_deterministic(true)
+        .cranelift_opt_level(OptLevel::Speed);
+    config
+}
+
+/// Refuses imports gridbox does not provide, naming the first one.
+fn check_imports(module: &Module) -> Result<(), RunError> {
+    for import in module.imports() {
+        let name = format!("{}::{}", import.module(), import.name());
+        if import.module() == PREVIEW1_MODULE {
+            if import.name().starts_with("sock_") {
+                return Err(RunError::NoSockets { import: name });
+            }
+            if wasi::is_preview1_function(import.name()) {
+                continue;
+            }
+        }
+        if import.module() == IMPORT_MODULE && (CORE_FUNCTIONS.contains(&import.name()) || Op::from_name(import.name()).is_some()) {
+            continue;
+        }
+        return Err(RunError::UnknownImport { import: name });
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Signed receipts (spec/receipt.md): canonical JSON committing to everything a run used and made.
+
+use std::collections::BTreeMap;
+
+use gridbox_compute::TraceLevel;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+
+use crate::digest::{BlobRef, Digest};
+use crate::job::{Job, JobRun, Outcome};
+
+/// The receipt format this gridbox writes and reads.
+pub const RECEIPT_FORMAT: &str = "gridbox-receipt/1";
+
+/// Prefixed to the canonical body before signing, so a receipt signature can never be mistaken
+/// for a signature over anything else.
+const SIGNATURE_CONTEXT: &[u8] = b"gridbox receipt signature v1\n";
+
+/// Which gridbox made the receipt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeInfo {
+    /// Always `gridbox`.
+    pub name: String,
+    /// The runtime crate's version.
+    pub version: String,
+}
+
+/// The resolved manifest, embedded so that a verifier needs nothing else to replay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestCommitment {
+    /// BLAKE3 of `text`.
+    pub blake3: Digest,
+    /// The canonical TOML text of the resolved manifest.
+    pub text: String,
+}
+
+/// The trace of bridge calls.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceCommitment {
+    /// The chain's root (all zeros when the job made no bridge call).
+    pub root: Digest,
+    /// Number of calls recorded.
+    pub length: u64,
+    /// What was recorded: `full` or `readback` (from the manifest's `[tensor] trace`).
+    pub level: TraceLevel,
+}
+
+/// A signed receipt. Field order here is for people; the canonical encoding sorts keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    /// [`RECEIPT_FORMAT`].
+    pub format: String,
+    /// The runtime that ran the job.
+    pub runtime: RuntimeInfo,
+    /// The compute backend (`cpu` until the tensor bridge adds others).
+    pub backend: String,
+    /// The module.
+    pub module: BlobRef,
+    /// The resolved manifest.
+    pub manifest: ManifestCommitment,
+    /// Every input, by name.
+    pub inputs: BTreeMap<String, BlobRef>,
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// The job's stdout.
+    pub stdout: BlobRef,
+    /// The job's stderr.
+    pub stderr: BlobRef,
+    /// Every regular file the job left under `/output`, by relative path.
+    pub outputs: BTreeMap<String, BlobRef>,
+    /// The trace of bridge calls.
+    pub trace: TraceCommitment,
+    /// The provider's Ed25519 public key, hex.
+    pub public_key: String,
+    /// Ed25519 signature over the canonical body, hex.
+    pub signature: String,
+}
+
+/// A receipt that cannot be read or whose signature does not hold.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// Not a receipt: bad JSON, unknown or missing keys.
+    #[error("not a gridbox receipt: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// The receipt has no `format` string, so its schema is unknown.
+    #[error("not a gridbox receipt: it has no `format` string")]
+    NoFormat,
+    /// A format this gridbox does not read.
+    #[error("receipt format {0:?} is not supported; this gridbox reads {RECEIPT_FORMAT:?}")]
+    UnsupportedFormat(String),
+    /// The public key is not a valid Ed25519 key.
+    #[error("receipt `public_key` is not a valid Ed25519 public key")]
+    BadPublicKey,
+    /// The signature does not verify.
+    #[error("receipt `signature` does not verify against its `public_key`: the receipt was altered or signed by someone else")]
+    BadSignature,
+}
+
+impl Receipt {
+    /// Builds and signs the receipt for `run` of `job`.
+    pub fn sign(job: &Job, run: &JobRun, backend: &str, key: &SigningKey) -> Receipt {
+        let manifest = job.manifest().manifest();
+        let mut receipt = Receipt {
+            format: RECEIPT_FORMAT.into(),
+            runtime: RuntimeInfo { name: "gridbox".into(), version: env!("CARGO_PKG_VERSION").into() },
+            backend: backend.into(),
+            // `Job::new` checked the module and every input against these hashes.
+            module: BlobRef { blake3: manifest.module, size: job.module().len() as u64 },
+            manifest: ManifestCommitment { blake3: job.manifest().hash(), text: job.manifest().text().into() },
+            inputs: manifest
+                .inputs
+                .iter()
+                .map(|(name, blake3)| {
+                    let size = job.inputs().get(name).map_or(0, |bytes| bytes.len() as u64);
+                    (name.clone(), BlobRef { blake3: *blake3, size })
+                })
+                .collect(),
+            outcome: run.outcome.clone(),
+            fuel_used: run.fuel_used,
+            stdout: BlobRef::of(&run.stdout),
+            stderr: BlobRef::of(&run.stderr),
+            outputs: run.outputs.iter().map(|(name, bytes)| (name.clone(), BlobRef::of(bytes))).collect(),
+            trace: TraceCommitment {
+                root: Digest(run.trace.root()),
+                length: run.trace.len(),
+                level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
+            },
+            public_key: hex::encode(key.verifying_key().as_bytes()),
+            signature: String::new(),
+        };
+        let signature = key.sign(&receipt.signed_message());
+        receipt.signature = hex::encode(signature.to_bytes());
+        receipt
+    }
+
+    /// Parses a receipt. The signature is not checked here: see [`Receipt::check_signature`].
+    pub fn from_json(bytes: &[u8]) -> Result<Receipt, ReceiptError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ReceiptError::Malformed)?;
+        // The format decides the schema, so it is checked first.
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(RECEIPT_FORMAT) => {}
+            Some(other) => return Err(ReceiptError::UnsupportedFormat(other.into())),
+            None => return Err(ReceiptError::NoFormat),
+        }
+        serde_json::from_value(value).map_err(ReceiptError::Malformed)
+    }
+
+    /// The canonical encoding of the whole receipt, signature included: what `receipt.json` holds.
+    pub fn to_canonical_json(&self) -> Vec<u8> {
+        canonical_json(&serde_json::to_value(self).unwrap_or_default())
+    }
+
+    /// Checks the signature over the canonical body.
+    pub fn check_signature(&self) -> Result<(), ReceiptError> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(&self.public_key, &mut key).map_err(|_| ReceiptError::BadPublicKey)?;
+        let key = VerifyingKey::from_bytes(&key).map_err(|_| ReceiptError::BadPublicKey)?;
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| ReceiptError::BadSignature)?;
+        key.verify(&self.signed_message(), &Signature::from_bytes(&signature))
+            .map_err(|_| ReceiptError::BadSignature)
+    }
+
+    /// The bytes the signature covers: a context string and the canonical JSON of every field
+    /// except `signature`.
+    fn signed_message(&self) -> Vec<u8> {
+        let mut body = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut body {
+            map.remove("signature");
+        }
+        let mut message = SIGNATURE_CONTEXT.to_vec();
+        message.extend(canonical_json(&body));
+        message
+    }
+}
+
+/// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings escaped as
+/// serde_json does, integers only. Written here rather than trusting serde_json's map order,
+/// which a feature flag elsewhere in the build could change.
+pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::String(text) => write_string(text, out),
+        Value::Number(number) => out.extend(number.to_string().as_bytes()),
+        Value::Bool(flag) => out.extend(if *flag { b"true" as &[u8] } else { b"false" }),
+        Value::Null => out.extend(b"null"),
+    }
+}
+
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    out.extend(serde_json::to_string(text).unwrap_or_default().as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let value = serde_json::json!({"b": {"z": 1, "a": [true, null, "x\ny"]}, "a": 2});
+        assert_eq!(canonical_json(&value), br#"{"a":2,"b":{"a":[true,null,"x\ny"],"z":1}}"#);
+    }
+}

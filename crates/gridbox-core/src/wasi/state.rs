@@ -1,0 +1,255 @@
+//! A job's WASI state: the descriptor table, stdio buffers and the errors host functions return.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::clock::VirtualClock;
+use super::guest::{WasiMemory, iovecs_total};
+use super::vfs::{Errno, FsError, MountError, NodeId, Vfs};
+use crate::guest_memory::{GuestMemory, OutOfBounds};
+use crate::limits::{LimitExceeded, LimitKind};
+
+/// Most descriptors a job may have open at once (stdio and preopens included); one more open
+/// is `EMFILE`.
+pub const MAX_OPEN_FDS: usize = 1024;
+
+/// What a job's deterministic WASI needs to know, from its manifest and limits.
+#[derive(Debug, Clone)]
+pub struct WasiConfig {
+    /// The job's virtual start time, ns since the Unix epoch: realtime when no fuel has been
+    /// used, and the timestamps of every input file and mount.
+    pub start_unix_ns: u64,
+    /// The bytes the job reads from stdin (shared, not copied).
+    pub stdin: Arc<[u8]>,
+    /// Most bytes stdout and stderr may hold together.
+    pub stdio_bytes: u64,
+    /// Most bytes the files of writable mounts may hold together, at any moment.
+    pub output_bytes: u64,
+    /// Most files and directories the job may create in writable mounts (deleting one does not
+    /// give it back).
+    pub output_files: u64,
+    /// The fuel the store starts with (`Store::set_fuel`): consumed fuel is this minus what is
+    /// left, and drives the virtual clock.
+    pub fuel_budget: u64,
+}
+
+/// An open descriptor.
+#[derive(Debug, Clone)]
+pub(super) enum Descriptor {
+    Stdin,
+    Stdout,
+    Stderr,
+    Dir {
+        node: NodeId,
+        /// The guest path of a preopened mount root.
+        preopen: Option<String>,
+    },
+    File {
+        node: NodeId,
+        position: u64,
+        read: bool,
+        write: bool,
+        append: bool,
+    },
+}
+
+impl Descriptor {
+    pub(super) fn node(&self) -> Option<NodeId> {
+        match self {
+            Descriptor::Dir { node, .. } | Descriptor::File { node, .. } => Some(*node),
+            Descriptor::Stdin | Descriptor::Stdout | Descriptor::Stderr => None,
+        }
+    }
+}
+
+
+/// A job's deterministic WASI state: its filesystem, descriptors, stdio and virtual clock.
+///
+/// Create one per job with [`DeterministicWasi::new`], add the mounts, put it in the store's
+/// data and register the functions with [`add_to_linker`]. After the run, read
+/// [`stdout`](DeterministicWasi::stdout), [`stderr`](DeterministicWasi::stderr) and
+/// [`collect_outputs`](DeterministicWasi::collect_outputs).
+#[derive(Debug, Clone)]
+pub struct DeterministicWasi {
+    pub(super) vfs: Vfs,
+    pub(super) fds: BTreeMap<u32, Descriptor>,
+    pub(super) stdin: Arc<[u8]>,
+    pub(super) stdin_position: usize,
+    pub(super) stdout: Vec<u8>,
+    pub(super) stderr: Vec<u8>,
+    pub(super) stdio_limit: u64,
+    pub(super) clock: VirtualClock,
+}
+
+/// Why a host function stops: an errno for the guest, or a trap that ends the job.
+pub(super) enum HostError {
+    Errno(Errno),
+    Trap(wasmtime::Error),
+}
+
+impl From<Errno> for HostError {
+    fn from(errno: Errno) -> Self {
+        HostError::Errno(errno)
+    }
+}
+
+impl From<OutOfBounds> for HostError {
+    fn from(error: OutOfBounds) -> Self {
+        HostError::Errno(error.into())
+    }
+}
+
+impl From<FsError> for HostError {
+    fn from(error: FsError) -> Self {
+        match error {
+            FsError::Errno(errno) => HostError::Errno(errno),
+            FsError::Limit(limit) => HostError::Trap(wasmtime::Error::new(limit)),
+        }
+    }
+}
+
+pub(super) type HostResult<T = ()> = Result<T, HostError>;
+
+impl DeterministicWasi {
+    /// The state for one job: stdio set up, no mounts yet.
+    pub fn new(config: WasiConfig) -> Self {
+        let fds = BTreeMap::from([(0, Descriptor::Stdin), (1, Descriptor::Stdout), (2, Descriptor::Stderr)]);
+        DeterministicWasi {
+            vfs: Vfs::new(config.start_unix_ns, config.output_bytes, config.output_files),
+            fds,
+            stdin: config.stdin,
+            stdin_position: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdio_limit: config.stdio_bytes,
+            clock: VirtualClock {
+                start_unix_ns: config.start_unix_ns,
+                fuel_budget: config.fuel_budget,
+                fuel_consumed: 0,
+                slept_ns: 0,
+                last_elapsed: 0,
+            },
+        }
+    }
+
+    /// Mounts `files` read-only at `guest_path` (such as `/input`) and preopens it; returns its
+    /// descriptor (3 for the first mount, then 4, ...). Each file is a relative path with `/`
+    /// separators and its bytes, shared rather than copied; see [`Vfs::add_read_only_mount`].
+    pub fn mount_read_only<I>(&mut self, guest_path: &str, files: I) -> Result<u32, MountError>
+    where
+        I: IntoIterator<Item = (String, Arc<[u8]>)>,
+    {
+        self.check_preopen_slot(guest_path)?;
+        let mount = self.vfs.add_read_only_mount(guest_path, files)?;
+        self.preopen(mount, guest_path)
+    }
+
+    /// Mounts an empty writable directory at `guest_path` (such as `/output`) and preopens it;
+    /// returns its descriptor.
+    pub fn mount_writable(&mut self, guest_path: &str) -> Result<u32, MountError> {
+        self.check_preopen_slot(guest_path)?;
+        let mount = self.vfs.add_writable_mount(guest_path)?;
+        self.preopen(mount, guest_path)
+    }
+
+    /// Everything the job wrote to stdout.
+    pub fn stdout(&self) -> &[u8] {
+        &self.stdout
+    }
+
+    /// Everything the job wrote to stderr.
+    pub fn stderr(&self) -> &[u8] {
+        &self.stderr
+    }
+
+    /// Every regular file under the writable mounts, by path relative to its mount (see
+    /// [`Vfs::collect_outputs`]).
+    pub fn collect_outputs(&self) -> BTreeMap<String, Vec<u8>> {
+        self.vfs.collect_outputs()
+    }
+
+    /// The job's filesystem.
+    pub fn vfs(&self) -> &Vfs {
+        &self.vfs
+    }
+
+    /// Virtual ns the job has slept in `poll_oneoff` so far.
+    pub fn slept_ns(&self) -> u64 {
+        self.clock.slept_ns
+    }
+
+    fn check_preopen_slot(&self, guest_path: &str) -> Result<(), MountError> {
+        if self.fds.len() >= MAX_OPEN_FDS {
+            return Err(MountError::TooManyDescriptors { path: guest_path.to_string() });
+        }
+        Ok(())
+    }
+
+    fn preopen(&mut self, mount: usize, guest_path: &str) -> Result<u32, MountError> {
+        let too_many = || MountError::TooManyDescriptors { path: guest_path.to_string() };
+        let node = self.vfs.mount_root(mount).ok_or_else(too_many)?;
+        self.vfs.retain(node).map_err(|_| too_many())?;
+        self.push_fd(Descriptor::Dir { node, preopen: Some(guest_path.to_string()) }).map_err(|_| too_many())
+    }
+
+    // ----- descriptor table -----
+
+    /// Adds `descriptor` at the lowest free number.
+    pub(super) fn push_fd(&mut self, descriptor: Descriptor) -> Result<u32, Errno> {
+        if self.fds.len() >= MAX_OPEN_FDS {
+            return Err(Errno::Mfile);
+        }
+        let mut fd = 0u32;
+        for &used in self.fds.keys() {
+            if used != fd {
+                break;
+            }
+            fd = fd.checked_add(1).ok_or(Errno::Mfile)?;
+        }
+        self.fds.insert(fd, descriptor);
+        Ok(fd)
+    }
+
+    pub(super) fn fd(&self, fd: u32) -> Result<&Descriptor, Errno> {
+        self.fds.get(&fd).ok_or(Errno::Badf)
+    }
+
+    /// The directory node of `fd`: `ENOTDIR` for a file, `EBADF` for stdio or a closed fd.
+    pub(super) fn dir(&self, fd: u32) -> Result<NodeId, Errno> {
+        match self.fd(fd)? {
+            Descriptor::Dir { node, .. } => Ok(*node),
+            Descriptor::File { .. } => Err(Errno::Notdir),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    pub(super) fn release(&mut self, descriptor: Descriptor) {
+        if let Some(node) = descriptor.node() {
+            self.vfs.release(node);
+        }
+    }
+
+    // ----- stdio -----
+
+    /// Appends to stdout or stderr, refusing (and trapping on) a write that would take them past
+    /// the stdio limit.
+    pub(super) fn write_stdio(&mut self, mem: &GuestMemory<'_>, iovs: u32, iovs_len: u32, to_stderr: bool) -> HostResult<u32> {
+        let total = iovecs_total(mem, iovs, iovs_len)?;
+        let used = (self.stdout.len() as u64).saturating_add(self.stderr.len() as u64);
+        if used.saturating_add(total) > self.stdio_limit {
+            return Err(HostError::Trap(wasmtime::Error::new(LimitExceeded {
+                limit: LimitKind::StdioBytes,
+                value: self.stdio_limit,
+            })));
+        }
+        let buffer = if to_stderr { &mut self.stderr } else { &mut self.stdout };
+        // `total` is within the limit, so reserving it is bounded by the job's own limit.
+        buffer.try_reserve(usize::try_from(total).map_err(|_| Errno::Nomem)?).map_err(|_| Errno::Nomem)?;
+        for index in 0..iovs_len {
+            let (buf, len) = mem.iovec(iovs, index)?;
+            buffer.extend_from_slice(mem.bytes(buf, u64::from(len))?);
+        }
+        Ok(total as u32)
+    }
+
+}

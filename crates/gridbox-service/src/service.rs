@@ -1,0 +1,740 @@
+//! The service's core, below HTTP: tenants, the bounded queue, the worker pool, running jobs
+//! and recording how they ended.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use gridbox_core::digest::Digest;
+use gridbox_core::errors::error_chain;
+use gridbox_core::engine::JobEngine;
+use gridbox_core::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
+use gridbox_core::manifest::{Manifest, ResolvedManifest};
+use gridbox_core::receipt::Receipt;
+use crate::blobs::{BlobStore, PendingBlobs};
+use crate::config::ServiceConfig;
+use crate::db::{JobDb, JobRecord, JobResult, JobState, Recovered, now_ms};
+use crate::error::ServiceError;
+use crate::metrics::{Gauges, Metrics};
+use crate::wire::JobStatus;
+
+/// A job that has not ended yet, as the workers and status requests see it.
+struct LiveJob {
+    record: JobRecord,
+    monitor: Arc<RunMonitor>,
+    /// 0 until a worker starts it.
+    started_at_ms: AtomicU64,
+    /// Queued, running, then final.
+    phase: watch::Sender<JobState>,
+    /// Found unfinished in the database at start: its starts are noted durably.
+    recovered: bool,
+    /// Attempts that failed for the provider's reasons (disk, driver), not the job's.
+    host_faults: AtomicU32,
+    /// Whether this process has noted a start of this (recovered) job: one per process.
+    start_noted: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Arc<LiveJob>>,
+    /// Slots taken by submissions still being written to the database.
+    reserved: usize,
+    /// Waiting and reserved jobs by tenant.
+    queued_by_tenant: HashMap<String, usize>,
+    running: usize,
+    running_by_tenant: HashMap<String, usize>,
+    live: HashMap<String, Arc<LiveJob>>,
+}
+
+impl Queue {
+    fn count(map: &mut HashMap<String, usize>, tenant: &str, up: bool) {
+        let count = map.entry(tenant.to_string()).or_default();
+        *count = if up { *count + 1 } else { count.saturating_sub(1) };
+    }
+
+    /// Queues a job in its submission order (a retried job goes back to its place).
+    fn push(&mut self, live: Arc<LiveJob>) {
+        Self::count(&mut self.queued_by_tenant, &live.record.tenant, true);
+        live.phase.send_replace(JobState::Queued);
+        self.live.insert(live.record.id.clone(), live.clone());
+        let seq = live.record.seq;
+        match self.waiting.back() {
+            Some(last) if last.record.seq > seq => {
+                let index = self.waiting.partition_point(|job| job.record.seq < seq);
+                self.waiting.insert(index, live);
+            }
+            _ => self.waiting.push_back(live),
+        }
+    }
+}
+
+/// How many times an attempt may fail for the provider's reasons before the job is failed.
+const MAX_HOST_FAULTS: u32 = 3;
+
+/// How long a job whose attempt failed for the provider's reasons waits before it is queued again.
+const HOST_FAULT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// After the grace period, how long stopped jobs get to unwind before shutdown returns anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// The provider service: one per data folder.
+pub struct Service {
+    config: ServiceConfig,
+    engine: JobEngine,
+    blobs: Arc<BlobStore>,
+    db: JobDb,
+    key: SigningKey,
+    tokens: Vec<(blake3::Hash, String)>,
+    queue: Mutex<Queue>,
+    /// Wakes idle workers: a job was queued, a tenant's slot freed, or the service is stopping.
+    work_ready: Notify,
+    /// Wakes [`Service::shutdown`] when a run ends.
+    run_ended: Notify,
+    stopping: AtomicBool,
+    stop_signal: watch::Sender<bool>,
+    next_seq: AtomicU64,
+    failure: Mutex<Option<String>>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+}
+
+/// Results waiting to be stored, per worker (see [`Service::work`]). Storing waits on the disk
+/// for a few milliseconds; this many let a worker keep running tiny jobs meanwhile.
+const STORING_PER_WORKER: u32 = 64;
+
+/// Bytes of results waiting to be stored, per worker, in KiB: the count above must not let
+/// large outputs pile up in memory.
+const STORING_KIB_PER_WORKER: u32 = 256 << 10;
+
+/// What running a job gave, before its results are stored.
+enum Execution {
+    /// It ran to an outcome.
+    Ran { run: Box<JobRun>, receipt: Box<Receipt> },
+    /// It could not run, for the job's reasons; the reason says why.
+    Refused(String),
+    /// It could not run or its results could not be stored, for the provider's reasons.
+    HostFault(String),
+    /// The service stopped it (shutdown).
+    Stopped,
+}
+
+/// How one attempt at running a job ended.
+#[allow(clippy::large_enum_variant)] // One per job, moved once: boxing would only add an allocation.
+enum Attempt {
+    /// It ended (either way): record it.
+    Ended(JobState, JobResult),
+    /// The service stopped it (shutdown): it stays queued for the next start.
+    Stopped,
+    /// The provider failed (disk, driver): try again later, up to [`MAX_HOST_FAULTS`] times.
+    HostFault(String),
+}
+
+impl Service {
+    /// Opens the service over `data`, queueing again every job a previous process left
+    /// unfinished.
+    pub fn open(config: ServiceConfig, engine: JobEngine, data: &std::path::Path, key: SigningKey) -> Result<Arc<Self>, ServiceError> {
+        std::fs::create_dir_all(data).map_err(|source| ServiceError::DataFolder { path: data.to_path_buf(), source })?;
+        // The database first: its file lock keeps a second server off this folder before the
+        // blob store clears `tmp/`.
+        let (db, recovered) = JobDb::open(&data.join("jobs.redb"))?;
+        let blobs = Arc::new(BlobStore::open(data)?);
+        let Recovered { unfinished, finished, given_up, next_seq } = recovered;
+        for id in &given_up {
+            eprintln!("gridbox: job {id} failed: the server stopped while it ran {} times since it was first recovered", crate::db::MAX_STARTS);
+        }
+        let metrics = Metrics::default();
+        metrics.succeeded.store(finished.get("succeeded").copied().unwrap_or(0), Ordering::Relaxed);
+        metrics.failed.store(finished.get("failed").copied().unwrap_or(0), Ordering::Relaxed);
+        let tokens = config.tenants.iter().map(|t| (blake3::hash(t.token.as_bytes()), t.name.clone())).collect();
+        let service = Arc::new(Service {
+            config,
+            engine,
+            blobs,
+            db,
+            key,
+            tokens,
+            queue: Mutex::new(Queue::default()),
+            work_ready: Notify::new(),
+            run_ended: Notify::new(),
+            stopping: AtomicBool::new(false),
+            stop_signal: watch::channel(false).0,
+            next_seq: AtomicU64::new(next_seq),
+            failure: Mutex::new(None),
+            metrics,
+        });
+        {
+            let mut queue = service.lock();
+            for record in unfinished {
+                let mut live = LiveJob::new(record);
+                live.recovered = true;
+                queue.push(Arc::new(live));
+            }
+        }
+        Ok(service)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<BlobStore> {
+        &self.blobs
+    }
+
+    /// Jobs waiting to run (including those recovered at start).
+    pub fn queued(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// The tenant whose bearer token this is.
+    pub fn authenticate(&self, token: &str) -> Option<&str> {
+        // Compare hashes, whose equality is constant-time, rather than the tokens themselves.
+        let hash = blake3::hash(token.as_bytes());
+        self.tokens.iter().find(|(known, _)| *known == hash).map(|(_, name)| name.as_str())
+    }
+
+    /// A receiver that turns true when the service starts stopping.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_signal.subscribe()
+    }
+
+    /// Whether `tenant` may read `blob`.
+    pub fn can_read(&self, tenant: &str, blob: &Digest) -> Result<bool, ServiceError> {
+        Ok(self.db.owns(tenant, blob)?)
+    }
+
+    /// Records that `tenant` uploaded `blob`.
+    pub async fn add_owner(&self, tenant: &str, blob: Digest) -> Result<(), ServiceError> {
+        Ok(self.db.own(tenant, blob).await?)
+    }
+
+    /// Accepts a job: checks the manifest against the policy and the tenant's blobs, stores it
+    /// durably and queues it.
+    pub async fn submit(self: &Arc<Self>, tenant: &str, manifest_text: &str) -> Result<JobStatus, ServiceError> {
+        let manifest = Manifest::from_toml(manifest_text)?;
+        let resolved = manifest.resolve(&self.config.policy)?;
+        let wanted = std::iter::once(("module".to_string(), resolved.manifest().module))
+            .chain(resolved.manifest().inputs.iter().map(|(name, digest)| (format!("input {name:?}"), *digest)));
+        for (what, digest) in wanted {
+            if !self.can_read(tenant, &digest)? {
+                return Err(ServiceError::BlobNotUploaded { what, digest });
+            }
+        }
+        self.reserve_slot(tenant)?;
+        let record = JobRecord {
+            id: new_job_id(),
+            tenant: tenant.to_string(),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            state: JobState::Queued,
+            manifest: resolved.text().to_string(),
+            submitted_at_ms: now_ms(),
+            starts: 0,
+            result: None,
+        };
+        // Storing and queueing run in their own task: if the client goes away or the request
+        // times out meanwhile, the job is still queued (it is durable) and the slot accounted for.
+        let service = self.clone();
+        let queued = tokio::spawn(async move {
+            let stored = service.db.insert(record.clone()).await;
+            let mut queue = service.lock();
+            queue.reserved -= 1;
+            if let Err(e) = stored {
+                Queue::count(&mut queue.queued_by_tenant, &record.tenant, false);
+                drop(queue);
+                service.fail(format!("the job database cannot store a submission: {e}"));
+                return Err(ServiceError::Database(e));
+            }
+            Queue::count(&mut queue.queued_by_tenant, &record.tenant, false); // `push` counts it again
+            let live = Arc::new(LiveJob::new(record));
+            queue.push(live.clone());
+            drop(queue);
+            service.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+            service.work_ready.notify_one();
+            Ok(live.status())
+        });
+        queued.await?
+    }
+
+    /// Takes a queue slot for `tenant`, or says why there is none.
+    fn reserve_slot(&self, tenant: &str) -> Result<(), ServiceError> {
+        let serve = &self.config.serve;
+        let mut queue = self.lock();
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(ServiceError::ShuttingDown);
+        }
+        if queue.waiting.len() + queue.reserved >= serve.max_queued {
+            return Err(ServiceError::QueueFull { limit: serve.max_queued, retry_after_s: serve.retry_after_s });
+        }
+        if queue.queued_by_tenant.get(tenant).copied().unwrap_or(0) >= serve.max_queued_per_tenant {
+            return Err(ServiceError::TenantQueueFull { limit: serve.max_queued_per_tenant, retry_after_s: serve.retry_after_s });
+        }
+        queue.reserved += 1;
+        Queue::count(&mut queue.queued_by_tenant, tenant, true);
+        Ok(())
+    }
+
+    /// The job's status, if `tenant` submitted it. With `wait`, holds the answer until the
+    /// job ends, the wait is over or the service stops.
+    pub async fn status(&self, tenant: &str, id: &str, wait: Duration) -> Result<JobStatus, ServiceError> {
+        let live = self.lock().live.get(id).cloned();
+        if let Some(live) = live
+            && live.record.tenant == tenant
+            && !wait.is_zero()
+        {
+            let mut phase = live.phase.subscribe();
+            let mut stop = self.stop_signal();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = phase.wait_for(|state| state.is_final()) => {}
+                _ = stop.wait_for(|stopping| *stopping) => {}
+            }
+        }
+        match self.snapshot(id)? {
+            Some((status, owner, _)) if owner == tenant => Ok(status),
+            _ => Err(ServiceError::JobNotFound(id.to_string())),
+        }
+    }
+
+    /// The job's status now, its tenant and its sequence number: from its live state while it
+    /// has not ended, from the database once it has.
+    fn snapshot(&self, id: &str) -> Result<Option<(JobStatus, String, u64)>, ServiceError> {
+        let live = self.lock().live.get(id).cloned();
+        if let Some(live) = live
+            && !live.phase.borrow().is_final()
+        {
+            return Ok(Some((live.status(), live.record.tenant.clone(), live.record.seq)));
+        }
+        let record = self.db.get(id)?;
+        Ok(record.map(|record| (stored_status(&record), record.tenant, record.seq)))
+    }
+
+    /// `tenant`'s jobs, newest first: at most `limit`, submitted before the sequence number
+    /// `before`. Also returns the cursor for the next page, if there may be one.
+    pub fn list(&self, tenant: &str, before: Option<u64>, limit: usize) -> Result<(Vec<JobStatus>, Option<u64>), ServiceError> {
+        let ids = self.db.tenant_jobs(tenant, before.unwrap_or(u64::MAX), limit)?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        let mut last_seq = None;
+        for id in &ids {
+            if let Some((status, _, seq)) = self.snapshot(id)? {
+                jobs.push(status);
+                last_seq = Some(seq);
+            }
+        }
+        let next = if ids.len() == limit { last_seq } else { None };
+        Ok((jobs, next))
+    }
+
+    /// The job's receipt, once it has one.
+    pub async fn receipt(&self, tenant: &str, id: &str) -> Result<Vec<u8>, ServiceError> {
+        let status = self.status(tenant, id, Duration::ZERO).await?;
+        let Some(receipt) = status.receipt else {
+            return Err(ServiceError::NoReceipt { id: id.to_string(), ended: status.state.is_final() });
+        };
+        self.read_blob(receipt.blake3).await
+    }
+
+    /// Reads a blob, checking its hash, off the async threads.
+    pub async fn read_blob(&self, digest: Digest) -> Result<Vec<u8>, ServiceError> {
+        let blobs = self.blobs.clone();
+        Ok(tokio::task::spawn_blocking(move || blobs.read(&digest)).await??)
+    }
+
+    /// Opens a blob for streaming, checking its hash first, off the async threads.
+    pub async fn open_blob(&self, digest: Digest) -> Result<(std::fs::File, u64), ServiceError> {
+        let blobs = self.blobs.clone();
+        Ok(tokio::task::spawn_blocking(move || blobs.open_checked(&digest)).await??)
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let (queued, running) = {
+            let queue = self.lock();
+            (queue.waiting.len() as u64, queue.running as u64)
+        };
+        self.metrics.render(&Gauges { queued, running, blob_bytes: self.blobs.stored_bytes(), workers: self.config.serve.workers as u64 })
+    }
+
+    /// Starts the worker pool on the current tokio runtime.
+    pub fn start_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.serve.workers).map(|_| tokio::spawn(self.clone().work())).collect()
+    }
+
+    /// One worker: runs a job, hands its results to a storing task and takes the next job, so
+    /// that waiting for fsync never holds a CPU slot. At most [`STORING_PER_WORKER`] results and
+    /// [`STORING_KIB_PER_WORKER`] KiB per worker wait to be stored.
+    async fn work(self: Arc<Self>) {
+        let storing = Arc::new(Semaphore::new(STORING_PER_WORKER as usize));
+        let storing_kib = Arc::new(Semaphore::new(STORING_KIB_PER_WORKER as usize));
+        while let Some(live) = self.next_job().await {
+            // Only recovered jobs count their starts: a job that brings the server down comes
+            // back as a recovered job, so its starts are counted from the first restart on, and
+            // a healthy server pays nothing per job for the guard.
+            if live.recovered
+                && !live.start_noted.swap(true, Ordering::Relaxed)
+                && let Err(e) = self.db.started(&live.record.id).await
+            {
+                // Without the count, a job that brings the server down could do so forever.
+                self.fail(format!("the job database cannot note the start of job {}: {e}", live.record.id));
+                self.end_run(&live, Attempt::Stopped).await;
+                continue;
+            }
+            let (service, job) = (self.clone(), live.clone());
+            let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
+            let kib = match &executed {
+                Ok(Execution::Ran { run, .. }) => {
+                    let bytes = run.stdout.len() + run.stderr.len() + run.outputs.values().map(Vec::len).sum::<usize>();
+                    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, STORING_KIB_PER_WORKER)
+                }
+                _ => 1,
+            };
+            let (Ok(permit), Ok(kib_permit)) = (storing.clone().acquire_owned().await, storing_kib.clone().acquire_many_owned(kib).await) else {
+                return;
+            };
+            let service = self.clone();
+            tokio::spawn(async move {
+                let attempt = match executed {
+                    Ok(execution) => {
+                        let (store, job) = (service.clone(), live.clone());
+                        match tokio::task::spawn_blocking(move || store.stage(&job, execution)).await {
+                            // The job's end is recorded only once the blobs it names are durable.
+                            Ok((attempt, pending)) => Ok(match pending.durable().await {
+                                Ok(()) => attempt,
+                                // A failed sync cannot be retried safely: stop, a restart recovers.
+                                Err(e) => {
+                                    service.fail(format!("the blob store cannot make results durable: {e}"));
+                                    Attempt::Stopped
+                                }
+                            }),
+                            Err(panic) => Err(panic),
+                        }
+                    }
+                    Err(panic) => Err(panic),
+                };
+                let attempt = attempt.unwrap_or_else(|panic| {
+                    // A bug in gridbox, not the job's doing; record it rather than lose the job.
+                    Attempt::Ended(JobState::Failed, JobResult::without_run(0, format!("internal error while running the job: {panic}")))
+                });
+                service.end_run(&live, attempt).await;
+                drop((permit, kib_permit));
+            });
+        }
+    }
+
+    /// Takes the oldest waiting job whose tenant is below its cap on running jobs; None once
+    /// the service is stopping.
+    async fn next_job(&self) -> Option<Arc<LiveJob>> {
+        loop {
+            let notified = self.work_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut queue = self.lock();
+                if self.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let cap = self.config.serve.max_running_per_tenant;
+                let position = {
+                    let running = &queue.running_by_tenant;
+                    queue.waiting.iter().position(|job| running.get(&job.record.tenant).copied().unwrap_or(0) < cap)
+                };
+                if let Some(live) = position.and_then(|index| queue.waiting.remove(index)) {
+                    Queue::count(&mut queue.queued_by_tenant, &live.record.tenant, false);
+                    queue.running += 1;
+                    *queue.running_by_tenant.entry(live.record.tenant.clone()).or_default() += 1;
+                    live.started_at_ms.store(now_ms(), Ordering::Relaxed);
+                    live.phase.send_replace(JobState::Running);
+                    if !queue.waiting.is_empty() {
+                        // Another worker may be able to take the next one.
+                        self.work_ready.notify_one();
+                    }
+                    return Some(live);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Runs the job once, on a blocking thread.
+    fn execute(&self, live: &LiveJob) -> Execution {
+        let started = Instant::now();
+        let refuse = |reason: String| Execution::Refused(reason);
+        let resolved = match ResolvedManifest::from_canonical_text(&live.record.manifest) {
+            Ok(resolved) => resolved,
+            Err(e) => return refuse(format!("the stored manifest is unreadable: {}", error_chain(&e))),
+        };
+        // The blobs were there when the job was accepted: failing to read them is the provider's
+        // fault (disk, damage), never the job's.
+        let module = match self.blobs.read(&resolved.manifest().module) {
+            Ok(bytes) => Arc::from(bytes),
+            Err(e) => return Execution::HostFault(format!("module: {}", error_chain(&e))),
+        };
+        let mut inputs = BTreeMap::new();
+        for (name, digest) in &resolved.manifest().inputs {
+            match self.blobs.read(digest) {
+                Ok(bytes) => _ = inputs.insert(name.clone(), Arc::from(bytes)),
+                Err(e) => return Execution::HostFault(format!("input {name:?}: {}", error_chain(&e))),
+            }
+        }
+        let job = match Job::new(module, resolved, inputs) {
+            Ok(job) => job,
+            Err(e) => return refuse(error_chain(&e)),
+        };
+        let options = RunOptions { monitor: Some(live.monitor.clone()), ..RunOptions::default() };
+        let run = match self.engine.run(&job, options) {
+            Ok(run) => run,
+            Err(RunError::Cancelled) => return Execution::Stopped,
+            Err(e) if e.is_provider_fault() => return Execution::HostFault(error_chain(&e)),
+            Err(e) => return refuse(format!("refused: {}", error_chain(&e))),
+        };
+        self.metrics.run_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.fuel.observe(run.fuel_used as f64);
+        let receipt = Receipt::sign(&job, &run, &self.engine.backend().name(), &self.key);
+        Execution::Ran { run: Box::new(run), receipt: Box::new(receipt) }
+    }
+
+    /// Writes a run's results as blobs (on a blocking thread) and hands them to the blob
+    /// committer; the attempt stands once [`PendingBlobs::durable`] says so.
+    fn stage(&self, live: &LiveJob, execution: Execution) -> (Attempt, PendingBlobs) {
+        let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+        let nothing = || PendingBlobs::default();
+        let (run, receipt) = match execution {
+            Execution::Stopped => return (Attempt::Stopped, nothing()),
+            Execution::HostFault(reason) => return (Attempt::HostFault(reason), nothing()),
+            Execution::Refused(reason) => return (Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason)), nothing()),
+            Execution::Ran { run, receipt } => (run, receipt),
+        };
+        let receipt_json = receipt.to_canonical_json();
+        let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
+        blobs.extend(run.outputs.values().map(Vec::as_slice));
+        let stored = self.blobs.stage(&blobs).map(|(pending, refs)| {
+            // `refs` follows `blobs`: stdout, stderr, receipt, then the outputs in order.
+            let (fixed, outputs) = refs.split_at(3);
+            let result = JobResult {
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                fuel_used: run.fuel_used,
+                outcome: Some(run.outcome.to_string()),
+                reason: None,
+                stdout: Some(fixed[0]),
+                stderr: Some(fixed[1]),
+                outputs: run.outputs.keys().cloned().zip(outputs.iter().copied()).collect(),
+                receipt: Some(fixed[2]),
+            };
+            (pending, result)
+        });
+        match stored {
+            Ok((pending, result)) if run.outcome == (Outcome::Exited { code: 0 }) => (Attempt::Ended(JobState::Succeeded, result), pending),
+            Ok((pending, mut result)) => {
+                result.reason = Some(match &run.detail {
+                    Some(detail) => format!("{}: {}", run.outcome, detail.lines().next().unwrap_or_default()),
+                    None => run.outcome.to_string(),
+                });
+                (Attempt::Ended(JobState::Failed, result), pending)
+            }
+            Err(e) => (Attempt::HostFault(format!("cannot store the job's results: {e}")), nothing()),
+        }
+    }
+
+    async fn end_run(self: &Arc<Self>, live: &Arc<LiveJob>, attempt: Attempt) {
+        let id = &live.record.id;
+        let host_fault = |reason: &str| {
+            let faults = live.host_faults.fetch_add(1, Ordering::Relaxed) + 1;
+            eprintln!("gridbox: job {id}: the provider failed ({faults} of {MAX_HOST_FAULTS} tries): {reason}");
+            faults
+        };
+        let attempt = match attempt {
+            Attempt::HostFault(reason) if host_fault(&reason) >= MAX_HOST_FAULTS => {
+                let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+                let reason = format!("the provider failed to run it {MAX_HOST_FAULTS} times; the last time: {reason}");
+                Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason))
+            }
+            other => other,
+        };
+        enum Next {
+            Ended(JobState),
+            Requeue,
+            /// Left for the next start (shutdown, or a job database that failed).
+            Stay,
+        }
+        let next = match attempt {
+            Attempt::Ended(state, result) => {
+                let mut record = live.record.clone();
+                record.state = state;
+                record.result = Some(result);
+                match self.db.finish(record).await {
+                    Ok(true) => {
+                        let counter = if state == JobState::Succeeded { &self.metrics.succeeded } else { &self.metrics.failed };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        Next::Ended(state)
+                    }
+                    // It had ended already (cannot happen while one process owns the data
+                    // folder); the stored end stands.
+                    Ok(false) => Next::Ended(self.db.get(id).ok().flatten().map(|r| r.state).unwrap_or(state)),
+                    // A database that cannot commit refuses every later write too (redb wants
+                    // reopening): stop, so that a restart recovers every unfinished job.
+                    Err(e) => {
+                        self.fail(format!("the job database cannot record the end of job {id}: {e}"));
+                        Next::Stay
+                    }
+                }
+            }
+            Attempt::HostFault(_) => Next::Requeue,
+            Attempt::Stopped => Next::Stay,
+        };
+        let mut queue = self.lock();
+        queue.running = queue.running.saturating_sub(1);
+        if let Some(count) = queue.running_by_tenant.get_mut(&live.record.tenant) {
+            *count = count.saturating_sub(1);
+        }
+        match next {
+            Next::Ended(state) => {
+                queue.live.remove(id);
+                live.phase.send_replace(state);
+            }
+            Next::Stay => {
+                live.phase.send_replace(JobState::Queued);
+            }
+            Next::Requeue => {
+                live.phase.send_replace(JobState::Queued);
+                let (service, live) = (self.clone(), live.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOST_FAULT_BACKOFF).await;
+                    if !service.stopping.load(Ordering::Relaxed) {
+                        service.lock().push(live);
+                        service.work_ready.notify_one();
+                    }
+                });
+            }
+        }
+        drop(queue);
+        self.work_ready.notify_one();
+        self.run_ended.notify_waiters();
+    }
+
+    /// Stops the service for a fault it cannot work around; [`Service::failure`] says which.
+    pub fn fail(&self, reason: String) {
+        eprintln!("gridbox: stopping: {reason}; unfinished jobs run again at the next start");
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.get_or_insert(reason);
+        drop(failure);
+        self.begin_shutdown();
+    }
+
+    /// Why the service stopped itself, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops accepting jobs and ends waiting status requests; workers stop taking jobs.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop_signal.send_replace(true);
+        self.work_ready.notify_waiters();
+    }
+
+    /// Stops taking jobs, gives running ones `grace` to finish, then stops the rest; they stay
+    /// queued in the database and run at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.begin_shutdown();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut cancelled = false;
+        loop {
+            let ended = self.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running: Vec<Arc<LiveJob>> = {
+                let queue = self.lock();
+                queue.live.values().filter(|job| *job.phase.borrow() == JobState::Running).cloned().collect()
+            };
+            if running.is_empty() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if !cancelled && now >= deadline {
+                eprintln!("gridbox: stopping {} job(s) still running after the grace period; they run again at the next start", running.len());
+                for job in &running {
+                    job.monitor.cancel();
+                }
+                cancelled = true;
+            }
+            if cancelled && now >= deadline + CANCEL_GRACE {
+                // A job stuck in a host call or still compiling: it is durable and queued; go.
+                eprintln!("gridbox: {} job(s) did not stop; they run again at the next start", running.len());
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline.max(now + Duration::from_millis(50)), ended).await;
+        }
+    }
+}
+
+impl LiveJob {
+    fn new(record: JobRecord) -> Self {
+        LiveJob {
+            record,
+            monitor: Arc::new(RunMonitor::default()),
+            started_at_ms: AtomicU64::new(0),
+            phase: watch::channel(JobState::Queued).0,
+            recovered: false,
+            host_faults: AtomicU32::new(0),
+            start_noted: AtomicBool::new(false),
+        }
+    }
+
+    fn status(&self) -> JobStatus {
+        let started = self.started_at_ms.load(Ordering::Relaxed);
+        let state = *self.phase.borrow();
+        JobStatus {
+            id: self.record.id.clone(),
+            state,
+            submitted_at_ms: self.record.submitted_at_ms,
+            started_at_ms: (state == JobState::Running && started != 0).then_some(started),
+            finished_at_ms: None,
+            fuel_used: if state == JobState::Running { self.monitor.fuel_used() } else { 0 },
+            outcome: None,
+            reason: None,
+            receipt: None,
+            stdout: None,
+            stderr: None,
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+fn stored_status(record: &JobRecord) -> JobStatus {
+    let result = record.result.clone();
+    let result = result.as_ref();
+    JobStatus {
+        id: record.id.clone(),
+        state: record.state,
+        submitted_at_ms: record.submitted_at_ms,
+        started_at_ms: result.map(|r| r.started_at_ms),
+        finished_at_ms: result.map(|r| r.finished_at_ms),
+        fuel_used: result.map(|r| r.fuel_used).unwrap_or(0),
+        outcome: result.and_then(|r| r.outcome.clone()),
+        reason: result.and_then(|r| r.reason.clone()),
+        receipt: result.and_then(|r| r.receipt),
+        stdout: result.and_then(|r| r.stdout),
+        stderr: result.and_then(|r| r.stderr),
+        outputs: result.map(|r| r.outputs.clone()).unwrap_or_default(),
+    }
+}
+
+fn new_job_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The id only needs to be unguessable; if the OS has no randomness, hash the time instead.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        bytes.copy_from_slice(&blake3::hash(&nanos.to_le_bytes()).as_bytes()[..16]);
+    }
+    hex::encode(bytes)
+}

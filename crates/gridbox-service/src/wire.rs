@@ -1,0 +1,87 @@
+//! The JSON bodies of the HTTP API (spec/http.md), shared by the server and the client.
+
+use std::collections::BTreeMap;
+
+use gridbox_core::digest::BlobRef;
+pub use crate::db::JobState;
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The job manifest, in TOML (spec/manifest.md); it names the module and inputs by hash.
+    pub manifest: String,
+}
+
+/// A job as `GET /v1/jobs/{id}` and `POST /v1/jobs` show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobStatus {
+    /// The job id.
+    pub id: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
+    pub state: JobState,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub submitted_at_ms: u64,
+    /// When its run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// Fuel consumed so far (final once the job has ended).
+    pub fuel_used: u64,
+    /// The outcome the receipt states, once ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Why the job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The signed receipt (also at `/v1/jobs/{id}/receipt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<BlobRef>,
+    /// The job's stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<BlobRef>,
+    /// The job's stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<BlobRef>,
+    /// Files the job wrote under `/output`.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, BlobRef>,
+}
+
+/// `GET /v1/jobs`: a page of the tenant's jobs, newest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JobList {
+    /// The jobs.
+    pub jobs: Vec<JobStatus>,
+    /// Pass as `before=` for the next page; absent when this page is not full (no more jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<u64>,
+}
+
+/// A stored blob, as uploads answer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BlobStored {
+    /// Its hash and size.
+    #[serde(flatten)]
+    pub blob: BlobRef,
+    /// False when this tenant had it already.
+    pub created: bool,
+}
+
+/// Every error response: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable code and a message that says what to fix.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    /// One of the codes in spec/http.md.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
