@@ -6,6 +6,7 @@
 
 mod common;
 mod determinism;
+mod faults;
 mod guests;
 mod limits;
 mod refusals;

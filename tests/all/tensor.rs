@@ -244,7 +244,7 @@ fn the_transformer_example_runs_and_verifies_at_both_trace_levels() {
 #[test]
 fn cuda_receipts_verify_on_the_cpu_or_asking_for_cuda_without_one_is_an_error() {
     let work = tempfile::tempdir().unwrap();
-    let has_gpu = gridbox_compute::cuda::device_count().map(|n| n > 0).unwrap_or(false);
+    let has_gpu = gridbox_compute::Backend::cuda_device_count().map(|n| n > 0).unwrap_or(false);
     if !has_gpu {
         let output = gridbox_output(&[&"run", &guests::PROBE.path(), &"--device", &"cuda"]);
         assert_eq!(output.status.code(), Some(136), "{}", stderr(&output));

@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
+use gridbox_compute::backend::contract::{GpuDevice, GpuJob};
 use gridbox_compute::cuda::CudaDevice;
 use gridbox_compute::{OpCall, Tensor, cpu};
 

@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use gridbox_abi::{DType, ErrorCode, Op};
 
-use crate::backend::{Buffer, BufferError, CudaError, JobBackend};
+use crate::backend::{Buffer, CudaError, ExecError, JobBackend};
 use crate::ops::OpCall;
 use crate::tensor::{Tensor, TensorMeta};
 use crate::trace::{TraceChain, TraceLink};
@@ -296,8 +296,8 @@ impl TensorSession {
             let inputs: Vec<&Buffer> = handles.iter().filter_map(|h| self.tensors.get(h).map(|e| &e.buffer)).collect();
             match self.backend.execute(&call, &inputs, &out_meta) {
                 Ok(output) => output,
-                Err(BufferError::Op(e)) => return Err(CallError::Code(e.code())),
-                Err(BufferError::Cuda(e)) => return Err(CallError::Fault(e)),
+                Err(ExecError::Op(e)) => return Err(CallError::Code(e.code())),
+                Err(ExecError::Device(e)) => return Err(CallError::Fault(e)),
             }
         };
         let hash = match self.grant.trace_level {

@@ -227,16 +227,9 @@ mod fma {
     #![allow(unsafe_code)]
 
     use super::Geometry;
-
-    /// Proof that the CPU has AVX2 and FMA: only [`Token::detect`] makes one.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) struct Token(());
+    pub(super) use crate::cpu::simd::Avx2Fma as Token;
 
     impl Token {
-        pub(super) fn detect() -> Option<Token> {
-            (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Token(()))
-        }
-
         pub(super) fn plane(self, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
             // SAFETY: a `Token` exists only when `detect` found AVX2 and FMA on this CPU, the one
             // requirement of calling a `#[target_feature]` function; its body is safe code.

@@ -7,6 +7,7 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod reduce;
+mod simd;
 #[cfg(test)]
 mod vectors;
 

@@ -20,7 +20,8 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use gridbox_abi::DType;
 
-use crate::backend::CudaError;
+use crate::backend::contract::{DeviceTensorMeta, ExecError, GpuDevice, GpuJob};
+use crate::backend::{CudaError, DeviceCause};
 use crate::ops::{BinaryOp, OpCall, OpError, ReduceOp, UnaryOp, broadcast_shapes, resolve_axis};
 use crate::tensor::{Tensor, TensorData, TensorMeta};
 
@@ -59,7 +60,7 @@ fn driver_present() -> Result<(), CudaError> {
 /// to prove every kernel compiles.
 pub fn compile_kernels(arch: &'static str) -> Result<Ptx, CudaError> {
     nvrtc_present()?;
-    cudarc::nvrtc::compile_ptx_with_opts(KERNELS_SOURCE, compile_options(arch)).map_err(|e| CudaError::Compile(format!("{e:?}")))
+    cudarc::nvrtc::compile_ptx_with_opts(KERNELS_SOURCE, compile_options(arch)).map_err(|e| CudaError::Compile(Arc::new(e) as DeviceCause))
 }
 
 /// Compiled kernels, once per architecture per process.
@@ -75,8 +76,8 @@ fn kernels_for(arch: &'static str) -> Result<Ptx, CudaError> {
     Ok(ptx)
 }
 
-fn driver(e: impl std::fmt::Debug) -> CudaError {
-    CudaError::Driver(format!("{e:?}"))
+fn driver(e: cudarc::driver::DriverError) -> CudaError {
+    CudaError::Driver(Arc::new(e))
 }
 
 /// One GPU, with the kernels loaded.
@@ -93,11 +94,6 @@ impl std::fmt::Debug for CudaDevice {
     }
 }
 
-/// How many CUDA devices there are (0 when the driver is missing).
-pub fn device_count() -> Result<usize, CudaError> {
-    driver_present()?;
-    CudaContext::device_count().map(|n| n.max(0) as usize).map_err(driver)
-}
 
 fn arch_name(major: i32, minor: i32) -> &'static str {
     // NVRTC takes a &'static str; the architectures gridbox knows, newest first.
@@ -113,11 +109,18 @@ fn arch_name(major: i32, minor: i32) -> &'static str {
     }
 }
 
-impl CudaDevice {
+impl GpuDevice for CudaDevice {
+    type Job = CudaJob;
+
+    fn device_count() -> Result<usize, CudaError> {
+        driver_present()?;
+        CudaContext::device_count().map(|n| n.max(0) as usize).map_err(driver)
+    }
+
     /// Opens device `ordinal` and loads the kernels (compiled by NVRTC for its architecture,
     /// once per process).
-    pub fn open(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
-        let count = device_count()?;
+    fn open(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+        let count = Self::device_count()?;
         if ordinal >= count {
             return Err(CudaError::NoDevice { ordinal, count });
         }
@@ -134,13 +137,11 @@ impl CudaDevice {
         Ok(Arc::new(CudaDevice { context, _module: module, functions, description }))
     }
 
-    /// `cuda:N (name, sm_XY)`: what logs and receipts record.
-    pub fn description(&self) -> &str {
+    fn description(&self) -> &str {
         &self.description
     }
 
-    /// A job's view of the device: its own stream.
-    pub fn new_job(self: &Arc<Self>) -> Result<CudaJob, CudaError> {
+    fn new_job(self: &Arc<Self>) -> Result<CudaJob, CudaError> {
         Ok(CudaJob { device: self.clone(), stream: self.context.new_stream().map_err(driver)? })
     }
 }
@@ -151,12 +152,13 @@ pub struct DeviceTensor {
     data: CudaSlice<u32>,
 }
 
-impl DeviceTensor {
-    /// Dtype and shape.
-    pub fn meta(&self) -> &TensorMeta {
+impl DeviceTensorMeta for DeviceTensor {
+    fn meta(&self) -> &TensorMeta {
         &self.meta
     }
+}
 
+impl DeviceTensor {
     /// The elements as 32-bit words in device memory.
     pub fn words(&self) -> &CudaSlice<u32> {
         &self.data
@@ -191,26 +193,6 @@ impl Shape {
     }
 }
 
-/// Why a device op failed: an error the job can handle, or a CUDA failure (a trap).
-#[derive(Debug)]
-pub enum ExecError {
-    /// A handleable op error (bad gather index, ...).
-    Op(OpError),
-    /// The device failed.
-    Cuda(CudaError),
-}
-
-impl From<CudaError> for ExecError {
-    fn from(e: CudaError) -> Self {
-        ExecError::Cuda(e)
-    }
-}
-
-impl From<OpError> for ExecError {
-    fn from(e: OpError) -> Self {
-        ExecError::Op(e)
-    }
-}
 
 /// One job's stream on a device.
 pub struct CudaJob {
@@ -258,7 +240,7 @@ impl CudaJob {
     }
 
     fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
-        self.device.functions.get(name).ok_or_else(|| CudaError::Driver(format!("kernel {name} is not loaded")))
+        self.device.functions.get(name).ok_or(CudaError::Internal("a kernel is not loaded"))
     }
 
     /// Uninitialised device memory for `meta`; every kernel writes all of it.
@@ -268,8 +250,12 @@ impl CudaJob {
         unsafe { self.stream.alloc::<u32>(len.max(1)) }.map_err(driver)
     }
 
-    /// Copies a host tensor to the device.
-    pub fn upload(&self, tensor: &Tensor) -> Result<DeviceTensor, CudaError> {
+}
+
+impl GpuJob for CudaJob {
+    type Tensor = DeviceTensor;
+
+    fn upload(&self, tensor: &Tensor) -> Result<DeviceTensor, CudaError> {
         let words: Vec<u32> = match tensor.data() {
             TensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
             TensorData::I32(v) => v.iter().map(|&x| x as u32).collect(),
@@ -278,20 +264,18 @@ impl CudaJob {
         Ok(DeviceTensor { meta: tensor.meta(), data })
     }
 
-    /// Copies a device tensor back (waits for the kernels that wrote it).
-    pub fn download(&self, tensor: &DeviceTensor) -> Result<Tensor, CudaError> {
-        let len = tensor.meta.checked_len().map_err(|e| CudaError::Driver(e.to_string()))?;
+    fn download(&self, tensor: &DeviceTensor) -> Result<Tensor, CudaError> {
+        let len = tensor.meta.checked_len().map_err(|_| CudaError::Internal("a device tensor's size overflows"))?;
         let mut words = self.stream.clone_dtoh(&tensor.data).map_err(driver)?;
         words.truncate(len);
         let data = match tensor.meta.dtype {
             DType::I32 => TensorData::I32(words.into_iter().map(|w| w as i32).collect()),
             _ => TensorData::F32(words.into_iter().map(f32::from_bits).collect()),
         };
-        Tensor::new(tensor.meta.shape.clone(), data).map_err(|e| CudaError::Driver(e.to_string()))
+        Tensor::new(tensor.meta.shape.clone(), data).map_err(|_| CudaError::Internal("a device tensor does not fill its shape"))
     }
 
-    /// Runs `call` on device tensors. `out` is the inferred output.
-    pub fn execute(&self, call: &OpCall, inputs: &[&DeviceTensor], out: &TensorMeta) -> Result<DeviceTensor, ExecError> {
+    fn execute(&self, call: &OpCall, inputs: &[&DeviceTensor], out: &TensorMeta) -> Result<DeviceTensor, ExecError> {
         let len = out.checked_len()?;
         let input = |i: usize| inputs.get(i).copied().ok_or_else(|| OpError::InvalidParameter(format!("missing input {i}")));
         let mut result = self.alloc(len)?;
@@ -493,6 +477,9 @@ impl CudaJob {
         Ok(DeviceTensor { meta: out.clone(), data: result })
     }
 
+}
+
+impl CudaJob {
     /// Batched matmul: one launch per up-to-65535 batches, each block a 128 x 128 output tile.
     fn matmul(&self, a: &DeviceTensor, b: &DeviceTensor, out: &TensorMeta, result: &mut CudaSlice<u32>) -> Result<(), ExecError> {
         let (ar, br, or) = (a.meta.shape.len(), b.meta.shape.len(), out.shape.len());

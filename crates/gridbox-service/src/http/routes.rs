@@ -400,6 +400,49 @@ mod tests {
         serde_json::to_vec(&SubmitRequest { manifest: toml::to_string(&manifest).unwrap() }).unwrap()
     }
 
+    /// A job whose second bridge call meets a planted device failure every time it runs: the
+    /// service retries it as the provider's fault, then fails it with no receipt and says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_failure_is_retried_as_a_provider_fault_then_fails_without_a_receipt() {
+        use gridbox_compute::Backend;
+        use gridbox_compute::backend::faults::{Fault, FaultPlan};
+        use gridbox_core::Capability;
+        let wasm = wat::parse_str(
+            r#"(module
+                (import "gridbox_tensor_v1" "create" (func $create (param i32 i32 i32 i32 i32 i32) (result i32)))
+                (import "gridbox_tensor_v1" "relu" (func $relu (param i32 i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (data (i32.const 0) "\04\00\00\00")
+                (func (export "_start")
+                    (drop (call $create (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 16) (i32.const 64)))
+                    (drop (call $relu (i32.const 64) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 68)))))"#,
+        )
+        .unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let text = format!("[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[serve]\nworkers = 1\n");
+        let config = ServiceConfig::from_toml(&text).unwrap();
+        let backend = Backend::cpu(1).with_fault(FaultPlan { at_op: 0, fault: Fault::DeviceError });
+        let engine = JobEngine::with_backend(&config.policy, backend).unwrap();
+        let service = Service::open(config, engine, data.path(), gridbox_core::keys::generate().unwrap()).unwrap();
+        service.start_workers();
+        let (digest, _) = service.blobs().put(&wasm).unwrap();
+        service.add_owner("alice", digest).await.unwrap();
+        let mut manifest = Manifest::new(digest);
+        manifest.capabilities = vec![Capability::Wasi, Capability::Tensor];
+        let submitted = service.submit("alice", &toml::to_string(&manifest).unwrap()).await.unwrap();
+        let mut status = submitted;
+        for _ in 0..30 {
+            status = service.status("alice", &status.id, Duration::from_secs(1)).await.unwrap();
+            if status.state.is_final() {
+                break;
+            }
+        }
+        assert_eq!(status.state, JobState::Failed, "{status:?}");
+        assert!(status.receipt.is_none(), "no receipt is signed for a provider fault: {status:?}");
+        let reason = status.reason.clone().unwrap_or_default();
+        assert!(reason.contains("the provider failed to run it 3 times") && reason.contains("compute device failed"), "{reason}");
+    }
+
     #[test]
     fn every_route_is_documented() {
         let openapi = include_str!("../../../../spec/openapi.yaml");

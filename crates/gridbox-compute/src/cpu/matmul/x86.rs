@@ -11,16 +11,9 @@ use std::arch::x86_64::{
     _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
-/// Proof that the CPU has AVX2 and FMA: only [`Avx2Fma::detect`] makes one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Avx2Fma(());
+pub(super) use crate::cpu::simd::{Avx2Fma, Avx512};
 
 impl Avx2Fma {
-    /// `Some` when AVX2 and FMA are both present at run time.
-    pub(super) fn detect() -> Option<Avx2Fma> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2Fma(()))
-    }
-
     /// See `Tile`: continues the chains of the tile `c[i * ldc + j]`.
     #[inline]
     pub(super) fn tile(self, a: &[[f32; 6]], b: &[[f32; 16]], c: &mut [f32], ldc: usize, first: bool) {
@@ -33,21 +26,12 @@ impl Avx2Fma {
     }
 }
 
-/// Proof that the CPU has AVX-512F: only [`Avx512::detect`] makes one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Avx512(());
-
 impl Avx512 {
-    /// `Some` when AVX-512F is present at run time.
-    pub(super) fn detect() -> Option<Avx512> {
-        is_x86_feature_detected!("avx512f").then_some(Avx512(()))
-    }
-
     /// See `Tile`: continues the chains of the tile `c[i * ldc + j]`.
     #[inline]
     pub(super) fn tile(self, a: &[[f32; 14]], b: &[[f32; 32]], c: &mut [f32], ldc: usize, first: bool) {
         let c = &mut c[..13 * ldc + 32];
-        // SAFETY: `self` exists only when `detect` found AVX-512F on this CPU, which is all
+        // SAFETY: `self` exists only when `detect` found AVX-512F, AVX2 and FMA on this CPU, which is all
         // `tile_14x32` needs beyond its arguments' own (checked) bounds.
         unsafe { tile_14x32(a, b, c, ldc, first) }
     }

@@ -1,14 +1,25 @@
-//! Compute backends behind one closed enum, chosen by [`Backend::select`].
+//! Compute backends behind one closed enum, chosen by [`Backend::select`]. The GPU is reached
+//! only through the [`contract`] both CUDA twins implement.
+
+pub mod contract;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 
 use std::sync::Arc;
 
+pub use contract::ExecError;
+use contract::{DeviceTensorMeta, GpuDevice, GpuJob};
+
 use crate::cpu;
-use crate::cuda::{CudaDevice, CudaJob, DeviceTensor, ExecError};
-use crate::ops::{OpCall, OpError};
+use crate::cuda::{CudaDevice, CudaJob, DeviceTensor};
+use crate::ops::OpCall;
 use crate::tensor::{Tensor, TensorMeta};
 
+/// The cause of a device failure, as the driver or NVRTC reported it.
+pub type DeviceCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A CUDA failure. None of these is the job's fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum CudaError {
     /// This gridbox was built without the `cuda` feature.
@@ -26,11 +37,15 @@ pub enum CudaError {
         count: usize,
     },
     /// NVRTC rejected the kernels.
-    #[error("the CUDA kernels did not compile: {0}")]
-    Compile(String),
+    #[error("the CUDA kernels did not compile")]
+    Compile(#[source] DeviceCause),
     /// A driver call failed.
-    #[error("CUDA error: {0}")]
-    Driver(String),
+    #[error("a CUDA driver call failed")]
+    Driver(#[source] DeviceCause),
+    /// gridbox's own bookkeeping went wrong (a tensor on the wrong device, a kernel not
+    /// loaded): a bug, reported rather than panicking.
+    #[error("internal error in the compute backend: {0}")]
+    Internal(&'static str),
 }
 
 /// Which device a run uses: `auto`, `cpu`, `cuda` or `cuda:N`.
@@ -84,6 +99,9 @@ pub enum Backend {
     },
     /// An NVIDIA GPU.
     Cuda(Arc<CudaDevice>),
+    /// Another backend with a fault planted in it (tests only; release builds leave it out).
+    #[cfg(feature = "fault-injection")]
+    Faulty(faults::FaultyBackend),
 }
 
 impl Backend {
@@ -105,11 +123,19 @@ impl Backend {
         }
     }
 
+    /// How many CUDA devices this machine has (an error when the driver is missing or CUDA is
+    /// not compiled in).
+    pub fn cuda_device_count() -> Result<usize, CudaError> {
+        CudaDevice::device_count()
+    }
+
     /// What receipts record: `cpu` or `cuda:N (name, sm_XY)`.
     pub fn name(&self) -> String {
         match self {
             Backend::Cpu { .. } => "cpu".into(),
             Backend::Cuda(device) => device.description().into(),
+            #[cfg(feature = "fault-injection")]
+            Backend::Faulty(faulty) => faulty.inner().name(),
         }
     }
 
@@ -118,25 +144,21 @@ impl Backend {
         Ok(match self {
             Backend::Cpu { threads } => JobBackend::Cpu { threads: *threads },
             Backend::Cuda(device) => JobBackend::Cuda(device.new_job()?),
+            #[cfg(feature = "fault-injection")]
+            Backend::Faulty(faulty) => JobBackend::Faulty(faulty.for_job()?),
         })
     }
 
-    /// Runs `call` on host tensors (the CPU reference; tests and benches use it directly).
-    pub fn execute(&self, call: &OpCall, inputs: &[&Tensor], out: &TensorMeta) -> Result<Tensor, OpError> {
-        match self {
-            Backend::Cpu { threads } => cpu::execute(call, inputs, out, *threads),
-            Backend::Cuda(_) => {
-                let job = self.for_job().map_err(|e| OpError::InvalidParameter(e.to_string()))?;
-                let uploaded: Vec<Buffer> =
-                    inputs.iter().map(|t| job.upload((*t).clone())).collect::<Result<_, _>>().map_err(|e| OpError::InvalidParameter(e.to_string()))?;
-                let refs: Vec<&Buffer> = uploaded.iter().collect();
-                let output = job.execute(call, &refs, out).map_err(|e| match e {
-                    BufferError::Op(e) => e,
-                    BufferError::Cuda(e) => OpError::InvalidParameter(e.to_string()),
-                })?;
-                job.download(&output).map_err(|e| OpError::InvalidParameter(e.to_string()))
-            }
+    /// Runs `call` on host tensors, on a job handle of its own (tests and benches).
+    pub fn execute(&self, call: &OpCall, inputs: &[&Tensor], out: &TensorMeta) -> Result<Tensor, ExecError> {
+        if let Backend::Cpu { threads } = self {
+            return cpu::execute(call, inputs, out, *threads).map_err(ExecError::Op);
         }
+        let job = self.for_job()?;
+        let uploaded: Vec<Buffer> = inputs.iter().map(|t| job.upload((*t).clone())).collect::<Result<_, _>>()?;
+        let refs: Vec<&Buffer> = uploaded.iter().collect();
+        let output = job.execute(call, &refs, out)?;
+        Ok(job.download(&output)?)
     }
 }
 
@@ -163,15 +185,6 @@ impl Buffer {
     }
 }
 
-/// Why a job's op failed.
-#[derive(Debug)]
-pub enum BufferError {
-    /// The job can handle it (an error code).
-    Op(OpError),
-    /// The device failed (the job traps).
-    Cuda(CudaError),
-}
-
 /// One job's backend: the CPU, or a CUDA device with the job's own stream.
 pub enum JobBackend {
     /// CPU kernels with this many threads.
@@ -181,6 +194,9 @@ pub enum JobBackend {
     },
     /// A CUDA device and the job's stream.
     Cuda(CudaJob),
+    /// A job backend with a fault planted in it (tests only).
+    #[cfg(feature = "fault-injection")]
+    Faulty(faults::FaultyJob),
 }
 
 impl JobBackend {
@@ -189,6 +205,8 @@ impl JobBackend {
         match self {
             JobBackend::Cpu { .. } => Ok(Buffer::Host(tensor)),
             JobBackend::Cuda(job) => Ok(Buffer::Device(job.upload(&tensor)?)),
+            #[cfg(feature = "fault-injection")]
+            JobBackend::Faulty(job) => job.inner().upload(tensor),
         }
     }
 
@@ -197,36 +215,47 @@ impl JobBackend {
         match (self, buffer) {
             (_, Buffer::Host(t)) => Ok(t.clone()),
             (JobBackend::Cuda(job), Buffer::Device(t)) => job.download(t),
-            (JobBackend::Cpu { .. }, Buffer::Device(_)) => Err(CudaError::Driver("a device tensor reached the CPU backend".into())),
+            #[cfg(feature = "fault-injection")]
+            (JobBackend::Faulty(job), buffer) => job.inner().download(buffer),
+            (JobBackend::Cpu { .. }, Buffer::Device(_)) => Err(CudaError::Internal("a device tensor reached the CPU backend")),
         }
     }
 
     /// Runs `call`; `out` is the inferred output.
-    pub fn execute(&self, call: &OpCall, inputs: &[&Buffer], out: &TensorMeta) -> Result<Buffer, BufferError> {
+    pub fn execute(&self, call: &OpCall, inputs: &[&Buffer], out: &TensorMeta) -> Result<Buffer, ExecError> {
         match self {
             JobBackend::Cpu { threads } => {
                 let mut hosts = Vec::with_capacity(inputs.len());
                 for buffer in inputs {
                     match buffer {
                         Buffer::Host(t) => hosts.push(t),
-                        Buffer::Device(_) => return Err(BufferError::Cuda(CudaError::Driver("a device tensor reached the CPU backend".into()))),
+                        Buffer::Device(_) => return Err(CudaError::Internal("a device tensor reached the CPU backend").into()),
                     }
                 }
-                cpu::execute(call, &hosts, out, *threads).map(Buffer::Host).map_err(BufferError::Op)
+                cpu::execute(call, &hosts, out, *threads).map(Buffer::Host).map_err(ExecError::Op)
             }
             JobBackend::Cuda(job) => {
                 let mut devices = Vec::with_capacity(inputs.len());
                 for buffer in inputs {
                     match buffer {
                         Buffer::Device(t) => devices.push(t),
-                        Buffer::Host(_) => return Err(BufferError::Cuda(CudaError::Driver("a host tensor reached the CUDA backend".into()))),
+                        Buffer::Host(_) => return Err(CudaError::Internal("a host tensor reached the CUDA backend").into()),
                     }
                 }
-                job.execute(call, &devices, out).map(Buffer::Device).map_err(|e| match e {
-                    ExecError::Op(e) => BufferError::Op(e),
-                    ExecError::Cuda(e) => BufferError::Cuda(e),
-                })
+                job.execute(call, &devices, out).map(Buffer::Device)
             }
+            #[cfg(feature = "fault-injection")]
+            JobBackend::Faulty(job) => job.execute(call, inputs, out),
         }
     }
 }
+
+/// The compiler checks here that both CUDA twins keep the contract.
+const _: () = {
+    fn keeps_the_contract<D: GpuDevice<Job = CudaJob>>()
+    where
+        CudaJob: GpuJob<Tensor = DeviceTensor>,
+    {
+    }
+    let _ = keeps_the_contract::<CudaDevice>;
+};
