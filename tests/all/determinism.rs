@@ -4,13 +4,12 @@ use std::time::{Duration, SystemTime};
 
 use gridbox_core::{Outcome, RunOptions};
 
-use crate::guests;
 use crate::common::*;
+use crate::guests;
 
 /// Stages the same inputs in `dir` in the given order, with file times `age` in the past.
 fn stage(dir: &std::path::Path, order: &[usize], age: Duration) {
-    let files: [(&str, &[u8]); 4] =
-        [("a.txt", b"alpha"), ("zeta.txt", b"zeta zeta"), ("sub/b.txt", b"bravo"), ("sub/deeper/c.bin", &[0, 1, 2, 255])];
+    let files: [(&str, &[u8]); 4] = [("a.txt", b"alpha"), ("zeta.txt", b"zeta zeta"), ("sub/b.txt", b"bravo"), ("sub/deeper/c.bin", &[0, 1, 2, 255])];
     for &index in order {
         let (name, bytes) = files[index];
         put(dir, name, bytes);
@@ -79,12 +78,7 @@ fn clock_and_random_come_from_the_manifest() {
     // A different seed gives different random bytes; nothing else changes.
     let mut seeded = job(probe(), &["report"], &[], &[]).manifest().manifest().clone();
     seeded.seed = 7;
-    let seeded = gridbox_core::Job::new(
-        probe(),
-        seeded.resolve(&gridbox_core::Policy::default()).unwrap(),
-        Default::default(),
-    )
-    .unwrap();
+    let seeded = gridbox_core::Job::new(probe(), seeded.resolve(&gridbox_core::Policy::default()).unwrap(), Default::default()).unwrap();
     let other = engine().run(&seeded, RunOptions::default()).unwrap();
     let other_text = String::from_utf8_lossy(&other.stdout).into_owned();
     assert_ne!(line("random: "), other_text.lines().find(|l| l.starts_with("random: ")).unwrap());

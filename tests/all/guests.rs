@@ -62,10 +62,7 @@ fn build_workspace(workspace: &Path) -> Result<PathBuf, String> {
     let target_dir = repo_root().join("target").join("wasm-guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(workspace)
-        .args(["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1", "--target-dir"])
-        .arg(&target_dir);
+    command.current_dir(workspace).args(["build", "--release", "--locked", "--quiet", "--target", "wasm32-wasip1", "--target-dir"]).arg(&target_dir);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
         let keep = matches!(key.as_str(), "CARGO_HOME" | "CARGO_NET_OFFLINE") || key.starts_with("CARGO_REGISTRIES");
@@ -75,10 +72,7 @@ fn build_workspace(workspace: &Path) -> Result<PathBuf, String> {
     }
     let status = command.status().map_err(|e| format!("cannot run cargo to build {}: {e}", workspace.display()))?;
     if !status.success() {
-        return Err(format!(
-            "building {} for wasm32-wasip1 failed; is the target installed? (rustup target add wasm32-wasip1)",
-            workspace.display()
-        ));
+        return Err(format!("building {} for wasm32-wasip1 failed; is the target installed? (rustup target add wasm32-wasip1)", workspace.display()));
     }
     Ok(target_dir.join("wasm32-wasip1").join("release"))
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use gridbox_core::{LimitKind, Outcome, RunOptions};
 
-use crate::guests;
 use crate::common::*;
+use crate::guests;
 
 fn stopped_by(limit: LimitKind, value: u64) -> Outcome {
     Outcome::LimitExceeded { limit, value }
@@ -39,9 +39,7 @@ fn table_limit_stops_table_growth() {
             (func (export "_start") (drop (table.grow (ref.null func) (i32.const 100)))))"#,
     )
     .unwrap();
-    let run = engine()
-        .run(&job(Arc::from(module), &[], &[], &[(LimitKind::TableElements, 50)]), RunOptions::default())
-        .unwrap();
+    let run = engine().run(&job(Arc::from(module), &[], &[], &[(LimitKind::TableElements, 50)]), RunOptions::default()).unwrap();
     assert_eq!(run.outcome, stopped_by(LimitKind::TableElements, 50));
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use gridbox_core::{Digest, Manifest, Policy, RunError, RunOptions};
 
-use crate::guests;
 use crate::common::*;
+use crate::guests;
 
 fn refusal(module: Vec<u8>, capabilities: Option<Vec<gridbox_core::Capability>>) -> RunError {
     let module: Arc<[u8]> = module.into();

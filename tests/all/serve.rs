@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gridbox_service::client::{Client, ClientError};
-use gridbox_service::wire::{JobState, JobStatus};
 use gridbox_core::verify::{self, Evidence};
 use gridbox_core::{Digest, JobEngine, Manifest, Policy, Receipt};
+use gridbox_service::client::{Client, ClientError};
+use gridbox_service::wire::{JobState, JobStatus};
 
-use crate::guests;
 use crate::common::{gridbox, gridbox_output, probe, stderr};
+use crate::guests;
 
 const ALICE: &str = "alice-token-0123456789";
 const BOB: &str = "bob-token-0123456789ab";
@@ -205,7 +205,8 @@ async fn reqwest_like_put(url: &str, path: &str, body: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!("PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head =
+        format!("PUT {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body).await.unwrap();
     let mut response = Vec::new();
@@ -324,10 +325,7 @@ fn sigterm_lets_running_jobs_finish_within_the_grace_period_and_requeues_the_res
     let ids: Vec<String> = runtime().block_on(async {
         let alice = server.client(ALICE);
         alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
-        let ids = vec![
-            alice.submit(&manifest(&module, LONG, 0)).await.unwrap().id,
-            alice.submit(&manifest(&module, SLOW, 1)).await.unwrap().id,
-        ];
+        let ids = vec![alice.submit(&manifest(&module, LONG, 0)).await.unwrap().id, alice.submit(&manifest(&module, SLOW, 1)).await.unwrap().id];
         while alice.status(&ids[0], Duration::ZERO).await.unwrap().state != JobState::Running {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -393,7 +391,8 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
 
     // Without a manifest, the flags describe the job as for `gridbox run`; the exit status is the job's.
-    let exited = gridbox_output(&[&"submit", &guests::PROBE.path(), &"--server", &server.url, &"--token", &ALICE, &"--limit", &"fuel=10_000_000", &"--", &"exit", &"3"]);
+    let exited =
+        gridbox_output(&[&"submit", &guests::PROBE.path(), &"--server", &server.url, &"--token", &ALICE, &"--limit", &"fuel=10_000_000", &"--", &"exit", &"3"]);
     assert_eq!(exited.status.code(), Some(3), "{}", stderr(&exited));
     let both = gridbox_output(&[&"submit", &guests::PROBE.path(), &"--manifest", &manifest_path, &"--server", &server.url, &"--token", &ALICE, &"--", &"x"]);
     assert_eq!(both.status.code(), Some(136));
@@ -482,7 +481,11 @@ fn hostile_requests_get_errors_and_never_bring_the_server_down() {
         b"GET / HTTP/9.9\r\n\r\n".to_vec(),
         format!("GET /v1/jobs/{} HTTP/1.1\r\nHost: x\r\n{auth}\r\n", "a".repeat(100_000)).into_bytes(),
         format!("GET /v1/blobs/%ZZ%00 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").into_bytes(),
-        [format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/toml\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").as_bytes(), &[0xff, 0xfe, 0xfd, 0xfc]].concat(),
+        [
+            format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/toml\r\nContent-Length: 4\r\nConnection: close\r\n\r\n").as_bytes(),
+            &[0xff, 0xfe, 0xfd, 0xfc],
+        ]
+        .concat(),
         format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 18\r\nConnection: close\r\n\r\n{{\"manifest\": 12}}").into_bytes(),
         format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 99999999999999999999\r\nConnection: close\r\n\r\n").into_bytes(),
         format!("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n").into_bytes(),

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use gridbox_compute::TraceLevel;
 use gridbox_core::manifest::TensorSection;
 use gridbox_core::{Capability, Digest, Job, JobEngine, JobRun, LimitKind, Manifest, Outcome, Policy, RunError, RunOptions};
-use gridbox_compute::TraceLevel;
 
-use crate::guests;
 use crate::common::*;
+use crate::guests;
 
 fn tensor_probe() -> Arc<[u8]> {
     std::fs::read(guests::TENSOR_PROBE.path()).unwrap().into()

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::guests;
 use crate::common::*;
+use crate::guests;
 
 struct Example {
     _work: tempfile::TempDir,
@@ -61,7 +61,8 @@ fn a_clean_run_verifies_with_a_table_and_json() {
     for field in ["signature", "manifest", "module", "inputs[\"more/two.txt\"]", "outcome", "fuel_used", "stdout", "outputs[\"freq.tsv\"]", "trace.root"] {
         assert!(fields.contains(&field), "{field} not checked: {fields:?}");
     }
-    let table = gridbox_output(&[&"verify", &example.out.join("receipt.json"), &"--module", &example.module, &"--dir", &format!("{}::/input", example.data.display())]);
+    let table =
+        gridbox_output(&[&"verify", &example.out.join("receipt.json"), &"--module", &example.module, &"--dir", &format!("{}::/input", example.data.display())]);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("field") && text.contains("expected") && text.contains("signature"), "{text}");

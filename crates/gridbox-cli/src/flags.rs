@@ -48,7 +48,12 @@ pub(crate) struct JobFlags {
 
 impl JobFlags {
     fn any(&self) -> bool {
-        !self.env.is_empty() || !self.args.is_empty() || self.stdin.is_some() || !self.limits.is_empty() || !self.capabilities.is_empty() || self.trace.is_some()
+        !self.env.is_empty()
+            || !self.args.is_empty()
+            || self.stdin.is_some()
+            || !self.limits.is_empty()
+            || !self.capabilities.is_empty()
+            || self.trace.is_some()
     }
 }
 

@@ -66,7 +66,18 @@ fn main() {
     let n = size as i32;
     // Row-major C = A B is column-major C^T = B^T A^T: pass B first. The default math mode
     // keeps full FP32 (no TF32).
-    let config = GemmConfig { transa: cublasOperation_t::CUBLAS_OP_N, transb: cublasOperation_t::CUBLAS_OP_N, m: n, n, k: n, alpha: 1.0f32, lda: n, ldb: n, beta: 0.0f32, ldc: n };
+    let config = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_N,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n,
+        n,
+        k: n,
+        alpha: 1.0f32,
+        lda: n,
+        ldb: n,
+        beta: 0.0f32,
+        ldc: n,
+    };
     let mut theirs = time(&mut || {
         // SAFETY: the three buffers hold size*size f32 each, matching the config.
         unsafe { blas.gemm(config, &fb, &fa, &mut fc) }.expect("sgemm");

@@ -89,11 +89,9 @@ fn main() {
     let mut buf = vec![0.0f32; m * n];
     let times = time_interleaved(
         reps,
-        &mut [
-            &mut || drop(black_box(cpu::matmul(&a, &b, &out, 1).unwrap())),
-            &mut || sgemm(black_box(&mut buf)),
-            &mut || drop(black_box(cpu::matmul(&a, &b, &out, threads).unwrap())),
-        ],
+        &mut [&mut || drop(black_box(cpu::matmul(&a, &b, &out, 1).unwrap())), &mut || sgemm(black_box(&mut buf)), &mut || {
+            drop(black_box(cpu::matmul(&a, &b, &out, threads).unwrap()))
+        }],
     );
     let (ours, theirs, ours_mt) = (times[0], times[1], times[2]);
 

@@ -90,12 +90,7 @@ fn expm1(y: f32) -> f32 {
 const SQRT_HALF: f32 = f32::from_bits(0x3F35_04F3); // 0.707106769
 
 /// `2/3, 2/5, 2/7, 2/9`: the series `R(z)` of `log(1+f) = 2s + s R(s^2)`, lowest first.
-const LOG_POLY: [f32; 4] = [
-    f32::from_bits(0x3F2A_AAAB),
-    f32::from_bits(0x3ECC_CCCD),
-    f32::from_bits(0x3E92_4925),
-    f32::from_bits(0x3E63_8E39),
-];
+const LOG_POLY: [f32; 4] = [f32::from_bits(0x3F2A_AAAB), f32::from_bits(0x3ECC_CCCD), f32::from_bits(0x3E92_4925), f32::from_bits(0x3E63_8E39)];
 
 /// Natural logarithm.
 ///

@@ -153,11 +153,7 @@ impl OpCall {
         }
         let eps = |raw: i64| {
             let eps = f32::from_bits(raw as u32);
-            if eps.is_finite() && eps >= 0.0 {
-                Ok(eps)
-            } else {
-                Err(OpError::InvalidParameter(format!("epsilon {eps} must be finite and >= 0")))
-            }
+            if eps.is_finite() && eps >= 0.0 { Ok(eps) } else { Err(OpError::InvalidParameter(format!("epsilon {eps} must be finite and >= 0"))) }
         };
         let flag = |raw: i64| match raw {
             0 => Ok(false),
@@ -325,14 +321,12 @@ impl OpCall {
                     if input.dtype != first.dtype {
                         return Err(OpError::UnsupportedDType("concat inputs must share one dtype".into()));
                     }
-                    let same = input.shape.len() == first.shape.len()
-                        && input.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
+                    let same =
+                        input.shape.len() == first.shape.len() && input.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
                     if !same {
                         return Err(OpError::ShapeMismatch(format!("concat on axis {axis}: {:?} vs {:?}", first.shape, input.shape)));
                     }
-                    shape[axis] = shape[axis]
-                        .checked_add(input.shape[axis])
-                        .ok_or_else(|| OpError::ShapeMismatch("concat result too large".into()))?;
+                    shape[axis] = shape[axis].checked_add(input.shape[axis]).ok_or_else(|| OpError::ShapeMismatch("concat result too large".into()))?;
                 }
                 Ok(TensorMeta::new(first.dtype, shape))
             }

@@ -26,9 +26,7 @@ impl TensorMeta {
 
     /// Size in bytes, or an error when it overflows.
     pub fn checked_bytes(&self) -> Result<usize, OpError> {
-        self.checked_len()?
-            .checked_mul(self.dtype.size())
-            .ok_or_else(|| OpError::ShapeMismatch(format!("shape {:?} is too large", self.shape)))
+        self.checked_len()?.checked_mul(self.dtype.size()).ok_or_else(|| OpError::ShapeMismatch(format!("shape {:?} is too large", self.shape)))
     }
 }
 
@@ -84,12 +82,7 @@ impl Tensor {
         let meta = TensorMeta::new(dtype, shape);
         let expected = meta.checked_bytes()?;
         if bytes.len() != expected {
-            return Err(OpError::ShapeMismatch(format!(
-                "shape {:?} of {} needs {expected} bytes, got {}",
-                meta.shape,
-                dtype.name(),
-                bytes.len()
-            )));
+            return Err(OpError::ShapeMismatch(format!("shape {:?} of {} needs {expected} bytes, got {}", meta.shape, dtype.name(), bytes.len())));
         }
         let words = bytes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
         let data = match dtype {

@@ -15,7 +15,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 // The guest programs are built from source the first time a bench or test asks for one.
 #[path = "../../../tests/all/guests.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::panic)] // Bench code: a guest that does not build stops the bench.
 mod guests;
 
 const ROUNDS: usize = 2_000;

@@ -133,11 +133,7 @@ pub fn read(dir: &Path) -> Result<Artifacts, ArtifactError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     };
-    let mut artifacts = Artifacts {
-        stdout: optional(dir.join(STDOUT_FILE))?,
-        stderr: optional(dir.join(STDERR_FILE))?,
-        outputs: BTreeMap::new(),
-    };
+    let mut artifacts = Artifacts { stdout: optional(dir.join(STDOUT_FILE))?, stderr: optional(dir.join(STDERR_FILE))?, outputs: BTreeMap::new() };
     let output = dir.join(OUTPUT_FOLDER);
     if output.is_dir() {
         for (name, path) in walk_files(&output)? {

@@ -12,12 +12,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, 
 use gridbox_abi::{CORE_FUNCTIONS, IMPORT_MODULE, Op};
 use gridbox_compute::Backend;
 
+use crate::bridge;
 use crate::digest::Digest;
 use crate::job::{RunError, RunState};
 use crate::limits::LimitKind;
 use crate::manifest::{Capability, Policy};
 use crate::wasi::{self, PREVIEW1_MODULE};
-use crate::bridge;
 
 /// How often the epoch advances: the resolution of wall-time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -101,15 +101,7 @@ impl JobEngine {
                 })
                 .map_err(|e| RunError::Engine { what: "the epoch thread", source: e.into() })?
         };
-        Ok(JobEngine {
-            engine,
-            linker,
-            config_fingerprint,
-            backend,
-            cache: Mutex::new(ModuleCache::default()),
-            ticker: Some(ticker),
-            stop_ticker,
-        })
+        Ok(JobEngine { engine, linker, config_fingerprint, backend, cache: Mutex::new(ModuleCache::default()), ticker: Some(ticker), stop_ticker })
     }
 
     /// The tensor backend jobs' bridge calls run on.
@@ -132,13 +124,7 @@ impl JobEngine {
     /// checked it), so that a cache hit costs no hashing.
     ///
     /// [`Job`]: crate::job::Job
-    pub(crate) fn prepare_hashed(
-        &self,
-        hash: Digest,
-        module: &[u8],
-        granted: &[Capability],
-        ops: &BTreeSet<Op>,
-    ) -> Result<Arc<PreparedModule>, RunError> {
+    pub(crate) fn prepare_hashed(&self, hash: Digest, module: &[u8], granted: &[Capability], ops: &BTreeSet<Op>) -> Result<Arc<PreparedModule>, RunError> {
         let key = (hash, self.config_fingerprint);
         let cached = self.lock_cache().entries.get(&key).cloned();
         let prepared = match cached {
@@ -150,10 +136,7 @@ impl JobEngine {
                     Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
                     _ => return Err(RunError::MissingStart),
                 }
-                let instance_pre = self
-                    .linker
-                    .instantiate_pre(&compiled)
-                    .map_err(|e| RunError::InvalidModule(e.into()))?;
+                let instance_pre = self.linker.instantiate_pre(&compiled).map_err(|e| RunError::InvalidModule(e.into()))?;
                 let prepared = Arc::new(PreparedModule { hash, instance_pre });
                 let mut cache = self.lock_cache();
                 if cache.entries.insert(key, prepared.clone()).is_none() {

@@ -15,10 +15,10 @@ use crate::engine::{EPOCH_TICK, JobEngine};
 use crate::errors::BoxError;
 use crate::fault::ProviderFault;
 use crate::limits::{LimitExceeded, LimitKind};
-use crate::trap_names::trap_name;
 use crate::manifest::{Capability, LimitValues, ManifestError, ResolvedManifest};
-use crate::wasi::{DeterministicWasi, WasiConfig};
+use crate::trap_names::trap_name;
 use crate::wasi::random::JobRandom;
+use crate::wasi::{DeterministicWasi, WasiConfig};
 
 /// Where the job's inputs are mounted, read-only.
 pub const INPUT_DIR: &str = "/input";
@@ -392,12 +392,8 @@ impl JobEngine {
             fuel_budget: limits.get(LimitKind::Fuel),
         });
         let inputs = job.inputs.iter().map(|(name, bytes)| (name.clone(), bytes.clone()));
-        files
-            .mount_read_only(INPUT_DIR, inputs)
-            .map_err(|e| RunError::Engine { what: "the input folder", source: e.into() })?;
-        files
-            .mount_writable(OUTPUT_DIR)
-            .map_err(|e| RunError::Engine { what: "the output folder", source: e.into() })?;
+        files.mount_read_only(INPUT_DIR, inputs).map_err(|e| RunError::Engine { what: "the input folder", source: e.into() })?;
+        files.mount_writable(OUTPUT_DIR).map_err(|e| RunError::Engine { what: "the output folder", source: e.into() })?;
         Ok(RunState {
             wasi,
             files,
@@ -410,10 +406,7 @@ impl JobEngine {
                 },
                 self.backend().for_job().map_err(ProviderFault::DeviceSetup)?,
             )),
-            limiter: JobLimiter {
-                memory_limit: limits.get(LimitKind::MemoryBytes),
-                table_limit: limits.get(LimitKind::TableElements),
-            },
+            limiter: JobLimiter { memory_limit: limits.get(LimitKind::MemoryBytes), table_limit: limits.get(LimitKind::TableElements) },
         })
     }
 }

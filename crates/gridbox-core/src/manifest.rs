@@ -266,8 +266,7 @@ impl Manifest {
 
     /// Parses and checks a manifest written in TOML.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
-        let manifest: Manifest = toml::from_str(text)
-            .map_err(|e| ManifestError::Parse { what: "manifest", source: e })?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse { what: "manifest", source: e })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -386,8 +385,7 @@ pub struct ResolvedManifest {
 
 impl ResolvedManifest {
     fn new(manifest: Manifest) -> Result<Self, ManifestError> {
-        let text = toml::to_string(&manifest)
-            .map_err(ManifestError::Canonical)?;
+        let text = toml::to_string(&manifest).map_err(ManifestError::Canonical)?;
         let hash = Digest::of(text.as_bytes());
         Ok(ResolvedManifest { limits: LimitValues(manifest.limits), manifest, text, hash })
     }
@@ -398,18 +396,12 @@ impl ResolvedManifest {
         let manifest = Manifest::from_toml(text)?;
         for kind in LimitKind::ALL {
             if manifest.limits.get(kind).is_none() {
-                return Err(ManifestError::InvalidValue {
-                    key: format!("limits.{kind}"),
-                    reason: "a resolved manifest sets every limit".into(),
-                });
+                return Err(ManifestError::InvalidValue { key: format!("limits.{kind}"), reason: "a resolved manifest sets every limit".into() });
             }
         }
         let resolved = ResolvedManifest::new(manifest)?;
         if resolved.text != text {
-            return Err(ManifestError::InvalidValue {
-                key: "manifest".into(),
-                reason: "text is not in canonical form".into(),
-            });
+            return Err(ManifestError::InvalidValue { key: "manifest".into(), reason: "text is not in canonical form".into() });
         }
         Ok(resolved)
     }

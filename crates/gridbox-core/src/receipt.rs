@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use gridbox_compute::TraceLevel;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use gridbox_compute::TraceLevel;
 
 use crate::digest::{BlobRef, Digest};
 use crate::job::{Job, JobRun, Outcome};
@@ -163,8 +163,7 @@ impl Receipt {
         let key = VerifyingKey::from_bytes(&key).map_err(|_| ReceiptError::BadPublicKey)?;
         let mut signature = [0u8; 64];
         hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| ReceiptError::BadSignature)?;
-        key.verify(&self.signed_message(), &Signature::from_bytes(&signature))
-            .map_err(|_| ReceiptError::BadSignature)
+        key.verify(&self.signed_message(), &Signature::from_bytes(&signature)).map_err(|_| ReceiptError::BadSignature)
     }
 
     /// The bytes the signature covers: a context string and the canonical JSON of every field

@@ -86,7 +86,8 @@ mod tests {
         for byte in 0..=u8::MAX {
             let Some(trap) = Trap::from_u8(byte) else { continue };
             codes += 1;
-            let name = known_trap_name(trap).unwrap_or_else(|| panic!("wasmtime trap code {byte} ({trap}) has no gridbox name: add it to trap_names.rs and spec/receipt.md"));
+            let name = known_trap_name(trap)
+                .unwrap_or_else(|| panic!("wasmtime trap code {byte} ({trap}) has no gridbox name: add it to trap_names.rs and spec/receipt.md"));
             assert!(names.insert(name), "two traps are named {name}");
             assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{name} is not snake_case");
         }

@@ -73,6 +73,7 @@ impl std::error::Error for Error {}
 /// The SDK's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // The native twin never calls the host.
 fn check(code: i32) -> Result<()> {
     match ErrorCode::from_raw(code) {
         Some(ErrorCode::Ok) => Ok(()),
@@ -163,10 +164,7 @@ fn shape_u32(shape: &[usize]) -> Result<Vec<u32>> {
     if shape.len() > MAX_RANK {
         return Err(Error::Usage(format!("rank {} is above the bridge's maximum of {MAX_RANK}", shape.len())));
     }
-    shape
-        .iter()
-        .map(|&d| u32::try_from(d).map_err(|_| Error::Usage(format!("dimension {d} does not fit in u32"))))
-        .collect()
+    shape.iter().map(|&d| u32::try_from(d).map_err(|_| Error::Usage(format!("dimension {d} does not fit in u32")))).collect()
 }
 
 fn check_len(len: usize, shape: &[usize]) -> Result<()> {

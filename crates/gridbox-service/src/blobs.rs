@@ -9,10 +9,10 @@
 //! `syncfs` calls in all (one before the renames, one after), the same guarantee for a fraction
 //! of the syscalls, in the way the job database commits groups of writes.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -154,12 +154,8 @@ impl BlobStore {
         let unsynced = Arc::new(Unsynced::default());
         let (committer, staged) = mpsc::channel();
         let broken = Arc::new(Mutex::new(None));
-        let committer_state =
-            Committer { root, blobs: blobs.clone(), stored_bytes: stored_bytes.clone(), unsynced: unsynced.clone(), broken: broken.clone() };
-        std::thread::Builder::new()
-            .name("gridbox-blob-sync".into())
-            .spawn(move || committer_state.run(&staged))
-            .map_err(io(&blobs))?;
+        let committer_state = Committer { root, blobs: blobs.clone(), stored_bytes: stored_bytes.clone(), unsynced: unsynced.clone(), broken: broken.clone() };
+        std::thread::Builder::new().name("gridbox-blob-sync".into()).spawn(move || committer_state.run(&staged)).map_err(io(&blobs))?;
         Ok(BlobStore { blobs, tmp, stored_bytes, next_tmp: AtomicU64::new(0), committer: Mutex::new(committer), unsynced, broken })
     }
 
@@ -354,7 +350,6 @@ fn place(tmp: &Path, target: &Path) -> std::io::Result<bool> {
     let _ = std::fs::remove_file(tmp);
     Ok(linked)
 }
-
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {

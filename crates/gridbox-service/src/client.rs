@@ -10,8 +10,8 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use gridbox_core::digest::{BlobRef, Digest};
 use crate::wire::{BlobStored, ErrorBody, JobStatus, SubmitRequest};
+use gridbox_core::digest::{BlobRef, Digest};
 
 /// A request to the service failed.
 #[derive(Debug, thiserror::Error)]

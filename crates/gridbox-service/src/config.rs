@@ -144,8 +144,7 @@ impl ServiceConfig {
         let mut tokens = BTreeSet::new();
         for (index, tenant) in self.tenants.iter().enumerate() {
             let key = format!("tenants[{index}]");
-            let name_ok = (1..=64).contains(&tenant.name.len())
-                && tenant.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            let name_ok = (1..=64).contains(&tenant.name.len()) && tenant.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !name_ok {
                 return Err(invalid(format!("{key}.name"), format!("{:?}: use 1 to 64 of A-Z a-z 0-9 _ . -", tenant.name)));
             }
@@ -217,10 +216,7 @@ mod tests {
             ("[serve]\nworkers = 0\n", "serve.workers"),
             ("[[tenants]]\nname = \"a b\"\ntoken = \"0123456789abcdef\"\n", "tenants[0].name"),
             ("[[tenants]]\nname = \"a\"\ntoken = \"short\"\n", "tenants[0].token"),
-            (
-                "[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdeg\"\n",
-                "listed twice",
-            ),
+            ("[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdeg\"\n", "listed twice"),
             ("[serve]\nmax_wait_s = 60\nrequest_timeout_s = 60\n", "serve.max_wait_s"),
             ("[max]\nfule = 1\n", "fule"),
         ];

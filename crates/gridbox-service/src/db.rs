@@ -250,10 +250,10 @@ impl JobDb {
         let starts = read.open_table(STARTS).map_err(storage)?;
         for entry in queue.iter().map_err(storage)? {
             let (_, id) = entry.map_err(storage)?;
-            let bytes = jobs.get(id.value()).map_err(storage)?.ok_or_else(|| DbError::BadRecord {
-                id: id.value().to_string(),
-                reason: "queued but missing from the jobs table".into(),
-            })?;
+            let bytes = jobs
+                .get(id.value())
+                .map_err(storage)?
+                .ok_or_else(|| DbError::BadRecord { id: id.value().to_string(), reason: "queued but missing from the jobs table".into() })?;
             let mut record = parse(id.value(), bytes.value())?;
             record.starts = starts.get(id.value()).map_err(storage)?.map(|count| count.value()).unwrap_or(0);
             recovered.unfinished.push(record);

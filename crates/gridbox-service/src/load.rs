@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientError};
+use crate::wire::JobState;
 use gridbox_core::digest::Digest;
 use gridbox_core::manifest::Manifest;
-use crate::wire::JobState;
 
 /// The tiny job: `_start` returns at once. Its text form is [`TINY_JOB_WAT`]; a test checks
 /// that the two agree.

@@ -9,18 +9,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use gridbox_core::digest::Digest;
-use gridbox_core::errors::error_chain;
-use gridbox_core::engine::JobEngine;
-use gridbox_core::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
-use gridbox_core::manifest::{Manifest, ResolvedManifest};
-use gridbox_core::receipt::Receipt;
 use crate::blobs::{BlobStore, PendingBlobs};
 use crate::config::ServiceConfig;
 use crate::db::{JobDb, JobRecord, JobResult, JobState, Recovered, now_ms};
 use crate::error::ServiceError;
 use crate::metrics::{Gauges, Metrics};
 use crate::wire::JobStatus;
+use gridbox_core::digest::Digest;
+use gridbox_core::engine::JobEngine;
+use gridbox_core::errors::error_chain;
+use gridbox_core::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
+use gridbox_core::manifest::{Manifest, ResolvedManifest};
+use gridbox_core::receipt::Receipt;
 
 /// A job that has not ended yet, as the workers and status requests see it.
 struct LiveJob {

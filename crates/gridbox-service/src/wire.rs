@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use gridbox_core::digest::BlobRef;
 pub use crate::db::JobState;
+use gridbox_core::digest::BlobRef;
 
 /// `POST /v1/jobs`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -96,15 +96,8 @@ fn conv2d_with(
     if stride_h == 0 || stride_w == 0 {
         return Err(OpError::InvalidParameter(format!("conv2d strides must be >= 1, got {stride_h} x {stride_w}")));
     }
-    let mismatch = || {
-        OpError::ShapeMismatch(format!(
-            "conv2d of {:?} with {:?} (bias {:?}) cannot give {:?}",
-            x.shape(),
-            w.shape(),
-            bias.map(Tensor::shape),
-            out.shape
-        ))
-    };
+    let mismatch =
+        || OpError::ShapeMismatch(format!("conv2d of {:?} with {:?} (bias {:?}) cannot give {:?}", x.shape(), w.shape(), bias.map(Tensor::shape), out.shape));
     let (&[n, c, h, wd], &[o, c2, kh, kw]) = (x.shape(), w.shape()) else {
         return Err(mismatch());
     };
@@ -253,9 +246,7 @@ mod tests {
     /// The spec, literally.
     fn reference(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: [usize; 4], out: &TensorMeta) -> Vec<f32> {
         let [sh, sw, ph, pw] = params;
-        let (&[_, c, h, wd], &[_, _, kh, kw], &[n, o, hout, wout]) = (x.shape(), w.shape(), out.shape.as_slice()) else {
-            panic!("bad ranks")
-        };
+        let (&[_, c, h, wd], &[_, _, kh, kw], &[n, o, hout, wout]) = (x.shape(), w.shape(), out.shape.as_slice()) else { panic!("bad ranks") };
         let (xd, wdata) = (x.as_f32().unwrap(), w.as_f32().unwrap());
         let mut res = Vec::new();
         for ni in 0..n {
@@ -402,13 +393,8 @@ mod tests {
     fn special_values_match_the_reference() {
         let specials = [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MAX, f32::MIN_POSITIVE / 5.0];
         let spice = |t: Tensor, every: usize| {
-            let v: Vec<f32> = t
-                .as_f32()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| if i % every == 0 { specials[(i / every) % specials.len()] } else { v })
-                .collect();
+            let v: Vec<f32> =
+                t.as_f32().unwrap().iter().enumerate().map(|(i, &v)| if i % every == 0 { specials[(i / every) % specials.len()] } else { v }).collect();
             Tensor::f32(t.shape().to_vec(), v).unwrap()
         };
         let x = spice(tensor(&[2, 2, 6, 7], 11), 13);

@@ -135,14 +135,9 @@ mod tests {
 
     #[test]
     fn broadcasting_matches_a_naive_loop_at_edge_sizes() {
-        for (sa, sb) in [
-            (vec![3, 1, 5], vec![4, 1]),
-            (vec![1], vec![33]),
-            (vec![2, 0, 3], vec![3]),
-            (vec![], vec![7, 2]),
-            (vec![97], vec![97]),
-            (vec![65, 1], vec![1, 31]),
-        ] {
+        for (sa, sb) in
+            [(vec![3, 1, 5], vec![4, 1]), (vec![1], vec![33]), (vec![2, 0, 3], vec![3]), (vec![], vec![7, 2]), (vec![97], vec![97]), (vec![65, 1], vec![1, 31])]
+        {
             let a_len: usize = sa.iter().product();
             let b_len: usize = sb.iter().product();
             let a = Tensor::f32(sa.clone(), (0..a_len).map(|i| i as f32 * 0.5 - 3.0).collect()).unwrap();

@@ -83,8 +83,7 @@ fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, threads
 /// `len` zeros, or an error (not an abort) when they do not fit in memory.
 pub(crate) fn zeroed(len: usize) -> Result<Vec<f32>, OpError> {
     let mut data = Vec::new();
-    data.try_reserve_exact(len)
-        .map_err(|_| OpError::ShapeMismatch(format!("an output of {len} elements does not fit in memory")))?;
+    data.try_reserve_exact(len).map_err(|_| OpError::ShapeMismatch(format!("an output of {len} elements does not fit in memory")))?;
     data.resize(len, 0.0);
     Ok(data)
 }
@@ -170,9 +169,7 @@ impl Plan {
                 return Err(OpError::UnsupportedDType(format!("matmul takes f32, {what} is {}", dtype.name())));
             }
         }
-        let mismatch = || {
-            OpError::ShapeMismatch(format!("matmul of {:?} x {:?} cannot give {:?}", a.shape(), b.shape(), out.shape))
-        };
+        let mismatch = || OpError::ShapeMismatch(format!("matmul of {:?} x {:?} cannot give {:?}", a.shape(), b.shape(), out.shape));
         let (a_shape, b_shape, o_shape) = (a.shape(), b.shape(), out.shape.as_slice());
         let (Some((&[m, k], a_batch)), Some((&[k2, n], b_batch)), Some((&[m2, n2], o_batch))) =
             (split_last2(a_shape), split_last2(b_shape), split_last2(o_shape))
@@ -463,12 +460,7 @@ mod tests {
             for threads in [1, 2, 3] {
                 let got = matmul_with(kernel, a, b, &out, threads).unwrap();
                 assert_eq!(got.shape(), out.shape.as_slice());
-                assert!(
-                    bits(got.as_f32().unwrap()) == want,
-                    "{kernel:?} threads {threads}: {:?} x {:?} differs from the reference",
-                    a.shape(),
-                    b.shape()
-                );
+                assert!(bits(got.as_f32().unwrap()) == want, "{kernel:?} threads {threads}: {:?} x {:?} differs from the reference", a.shape(), b.shape());
             }
         }
     }

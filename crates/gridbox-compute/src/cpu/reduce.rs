@@ -249,11 +249,9 @@ mod tests {
             let x = Tensor::f32(vec![rows, row], values(rows * row)).unwrap();
             let gamma = Tensor::f32(vec![row], values(row)).unwrap();
             let beta = Tensor::f32(vec![row], values(row).iter().map(|v| v * 2.0).collect()).unwrap();
-            for (call, inputs) in [
-                (OpCall::Softmax, vec![&x]),
-                (OpCall::LayerNorm { eps: 1e-5 }, vec![&x, &gamma, &beta]),
-                (OpCall::RmsNorm { eps: 1e-6 }, vec![&x, &gamma]),
-            ] {
+            for (call, inputs) in
+                [(OpCall::Softmax, vec![&x]), (OpCall::LayerNorm { eps: 1e-5 }, vec![&x, &gamma, &beta]), (OpCall::RmsNorm { eps: 1e-6 }, vec![&x, &gamma])]
+            {
                 let one = run(call.clone(), &inputs, 1);
                 let three = run(call.clone(), &inputs, 3);
                 assert_eq!(one.to_le_bytes(), three.to_le_bytes(), "{call:?} row {row}");

@@ -27,9 +27,8 @@ pub(crate) struct Avx512(());
 impl Avx512 {
     /// `Some` when AVX-512F, AVX2 and FMA are present at run time.
     pub(crate) fn detect() -> Option<Avx512> {
-        let present = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma");
+        let present =
+            std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
         present.then_some(Avx512(()))
     }
 }

@@ -28,8 +28,19 @@ use crate::tensor::{Tensor, TensorData, TensorMeta};
 /// The kernels' source, compiled by NVRTC.
 pub const KERNELS_SOURCE: &str = include_str!("kernels.cu");
 
-const KERNEL_NAMES: [&str; 11] =
-    ["unary_f32", "binary_f32", "reduce_f32", "softmax_f32", "norm_f32", "permute_u32", "copy_blocks_u32", "gather_u32", "conv2d_f32", "matmul_f32", "matmul_f32_vec4"];
+const KERNEL_NAMES: [&str; 11] = [
+    "unary_f32",
+    "binary_f32",
+    "reduce_f32",
+    "softmax_f32",
+    "norm_f32",
+    "permute_u32",
+    "copy_blocks_u32",
+    "gather_u32",
+    "conv2d_f32",
+    "matmul_f32",
+    "matmul_f32_vec4",
+];
 
 /// Options that make NVRTC's arithmetic exactly IEEE: no contraction into fma, no flush to
 /// zero, correctly rounded division and square root, no fast math.
@@ -93,7 +104,6 @@ impl std::fmt::Debug for CudaDevice {
         f.write_str(&self.description)
     }
 }
-
 
 fn arch_name(major: i32, minor: i32) -> &'static str {
     // NVRTC takes a &'static str; the architectures gridbox knows, newest first.
@@ -193,7 +203,6 @@ impl Shape {
     }
 }
 
-
 /// One job's stream on a device.
 pub struct CudaJob {
     device: Arc<CudaDevice>,
@@ -249,7 +258,6 @@ impl CudaJob {
         // anything reads it (same stream).
         unsafe { self.stream.alloc::<u32>(len.max(1)) }.map_err(driver)
     }
-
 }
 
 impl GpuJob for CudaJob {
@@ -290,7 +298,14 @@ impl GpuJob for CudaJob {
                 OpCall::Unary(op) => {
                     let code = unary_code(*op);
                     if len > 0 {
-                        stream.launch_builder(self.function("unary_f32")?).arg(&mut result).arg(&input(0)?.data).arg(&n).arg(&code).launch(grid_for(n)).map_err(driver)?;
+                        stream
+                            .launch_builder(self.function("unary_f32")?)
+                            .arg(&mut result)
+                            .arg(&input(0)?.data)
+                            .arg(&n)
+                            .arg(&code)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
                     }
                 }
                 OpCall::Binary(op) => {
@@ -342,7 +357,14 @@ impl GpuJob for CudaJob {
                     if rows > 0 {
                         match call {
                             OpCall::Softmax => {
-                                stream.launch_builder(self.function("softmax_f32")?).arg(&mut result).arg(&x.data).arg(&rows).arg(&row).launch(grid_for(rows * 32)).map_err(driver)?;
+                                stream
+                                    .launch_builder(self.function("softmax_f32")?)
+                                    .arg(&mut result)
+                                    .arg(&x.data)
+                                    .arg(&rows)
+                                    .arg(&row)
+                                    .launch(grid_for(rows * 32))
+                                    .map_err(driver)?;
                             }
                             OpCall::LayerNorm { eps } => {
                                 stream
@@ -381,7 +403,14 @@ impl GpuJob for CudaJob {
                     let permuted: Vec<usize> = perm.iter().map(|&p| strides.get(p as usize).copied().unwrap_or(0)).collect();
                     let params = Shape::new(&out.shape, &permuted, &[])?;
                     if len > 0 {
-                        stream.launch_builder(self.function("permute_u32")?).arg(&mut result).arg(&x.data).arg(&n).arg(&params).launch(grid_for(n)).map_err(driver)?;
+                        stream
+                            .launch_builder(self.function("permute_u32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&n)
+                            .arg(&params)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
                     }
                 }
                 OpCall::Reshape { .. } => {
@@ -449,7 +478,15 @@ impl GpuJob for CudaJob {
                     }
                     let count = host_ids.len() as u64;
                     if len > 0 {
-                        stream.launch_builder(self.function("gather_u32")?).arg(&mut result).arg(&table.data).arg(&ids.data).arg(&count).arg(&row).launch(grid_for(n)).map_err(driver)?;
+                        stream
+                            .launch_builder(self.function("gather_u32")?)
+                            .arg(&mut result)
+                            .arg(&table.data)
+                            .arg(&ids.data)
+                            .arg(&count)
+                            .arg(&row)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
                     }
                 }
                 OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
@@ -476,7 +513,6 @@ impl GpuJob for CudaJob {
         }
         Ok(DeviceTensor { meta: out.clone(), data: result })
     }
-
 }
 
 impl CudaJob {
@@ -650,7 +686,8 @@ mod tests {
         for op in [UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt] {
             same(&job, &OpCall::Unary(op), &[&x], &format!("{op:?}"));
         }
-        for (sa, sb) in [(vec![0], vec![0]), (vec![1], vec![1]), (vec![97], vec![97]), (vec![3, 1, 33], vec![4, 1]), (vec![1], vec![65]), (vec![2, 31], vec![])] {
+        for (sa, sb) in [(vec![0], vec![0]), (vec![1], vec![1]), (vec![97], vec![97]), (vec![3, 1, 33], vec![4, 1]), (vec![1], vec![65]), (vec![2, 31], vec![])]
+        {
             let a = Tensor::f32(sa.clone(), values.any_bits(sa.iter().product())).unwrap();
             let b = Tensor::f32(sb.clone(), values.ordinary(sb.iter().product())).unwrap();
             for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {

@@ -46,18 +46,11 @@ impl DeterministicWasi {
             // character device without seek rights would take it for a tty (`isatty`), which
             // changes what programs print. wasmtime-wasi reports a non-tty stdio the same way.
             Descriptor::Stdin => (abi::FILETYPE_UNKNOWN, 0, abi::RIGHTS_FD_READ, abi::RIGHTS_FD_READ),
-            Descriptor::Stdout | Descriptor::Stderr => {
-                (abi::FILETYPE_UNKNOWN, 0, abi::RIGHTS_FD_WRITE, abi::RIGHTS_FD_WRITE)
-            }
-            Descriptor::Dir { preopen: Some(_), .. } => {
-                (abi::FILETYPE_DIRECTORY, 0, abi::PREOPEN_RIGHTS_BASE, abi::PREOPEN_RIGHTS_INHERITING)
-            }
+            Descriptor::Stdout | Descriptor::Stderr => (abi::FILETYPE_UNKNOWN, 0, abi::RIGHTS_FD_WRITE, abi::RIGHTS_FD_WRITE),
+            Descriptor::Dir { preopen: Some(_), .. } => (abi::FILETYPE_DIRECTORY, 0, abi::PREOPEN_RIGHTS_BASE, abi::PREOPEN_RIGHTS_INHERITING),
             Descriptor::Dir { preopen: None, .. } => {
-                let rights = abi::RIGHTS_ALL
-                    & !(abi::RIGHTS_FD_SEEK
-                        | abi::RIGHTS_FD_FILESTAT_SET_SIZE
-                        | abi::RIGHTS_PATH_FILESTAT_SET_SIZE
-                        | abi::RIGHTS_FD_WRITE);
+                let rights =
+                    abi::RIGHTS_ALL & !(abi::RIGHTS_FD_SEEK | abi::RIGHTS_FD_FILESTAT_SET_SIZE | abi::RIGHTS_PATH_FILESTAT_SET_SIZE | abi::RIGHTS_FD_WRITE);
                 (abi::FILETYPE_DIRECTORY, 0, rights, rights)
             }
             Descriptor::File { read, write, append, .. } => {

@@ -67,4 +67,3 @@ pub(super) fn read_into(mem: &mut GuestMemory<'_>, iovs: u32, iovs_len: u32, mut
     }
     Ok(total)
 }
-

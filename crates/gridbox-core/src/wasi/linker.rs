@@ -16,9 +16,7 @@ fn host_call<T: 'static>(
 ) -> wasmtime::Result<i32> {
     let fuel_left = caller.get_fuel().ok();
     let Some(memory) = exported_memory(caller) else {
-        return Err(wasmtime::Error::msg(
-            "gridbox: the module calls a WASI preview1 function but does not export a linear memory named \"memory\"",
-        ));
+        return Err(wasmtime::Error::msg("gridbox: the module calls a WASI preview1 function but does not export a linear memory named \"memory\""));
     };
     let (data, state) = memory.data_and_store_mut(&mut *caller);
     let wasi = get(state);

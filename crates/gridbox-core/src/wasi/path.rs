@@ -2,9 +2,9 @@
 
 use super::abi::{self, decode_times, encode_filestat};
 use super::guest::WasiMemory;
+use super::state::MAX_OPEN_FDS;
 use super::state::{Descriptor, DeterministicWasi, HostResult};
 use super::vfs::{Errno, FileKind, OpenOptions};
-use super::state::MAX_OPEN_FDS;
 use crate::guest_memory::GuestMemory;
 
 impl DeterministicWasi {
@@ -101,13 +101,7 @@ impl DeterministicWasi {
         let node = self.vfs.open(dir, mem.string(path, path_len)?, options, now)?;
         let descriptor = match self.vfs.kind(node)? {
             FileKind::Directory => Descriptor::Dir { node, preopen: None },
-            FileKind::RegularFile => Descriptor::File {
-                node,
-                position: 0,
-                read,
-                write,
-                append: fdflags & abi::FDFLAGS_APPEND != 0,
-            },
+            FileKind::RegularFile => Descriptor::File { node, position: 0, read, write, append: fdflags & abi::FDFLAGS_APPEND != 0 },
         };
         let new_fd = match self.push_fd(descriptor) {
             Ok(new_fd) => new_fd,
@@ -138,7 +132,16 @@ impl DeterministicWasi {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn path_rename(&mut self, mem: &mut GuestMemory<'_>, fd: u32, old_path: u32, old_path_len: u32, new_fd: u32, new_path: u32, new_path_len: u32) -> HostResult {
+    pub(super) fn path_rename(
+        &mut self,
+        mem: &mut GuestMemory<'_>,
+        fd: u32,
+        old_path: u32,
+        old_path_len: u32,
+        new_fd: u32,
+        new_path: u32,
+        new_path_len: u32,
+    ) -> HostResult {
         let old_dir = self.dir(fd)?;
         let new_dir = self.dir(new_fd)?;
         let old_path = mem.string(old_path, old_path_len)?;
@@ -148,7 +151,15 @@ impl DeterministicWasi {
         Ok(())
     }
 
-    pub(super) fn path_symlink(&mut self, mem: &mut GuestMemory<'_>, old_path: u32, old_path_len: u32, fd: u32, new_path: u32, new_path_len: u32) -> HostResult {
+    pub(super) fn path_symlink(
+        &mut self,
+        mem: &mut GuestMemory<'_>,
+        old_path: u32,
+        old_path_len: u32,
+        fd: u32,
+        new_path: u32,
+        new_path_len: u32,
+    ) -> HostResult {
         // No symbolic links: a link could only point inside the mounts, and leaving them out
         // keeps path resolution simple.
         self.dir(fd)?;

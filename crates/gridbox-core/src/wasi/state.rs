@@ -62,7 +62,6 @@ impl Descriptor {
     }
 }
 
-
 /// A job's deterministic WASI state: its filesystem, descriptors, stdio and virtual clock.
 ///
 /// Create one per job with [`DeterministicWasi::new`], add the mounts, put it in the store's
@@ -122,13 +121,7 @@ impl DeterministicWasi {
             stdout: Vec::new(),
             stderr: Vec::new(),
             stdio_limit: config.stdio_bytes,
-            clock: VirtualClock {
-                start_unix_ns: config.start_unix_ns,
-                fuel_budget: config.fuel_budget,
-                fuel_consumed: 0,
-                slept_ns: 0,
-                last_elapsed: 0,
-            },
+            clock: VirtualClock { start_unix_ns: config.start_unix_ns, fuel_budget: config.fuel_budget, fuel_consumed: 0, slept_ns: 0, last_elapsed: 0 },
         }
     }
 
@@ -237,10 +230,7 @@ impl DeterministicWasi {
         let total = iovecs_total(mem, iovs, iovs_len)?;
         let used = (self.stdout.len() as u64).saturating_add(self.stderr.len() as u64);
         if used.saturating_add(total) > self.stdio_limit {
-            return Err(HostError::Trap(wasmtime::Error::new(LimitExceeded {
-                limit: LimitKind::StdioBytes,
-                value: self.stdio_limit,
-            })));
+            return Err(HostError::Trap(wasmtime::Error::new(LimitExceeded { limit: LimitKind::StdioBytes, value: self.stdio_limit })));
         }
         let buffer = if to_stderr { &mut self.stderr } else { &mut self.stdout };
         // `total` is within the limit, so reserving it is bounded by the job's own limit.
@@ -251,5 +241,4 @@ impl DeterministicWasi {
         }
         Ok(total as u32)
     }
-
 }

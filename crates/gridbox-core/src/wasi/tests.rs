@@ -92,14 +92,7 @@ struct TestState {
 }
 
 fn config() -> WasiConfig {
-    WasiConfig {
-        start_unix_ns: T0,
-        stdin: Arc::from(&b"hello stdin"[..]),
-        stdio_bytes: 1 << 20,
-        output_bytes: 1 << 20,
-        output_files: 100,
-        fuel_budget: FUEL,
-    }
+    WasiConfig { start_unix_ns: T0, stdin: Arc::from(&b"hello stdin"[..]), stdio_bytes: 1 << 20, output_bytes: 1 << 20, output_files: 100, fuel_budget: FUEL }
 }
 
 fn engine() -> Engine {

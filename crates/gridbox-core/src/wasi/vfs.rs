@@ -493,16 +493,7 @@ impl Vfs {
     /// The metadata of `node`.
     pub fn stat(&self, node: NodeId) -> Result<Stat, Errno> {
         let n = self.node(node).ok_or(Errno::Badf)?;
-        Ok(Stat {
-            dev: n.mount as u64,
-            ino: n.ino,
-            kind: n.file_kind(),
-            nlink: u64::from(n.linked),
-            size: n.size(),
-            atim: n.atim,
-            mtim: n.mtim,
-            ctim: n.ctim,
-        })
+        Ok(Stat { dev: n.mount as u64, ino: n.ino, kind: n.file_kind(), nlink: u64::from(n.linked), size: n.size(), atim: n.atim, mtim: n.mtim, ctim: n.ctim })
     }
 
     /// The kind of `node`.
@@ -852,12 +843,7 @@ impl Vfs {
             Some((name.as_str(), c.ino, c.file_kind()))
         });
         let skip = usize::try_from(cookie).unwrap_or(usize::MAX);
-        Ok(head.into_iter().chain(entries).zip(1u64..).skip(skip).map(|((name, ino, kind), next)| DirEntry {
-            next,
-            ino,
-            kind,
-            name,
-        }))
+        Ok(head.into_iter().chain(entries).zip(1u64..).skip(skip).map(|((name, ino, kind), next)| DirEntry { next, ino, kind, name }))
     }
 
     // ----- internals -----
@@ -918,18 +904,7 @@ impl Vfs {
         let id = NodeId(self.nodes.len());
         let ino = self.next_ino;
         self.next_ino = self.next_ino.saturating_add(1);
-        self.nodes.push(Some(Node {
-            ino,
-            mount,
-            parent,
-            linked: true,
-            is_root: false,
-            open: 0,
-            atim: now,
-            mtim: now,
-            ctim: now,
-            kind,
-        }));
+        self.nodes.push(Some(Node { ino, mount, parent, linked: true, is_root: false, open: 0, atim: now, mtim: now, ctim: now, kind }));
         id
     }
 
@@ -1202,16 +1177,10 @@ mod tests {
         // Inodes in sorted-path order: root 1, a.txt 2, sub 3, sub/b.txt 4, sub/deeper 5, c.bin 6,
         // zeta.txt 7, then the output root 8.
         let ino = |path: &str| vfs.stat(vfs.lookup(input, path).unwrap()).unwrap().ino;
-        assert_eq!(
-            [ino("."), ino("a.txt"), ino("sub"), ino("sub/b.txt"), ino("sub/deeper"), ino("sub/deeper/c.bin"), ino("zeta.txt")],
-            [1, 2, 3, 4, 5, 6, 7]
-        );
+        assert_eq!([ino("."), ino("a.txt"), ino("sub"), ino("sub/b.txt"), ino("sub/deeper"), ino("sub/deeper/c.bin"), ino("zeta.txt")], [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(vfs.stat(output).unwrap().ino, 8);
         let stat = vfs.stat(vfs.lookup(input, "sub/deeper/c.bin").unwrap()).unwrap();
-        assert_eq!(
-            stat,
-            Stat { dev: 0, ino: 6, kind: FileKind::RegularFile, nlink: 1, size: 4, atim: T0, mtim: T0, ctim: T0 }
-        );
+        assert_eq!(stat, Stat { dev: 0, ino: 6, kind: FileKind::RegularFile, nlink: 1, size: 4, atim: T0, mtim: T0, ctim: T0 });
         assert_eq!(vfs.stat(output).unwrap().dev, 1);
         // The same set of files in another order gives the same filesystem.
         let mut other = Vfs::new(T0, 1 << 20, 100);
@@ -1433,10 +1402,7 @@ mod tests {
     fn readdir_cookies_resume_where_they_stopped() {
         let (vfs, input, _) = fs(10, 3);
         let all: Vec<(u64, String)> = vfs.read_dir(input, 0).unwrap().map(|e| (e.next, e.name.to_string())).collect();
-        assert_eq!(
-            all,
-            [(1, "."), (2, ".."), (3, "a.txt"), (4, "sub"), (5, "zeta.txt")].map(|(n, s)| (n, s.to_string()))
-        );
+        assert_eq!(all, [(1, "."), (2, ".."), (3, "a.txt"), (4, "sub"), (5, "zeta.txt")].map(|(n, s)| (n, s.to_string())));
         let rest: Vec<&str> = vfs.read_dir(input, 3).unwrap().map(|e| e.name).collect();
         assert_eq!(rest, ["sub", "zeta.txt"]);
         assert_eq!(vfs.read_dir(input, u64::MAX).unwrap().count(), 0);

@@ -13,11 +13,11 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 
-use gridbox_core::digest::{BlobRef, Digest};
 use crate::blobs::BlobError;
 use crate::http::error::{ApiError, RejectionCode};
 use crate::service::Service;
 use crate::wire::{BlobStored, JobList, SubmitRequest};
+use gridbox_core::digest::{BlobRef, Digest};
 
 /// Uploads are written to disk in batches of this many bytes.
 const UPLOAD_BATCH: usize = 1 << 20;
@@ -53,10 +53,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(BLOB, put(upload_claimed_blob).get(download_blob).head(blob_exists))
         .layer(middleware::from_fn_with_state(settings.transfer_timeout(), time_limit));
     let tenant_routes = jobs.merge(blobs).layer(middleware::from_fn_with_state(service.clone(), authenticate));
-    let operations = Router::new()
-        .route(HEALTHZ, get(healthz))
-        .route(METRICS, get(metrics))
-        .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
+    let operations =
+        Router::new().route(HEALTHZ, get(healthz)).route(METRICS, get(metrics)).layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
     Router::new()
         .merge(operations)
         .merge(tenant_routes)
@@ -147,7 +145,12 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError>
     path.map(|Path(id)| id).map_err(|e| ApiError::not_found(format!("no such job: {e}")))
 }
 
-async fn upload_blob(State(service): State<Arc<Service>>, Extension(tenant): Extension<AuthenticatedTenant>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn upload_blob(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<AuthenticatedTenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     store_upload(&service, &tenant, None, &headers, body).await
 }
 
@@ -163,7 +166,13 @@ async fn upload_claimed_blob(
 }
 
 /// Streams the body into the blob store, hashing as it goes.
-async fn store_upload(service: &Arc<Service>, tenant: &AuthenticatedTenant, claimed: Option<Digest>, headers: &HeaderMap, mut body: Body) -> Result<Response, ApiError> {
+async fn store_upload(
+    service: &Arc<Service>,
+    tenant: &AuthenticatedTenant,
+    claimed: Option<Digest>,
+    headers: &HeaderMap,
+    mut body: Body,
+) -> Result<Response, ApiError> {
     let limit = service.config().serve.max_blob_bytes;
     if content_length(headers).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));
@@ -270,7 +279,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     }
 }
 
-async fn submit_job(State(service): State<Arc<Service>>, Extension(tenant): Extension<AuthenticatedTenant>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn submit_job(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<AuthenticatedTenant>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limit = service.config().serve.max_request_bytes;
     if content_length(&headers).is_some_and(|length| length > limit as u64) {
         return Err(ApiError::too_large(limit as u64));
@@ -346,11 +360,11 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use gridbox_core::engine::JobEngine;
-    use crate::load::TINY_JOB_WASM;
-    use gridbox_core::manifest::Manifest;
     use crate::ServiceConfig;
+    use crate::load::TINY_JOB_WASM;
     use crate::wire::{ErrorBody, JobState, JobStatus};
+    use gridbox_core::engine::JobEngine;
+    use gridbox_core::manifest::Manifest;
 
     const ALICE: &str = "alice-token-0123456789";
     const BOB: &str = "bob-token-0123456789ab";
