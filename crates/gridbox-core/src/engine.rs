@@ -78,8 +78,6 @@ impl JobEngine {
 
         let mut linker = Linker::new(&engine);
         let linker_error = |e: wasmtime::Error| RunError::Engine { what: "the job linker", source: e.into() };
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut RunState| &mut state.wasi).map_err(linker_error)?;
-        linker.allow_shadowing(true);
         wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
         bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
 

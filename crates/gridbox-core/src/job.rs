@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use gridbox_compute::{TensorGrant, TensorSession, TraceChain};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use crate::bridge::BridgeHost;
 use crate::digest::Digest;
@@ -18,7 +16,7 @@ use crate::limits::{LimitExceeded, LimitKind};
 use crate::manifest::{Capability, LimitValues, ManifestError, ResolvedManifest};
 use crate::trap_names::trap_name;
 use crate::wasi::random::JobRandom;
-use crate::wasi::{DeterministicWasi, WasiConfig};
+use crate::wasi::{DeterministicWasi, JobExit, WasiConfig};
 
 /// Where the job's inputs are mounted, read-only.
 pub const INPUT_DIR: &str = "/input";
@@ -229,7 +227,6 @@ pub struct JobRun {
 
 /// Per-store state of a running job.
 pub struct RunState {
-    pub(crate) wasi: WasiP1Ctx,
     pub(crate) files: DeterministicWasi,
     pub(crate) bridge: BridgeHost,
     limiter: JobLimiter,
@@ -370,15 +367,6 @@ impl JobEngine {
         let hash = job.manifest.hash();
         let mut argv = vec![ARGV0.to_string()];
         argv.extend(manifest.args.iter().cloned());
-        let env: Vec<(&String, &String)> = manifest.env.iter().collect();
-        let mut insecure = JobRandom::new(hash, manifest.seed, "insecure");
-        let wasi = WasiCtxBuilder::new()
-            .args(&argv)
-            .envs(&env)
-            .secure_random(JobRandom::new(hash, manifest.seed, "secure"))
-            .insecure_random_seed(insecure.next_u128())
-            .insecure_random(insecure)
-            .build_p1();
         let stdin = match &manifest.stdin {
             Some(name) => job.inputs.get(name).cloned().unwrap_or_else(|| Arc::from(Vec::new())),
             None => Arc::from(Vec::new()),
@@ -390,12 +378,14 @@ impl JobEngine {
             output_bytes: limits.get(LimitKind::OutputBytes),
             output_files: limits.get(LimitKind::OutputFiles),
             fuel_budget: limits.get(LimitKind::Fuel),
+            args: argv,
+            env: manifest.env.iter().map(|(key, value)| (key.clone(), value.clone())).collect(),
+            random: JobRandom::new(hash, manifest.seed, "secure"),
         });
         let inputs = job.inputs.iter().map(|(name, bytes)| (name.clone(), bytes.clone()));
         files.mount_read_only(INPUT_DIR, inputs).map_err(|e| RunError::Engine { what: "the input folder", source: e.into() })?;
         files.mount_writable(OUTPUT_DIR).map_err(|e| RunError::Engine { what: "the output folder", source: e.into() })?;
         Ok(RunState {
-            wasi,
             files,
             bridge: BridgeHost::new(TensorSession::new(
                 TensorGrant {
@@ -418,8 +408,8 @@ fn classify(result: wasmtime::Result<()>, limits: LimitValues) -> Result<(Outcom
         Ok(()) => return Ok((Outcome::Exited { code: 0 }, None)),
         Err(error) => error,
     };
-    if let Some(exit) = error.downcast_ref::<I32Exit>() {
-        return Ok((Outcome::Exited { code: exit.0 as u32 }, None));
+    if let Some(JobExit(code)) = error.downcast_ref::<JobExit>() {
+        return Ok((Outcome::Exited { code: *code }, None));
     }
     let error = match error.downcast::<ProviderFault>() {
         Ok(fault) => return Err(fault),

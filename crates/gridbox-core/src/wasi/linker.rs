@@ -1,5 +1,5 @@
-//! Registering the shadowed preview1 functions with wasmtime: one list of names and witx
-//! signatures, from which both [`SHADOWED_FUNCTIONS`] and [`add_to_linker`] are made.
+//! Registering the preview1 functions with wasmtime: one list of names and witx signatures,
+//! from which both [`FUNCTIONS`] and [`add_to_linker`] are made.
 
 use wasmtime::{Caller, Linker};
 
@@ -29,11 +29,16 @@ fn host_call<T: 'static>(
     }
 }
 
-/// Calls `$then!` with every shadowed function as `name(arg: wasm type, ...);`, in the order of
-/// the witx. This is the one list: the names and the linker definitions both come from it.
-macro_rules! shadowed_functions {
+/// Calls `$then!` with every preview1 function gridbox provides as `name(arg: wasm type, ...);`.
+/// This is the one list: the names and the linker definitions both come from it. Socket
+/// functions are not in it: jobs have no network.
+macro_rules! preview1_functions {
     ($then:ident) => {
         $then! {
+            args_get(argv: i32, argv_buf: i32);
+            args_sizes_get(argc: i32, argv_buf_size: i32);
+            environ_get(environ: i32, environ_buf: i32);
+            environ_sizes_get(count: i32, buf_size: i32);
             clock_res_get(id: i32, result: i32);
             clock_time_get(id: i32, precision: i64, result: i32);
             fd_advise(fd: i32, offset: i64, len: i64, advice: i32);
@@ -68,41 +73,49 @@ macro_rules! shadowed_functions {
             path_symlink(old_path: i32, old_path_len: i32, fd: i32, new_path: i32, new_path_len: i32);
             path_unlink_file(fd: i32, path: i32, path_len: i32);
             poll_oneoff(subs: i32, events: i32, nsubscriptions: i32, result: i32);
+            proc_exit(code: i32) -> noreturn;
+            proc_raise(signal: i32);
+            sched_yield();
+            random_get(buf: i32, buf_len: i32);
         }
     };
 }
 
 macro_rules! function_names {
-    ($($name:ident($($arg:ident: $ty:ty),*);)*) => {
-        /// Every preview1 function [`add_to_linker`] defines, shadowing wasmtime-wasi's.
-        pub const SHADOWED_FUNCTIONS: &[&str] = &[$(stringify!($name)),*];
+    ($($name:ident($($arg:ident: $ty:ty),*) $(-> $noreturn:ident)?;)*) => {
+        /// Every preview1 function [`add_to_linker`] defines: all a job may import.
+        pub const FUNCTIONS: &[&str] = &[$(stringify!($name)),*];
     };
 }
 
-shadowed_functions!(function_names);
+preview1_functions!(function_names);
 
-/// Defines every function of [`SHADOWED_FUNCTIONS`] in `linker` under `wasi_snapshot_preview1`,
+/// Defines every function of [`FUNCTIONS`] in `linker` under `wasi_snapshot_preview1`,
 /// with the signatures of the preview1 witx. `get` finds the job's [`DeterministicWasi`] in the
 /// store's data.
 ///
 /// Each wasm argument is passed to the method of the same name reinterpreted as the unsigned
 /// type it is in the ABI (`as _`: a wasm i32 is a u32 pointer, size or flags word; i64 a u64,
 /// except fd_seek's signed offset, which the method takes as i64).
-///
-/// Call it after `wasmtime_wasi::p1::add_to_linker_sync` and `linker.allow_shadowing(true)`, so
-/// that these definitions replace wasmtime-wasi's.
 pub fn add_to_linker<T: 'static>(linker: &mut Linker<T>, get: fn(&mut T) -> &mut DeterministicWasi) -> wasmtime::Result<()> {
+    macro_rules! define_one {
+        // `proc_exit` returns nothing to wasm: it always stops the job.
+        ($name:ident($($arg:ident: $ty:ty),*) -> noreturn) => {
+            linker.func_wrap(PREVIEW1_MODULE, stringify!($name), move |mut caller: Caller<'_, T>, $($arg: $ty),*| -> wasmtime::Result<()> {
+                host_call(&mut caller, get, |wasi, mem| wasi.$name(mem, $($arg as _),*)).map(drop)
+            })?;
+        };
+        ($name:ident($($arg:ident: $ty:ty),*)) => {
+            linker.func_wrap(PREVIEW1_MODULE, stringify!($name), move |mut caller: Caller<'_, T>, $($arg: $ty),*| -> wasmtime::Result<i32> {
+                host_call(&mut caller, get, |wasi, mem| wasi.$name(mem, $($arg as _),*))
+            })?;
+        };
+    }
     macro_rules! define_all {
-        ($($name:ident($($arg:ident: $ty:ty),*);)*) => {$(
-            linker.func_wrap(
-                PREVIEW1_MODULE,
-                stringify!($name),
-                move |mut caller: Caller<'_, T>, $($arg: $ty),*| -> wasmtime::Result<i32> {
-                    host_call(&mut caller, get, |wasi, mem| wasi.$name(mem, $($arg as _),*))
-                },
-            )?;
+        ($($name:ident($($arg:ident: $ty:ty),*) $(-> $noreturn:ident)?;)*) => {$(
+            define_one!($name($($arg: $ty),*) $(-> $noreturn)?);
         )*};
     }
-    shadowed_functions!(define_all);
+    preview1_functions!(define_all);
     Ok(())
 }

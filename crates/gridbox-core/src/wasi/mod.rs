@@ -1,11 +1,10 @@
 //! WASI preview1 for jobs, made deterministic.
 //!
-//! wasmtime-wasi's own preview1 stays in the linker for what is already deterministic there
-//! (args, environment, seeded random bytes, `proc_exit`, `proc_raise`, `sched_yield`); every
-//! function in [`SHADOWED_FUNCTIONS`] (files, stdio, clocks, polling) is redefined by
-//! [`add_to_linker`] on top of it and served from an in-memory filesystem with fixed metadata
-//! and a virtual clock, because a cap-std preopen leaks host timestamps, inode numbers and
-//! directory order.
+//! gridbox implements every preview1 function a job may import ([`FUNCTIONS`]) itself, over an
+//! in-memory filesystem with fixed metadata, a virtual clock, the manifest's arguments and
+//! environment and a seeded random stream: wasmtime-wasi's preview1 reads the host (a cap-std
+//! preopen leaks host timestamps, inode numbers and directory order) and brings an async
+//! runtime a verifier does not need.
 //!
 //! Rules every function here follows:
 //!
@@ -32,11 +31,11 @@
 //! monotonic, process and thread CPU time are that. Sleeping never waits: it moves the clock.
 //! Files take their timestamps from this clock too, so `mtim` after a write is deterministic.
 //!
-//! The pieces: [`abi`](self) constants and encodings of the witx, the descriptor table and
-//! stdio (`state`), the clock (`clock`), the `fd_*` functions (`fd`), the `path_*` functions
-//! (`path`), `poll_oneoff` (`poll`), iovecs and path strings (`guest`), the one list of
-//! functions and their registration (`linker`), the filesystem ([`vfs`]) and the random
-//! stream ([`random`]).
+//! The pieces: the witx's constants and encodings (`abi`), the descriptor table and stdio
+//! (`state`), the clock (`clock`), the `fd_*` functions (`fd`), the `path_*` functions
+//! (`path`), `poll_oneoff` (`poll`), arguments, environment, exit and random bytes
+//! (`process`), iovecs and path strings (`guest`), the one list of functions and their
+//! registration (`linker`), the filesystem ([`vfs`]) and the random stream ([`random`]).
 
 mod abi;
 mod clock;
@@ -45,26 +44,21 @@ mod guest;
 mod linker;
 mod path;
 mod poll;
+mod process;
 pub mod random;
 mod state;
 #[cfg(test)]
 mod tests;
 pub mod vfs;
 
-pub use linker::{SHADOWED_FUNCTIONS, add_to_linker};
+pub use linker::{FUNCTIONS, add_to_linker};
+pub use process::JobExit;
 pub use state::{DeterministicWasi, MAX_OPEN_FDS, WasiConfig};
 
 /// The preview1 module name.
 pub const PREVIEW1_MODULE: &str = "wasi_snapshot_preview1";
 
-/// The preview1 functions wasmtime-wasi serves for gridbox, unshadowed: each is deterministic
-/// there (arguments and environment from the manifest, random bytes from [`random`]).
-pub const WASMTIME_WASI_FUNCTIONS: &[&str] =
-    &["args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "proc_exit", "proc_raise", "sched_yield", "random_get"];
-
-/// Whether a job may import `name` from [`PREVIEW1_MODULE`] with the `wasi` capability. Socket
-/// functions are not among them: gridbox jobs have no network, and a module importing one is
-/// refused at load.
+/// Whether a job may import `name` from [`PREVIEW1_MODULE`] with the `wasi` capability.
 pub fn is_preview1_function(name: &str) -> bool {
-    SHADOWED_FUNCTIONS.contains(&name) || WASMTIME_WASI_FUNCTIONS.contains(&name)
+    FUNCTIONS.contains(&name)
 }

@@ -3,11 +3,10 @@
 //! The stream is `BLAKE3-XOF(derive_key("gridbox 2026-11 random v1 " + purpose, manifest_hash ||
 //! seed_le))`, read front to back. Anyone can recompute it, so replays see the same bytes.
 
-use std::convert::Infallible;
-
 use crate::digest::Digest;
 
-/// A deterministic generator for one purpose (`secure` or `insecure`) of one job.
+/// A deterministic generator for one purpose of one job (`random_get` reads the `secure` one).
+#[derive(Clone)]
 pub struct JobRandom {
     stream: blake3::OutputReader,
 }
@@ -21,41 +20,29 @@ impl JobRandom {
         JobRandom { stream: hasher.finalize_xof() }
     }
 
-    /// The next 16 bytes as a number (what wasmtime-wasi takes as its hash-map seed).
-    pub fn next_u128(&mut self) -> u128 {
-        let mut bytes = [0u8; 16];
-        self.stream.fill(&mut bytes);
-        u128::from_le_bytes(bytes)
-    }
-}
-
-impl rand_core::TryRng for JobRandom {
-    type Error = Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut bytes = [0u8; 4];
-        self.stream.fill(&mut bytes);
-        Ok(u32::from_le_bytes(bytes))
+    /// Fills `out` with the stream's next bytes.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        self.stream.fill(out);
     }
 
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+    /// The next 8 bytes, as a little-endian number.
+    pub fn next_u64(&mut self) -> u64 {
         let mut bytes = [0u8; 8];
         self.stream.fill(&mut bytes);
-        Ok(u64::from_le_bytes(bytes))
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.stream.fill(dst);
-        Ok(())
+        u64::from_le_bytes(bytes)
     }
 }
 
-impl rand_core::TryCryptoRng for JobRandom {}
+impl std::fmt::Debug for JobRandom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The stream's position is not worth printing.
+        f.write_str("JobRandom")
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand_core::Rng;
 
     #[test]
     fn same_job_same_bytes_and_purposes_differ() {

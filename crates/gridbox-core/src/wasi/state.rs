@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use super::clock::VirtualClock;
 use super::guest::{WasiMemory, iovecs_total};
+use super::process::Process;
+use super::random::JobRandom;
 use super::vfs::{Errno, FsError, MountError, NodeId, Vfs};
 use crate::guest_memory::{GuestMemory, OutOfBounds};
 use crate::limits::{LimitExceeded, LimitKind};
@@ -31,6 +33,12 @@ pub struct WasiConfig {
     /// The fuel the store starts with (`Store::set_fuel`): consumed fuel is this minus what is
     /// left, and drives the virtual clock.
     pub fuel_budget: u64,
+    /// The job's arguments, `argv[0]` first.
+    pub args: Vec<String>,
+    /// The job's environment, in the order `environ_get` lists it.
+    pub env: Vec<(String, String)>,
+    /// The stream `random_get` reads.
+    pub random: JobRandom,
 }
 
 /// An open descriptor.
@@ -78,6 +86,7 @@ pub struct DeterministicWasi {
     pub(super) stderr: Vec<u8>,
     pub(super) stdio_limit: u64,
     pub(super) clock: VirtualClock,
+    pub(super) process: Process,
 }
 
 /// Why a host function stops: an errno for the guest, or a trap that ends the job.
@@ -122,6 +131,7 @@ impl DeterministicWasi {
             stderr: Vec::new(),
             stdio_limit: config.stdio_bytes,
             clock: VirtualClock { start_unix_ns: config.start_unix_ns, fuel_budget: config.fuel_budget, fuel_consumed: 0, slept_ns: 0, last_elapsed: 0 },
+            process: Process { args: config.args, env: config.env.into_iter().map(|(key, value)| format!("{key}={value}")).collect(), random: config.random },
         }
     }
 

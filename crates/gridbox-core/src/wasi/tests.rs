@@ -7,8 +7,6 @@ use wasmtime::Linker;
 use super::*;
 use crate::limits::{LimitExceeded, LimitKind};
 use wasmtime::{Config, Engine, Instance, Memory, Module, Store, Val};
-use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::p1::WasiP1Ctx;
 
 const T0: u64 = 1_767_225_600_000_000_000;
 const FUEL: u64 = 10_000_000_000;
@@ -63,36 +61,52 @@ const SIGNATURES: &[(&str, &str)] = &[
     ("path_symlink", "i32 i32 i32 i32 i32"),
     ("path_unlink_file", "i32 i32 i32"),
     ("poll_oneoff", "i32 i32 i32 i32"),
+    ("args_get", "i32 i32"),
+    ("args_sizes_get", "i32 i32"),
+    ("environ_get", "i32 i32"),
+    ("environ_sizes_get", "i32 i32"),
+    ("proc_exit", "i32"),
+    ("proc_raise", "i32"),
+    ("sched_yield", ""),
+    ("random_get", "i32 i32"),
     ("clock_res_get", "i32 i32"),
     ("clock_time_get", "i32 i64 i32"),
 ];
 
-/// A module that imports every shadowed function and exports a wrapper of the same name
-/// (host functions must be called from wasm to see the caller's memory), a 10-page memory
-/// and `burn`, which spends fuel.
+/// A module that imports every function and exports a wrapper of the same name (host
+/// functions must be called from wasm to see the caller's memory), a 10-page memory and
+/// `burn`, which spends fuel. `proc_exit` returns nothing, as in the witx.
 fn test_module() -> String {
+    let result = |name: &str| if name == "proc_exit" { "" } else { "(result i32)" };
     let mut wat = String::from("(module\n");
     for (name, params) in SIGNATURES {
-        wat += &format!("  (import \"wasi_snapshot_preview1\" \"{name}\" (func ${name} (param {params}) (result i32)))\n");
+        wat += &format!("  (import \"wasi_snapshot_preview1\" \"{name}\" (func ${name} (param {params}) {}))\n", result(name));
     }
-    wat += "  (import \"wasi_snapshot_preview1\" \"random_get\" (func $random_get (param i32 i32) (result i32)))\n";
     wat += "  (memory (export \"memory\") 10)\n";
     for (name, params) in SIGNATURES {
-        let gets: String = (0..params.split(' ').count()).map(|i| format!("local.get {i} ")).collect();
-        wat += &format!("  (func (export \"{name}\") (param {params}) (result i32) {gets} call ${name})\n");
+        let gets: String = (0..params.split_whitespace().count()).map(|i| format!("local.get {i} ")).collect();
+        wat += &format!("  (func (export \"{name}\") (param {params}) {} {gets} call ${name})\n", result(name));
     }
-    wat += "  (func (export \"random_get\") (param i32 i32) (result i32) local.get 0 local.get 1 call $random_get)\n";
     wat += "  (func (export \"burn\") (param $n i32) (result i32) (loop $l local.get $n i32.const 1 i32.sub local.tee $n br_if $l) i32.const 0)\n";
     wat + ")\n"
 }
 
 struct TestState {
-    wasi_p1: WasiP1Ctx,
     det: DeterministicWasi,
 }
 
 fn config() -> WasiConfig {
-    WasiConfig { start_unix_ns: T0, stdin: Arc::from(&b"hello stdin"[..]), stdio_bytes: 1 << 20, output_bytes: 1 << 20, output_files: 100, fuel_budget: FUEL }
+    WasiConfig {
+        start_unix_ns: T0,
+        stdin: Arc::from(&b"hello stdin"[..]),
+        stdio_bytes: 1 << 20,
+        output_bytes: 1 << 20,
+        output_files: 100,
+        fuel_budget: FUEL,
+        args: vec!["job.wasm".into(), "--flag".into()],
+        env: vec![("A".into(), "1".into()), ("LANG".into(), "C".into())],
+        random: super::random::JobRandom::new(crate::Digest::of(b"test job"), 0, "secure"),
+    }
 }
 
 fn engine() -> Engine {
@@ -103,9 +117,7 @@ fn engine() -> Engine {
 
 fn linker(engine: &Engine) -> Linker<TestState> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |s: &mut TestState| &mut s.wasi_p1).expect("p1");
-    linker.allow_shadowing(true);
-    add_to_linker(&mut linker, |s: &mut TestState| &mut s.det).expect("shadow");
+    add_to_linker(&mut linker, |s: &mut TestState| &mut s.det).expect("define");
     linker
 }
 
@@ -114,7 +126,7 @@ fn store(engine: &Engine, config: WasiConfig) -> Store<TestState> {
     let inputs = [("a.txt", &b"alpha"[..]), ("sub/b.txt", b"bravo"), ("zeta.txt", b"zeta")];
     assert_eq!(det.mount_read_only("/input", inputs.map(|(n, b)| (n.to_string(), Arc::from(b)))).unwrap(), 3);
     assert_eq!(det.mount_writable("/output").unwrap(), 4);
-    let mut store = Store::new(engine, TestState { wasi_p1: WasiCtxBuilder::new().build_p1(), det });
+    let mut store = Store::new(engine, TestState { det });
     store.set_fuel(FUEL).expect("fuel");
     store
 }
@@ -149,9 +161,9 @@ impl Harness {
 
     fn call(&mut self, name: &str, args: &[Val]) -> wasmtime::Result<i32> {
         let func = self.instance.get_func(&mut self.store, name).expect("export");
-        let mut results = [Val::I32(0)];
+        let mut results = vec![Val::I32(0); func.ty(&self.store).results().len()];
         func.call(&mut self.store, args, &mut results)?;
-        Ok(results[0].unwrap_i32())
+        Ok(results.first().map_or(0, Val::unwrap_i32))
     }
 
     /// Calls `name` and returns its errno; panics on a trap.
@@ -227,18 +239,17 @@ const EXCL: i32 = abi::OFLAGS_EXCL as i32;
 const DIRECTORY: i32 = abi::OFLAGS_DIRECTORY as i32;
 
 #[test]
-fn every_function_is_shadowed_with_the_witx_signature() {
+fn every_function_is_defined_with_the_witx_signature() {
     let mut names: Vec<&str> = SIGNATURES.iter().map(|(n, _)| *n).collect();
-    let mut shadowed = SHADOWED_FUNCTIONS.to_vec();
+    let mut defined = FUNCTIONS.to_vec();
     names.sort();
-    shadowed.sort();
-    assert_eq!(names, shadowed);
-    // Instantiating checks the types; writing to stdout checks ours replaced wasmtime-wasi's.
+    defined.sort();
+    assert_eq!(names, defined);
+    // Instantiating checks the types.
     let mut h = Harness::new();
     assert_eq!(h.write(1, b"captured"), 0);
     assert_eq!(h.u32(904), 8);
     assert_eq!(h.det().stdout(), b"captured");
-    // What stays with wasmtime-wasi still works next to it.
     assert_eq!(h.errno("random_get", &[i(0), i(16)]), 0);
 }
 
@@ -662,7 +673,7 @@ fn random_arguments_never_panic_the_host() {
     for round in 0..400 {
         for (name, params) in SIGNATURES {
             let args: Vec<Val> = params
-                .split(' ')
+                .split_whitespace()
                 .map(|ty| {
                     let word = next();
                     let value: i64 = match word % 8 {
@@ -679,9 +690,10 @@ fn random_arguments_never_panic_the_host() {
                 })
                 .collect();
             if let Err(error) = h.call(name, &args) {
-                let limit = error.downcast_ref::<LimitExceeded>();
-                assert!(limit.is_some(), "round {round}: {name}({args:?}) trapped: {error:?}");
-                // A store that trapped on a limit is done; start a fresh one.
+                let limit = error.downcast_ref::<LimitExceeded>().is_some();
+                let exit = *name == "proc_exit" && (error.downcast_ref::<super::JobExit>().is_some() || format!("{error:#}").contains("invalid exit status"));
+                assert!(limit || exit, "round {round}: {name}({args:?}) trapped: {error:?}");
+                // A store that stopped on a limit or an exit is done; start a fresh one.
                 h = Harness::with(WasiConfig { output_bytes: 1 << 16, output_files: 1 << 20, ..config() });
             }
             calls += 1;
@@ -702,4 +714,34 @@ fn a_module_without_memory_traps_clearly() {
     let run = instance.get_typed_func::<(), i32>(&mut store, "run").unwrap();
     let error = run.call(&mut store, ()).unwrap_err();
     assert!(format!("{error:?}").contains("does not export a linear memory named \"memory\""), "{error:?}");
+}
+
+#[test]
+fn arguments_environment_and_random_bytes_come_from_the_config() {
+    let mut h = Harness::new();
+    assert_eq!(h.errno("args_sizes_get", &[i(900), i(904)]), 0);
+    assert_eq!((h.u32(900), h.u32(904)), (2, "job.wasm\0--flag\0".len() as u32));
+    assert_eq!(h.errno("args_get", &[i(2000), i(3000)]), 0);
+    assert_eq!((h.u32(2000), h.u32(2004)), (3000, 3009));
+    assert_eq!(h.peek(3000, 16), b"job.wasm\0--flag\0");
+    assert_eq!(h.errno("environ_sizes_get", &[i(900), i(904)]), 0);
+    assert_eq!((h.u32(900), h.u32(904)), (2, "A=1\0LANG=C\0".len() as u32));
+    assert_eq!(h.errno("environ_get", &[i(2000), i(3000)]), 0);
+    assert_eq!(h.peek(3000, 11), b"A=1\0LANG=C\0");
+    // A buffer past the end is EFAULT and writes nothing, not even the pointers.
+    h.poke(2100, &[0xAA; 8]);
+    assert_eq!(h.errno("args_get", &[i(2100), i(10 * 65536 - 4)]), EFAULT);
+    assert_eq!(h.peek(2100, 8), [0xAA; 8]);
+    // Random bytes: the config's stream, front to back; EFAULT takes nothing from it.
+    let mut expected = super::random::JobRandom::new(crate::Digest::of(b"test job"), 0, "secure");
+    let mut want = [0u8; 48];
+    expected.fill(&mut want);
+    assert_eq!(h.errno("random_get", &[i(4000), i(16)]), 0);
+    assert_eq!(h.errno("random_get", &[i(10 * 65536 - 8), i(16)]), EFAULT);
+    assert_eq!(h.errno("random_get", &[i(4016), i(32)]), 0);
+    assert_eq!(h.peek(4000, 48), want);
+    assert_eq!(h.errno("sched_yield", &[]), 0);
+    assert_eq!(h.errno("proc_raise", &[i(6)]), ENOTSUP);
+    let exit = h.trap("proc_exit", &[i(7)]);
+    assert_eq!(exit.downcast_ref::<super::JobExit>(), Some(&super::JobExit(7)));
 }
