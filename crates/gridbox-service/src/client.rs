@@ -26,14 +26,15 @@ pub enum ClientError {
         reason: String,
     },
     /// The server could not be reached, or the connection broke.
-    #[error("{method} {url}: {message}")]
+    #[error("{method} {url}: the request failed")]
     Transport {
         /// The request method.
         method: Method,
         /// The URL.
         url: String,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: gridbox_core::errors::BoxError,
     },
     /// The server answered with an error.
     #[error("{method} {path}: the server answered {status} {code}: {message}")]
@@ -52,13 +53,17 @@ pub enum ClientError {
         retry_after: Option<u64>,
     },
     /// The server answered something that is not what the API promises.
-    #[error("{path}: unexpected response: {message}")]
+    #[error("{path}: the server's answer is not what the API promises")]
     Protocol {
         /// The path.
         path: String,
-        /// What was wrong.
-        message: String,
+        /// What was wrong with it.
+        #[source]
+        source: serde_json::Error,
     },
+    /// A task of the client (one of `gridbox load`'s clients) died.
+    #[error("a client task failed")]
+    Task(#[from] tokio::task::JoinError),
     /// A downloaded blob does not hash to the hash it was asked for.
     #[error("blob {0} downloaded from the server does not hash to its name: refusing it")]
     Corrupt(Digest),
@@ -94,16 +99,16 @@ impl Client {
 
     async fn send(&self, method: Method, path: &str, content_type: Option<&str>, body: Bytes) -> Result<(StatusCode, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
-        let transport = |message: String| ClientError::Transport { method: method.clone(), url: url.clone(), message };
+        let transport = |source: gridbox_core::errors::BoxError| ClientError::Transport { method: method.clone(), url: url.clone(), source };
         let mut request = Request::builder().method(method.clone()).uri(&url).header(header::AUTHORIZATION, self.authorization.clone());
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
-        let request = request.body(Full::new(body)).map_err(|e| transport(e.to_string()))?;
-        let response = self.http.request(request).await.map_err(|e| transport(error_chain(&e)))?;
+        let request = request.body(Full::new(body)).map_err(|e| transport(e.into()))?;
+        let response = self.http.request(request).await.map_err(|e| transport(e.into()))?;
         let status = response.status();
         let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let body = response.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+        let body = response.into_body().collect().await.map_err(|e| transport(e.into()))?.to_bytes();
         if status.is_success() {
             return Ok((status, body));
         }
@@ -117,7 +122,7 @@ impl Client {
     }
 
     fn parse<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
-        serde_json::from_slice(body).map_err(|e| ClientError::Protocol { path: path.to_string(), message: e.to_string() })
+        serde_json::from_slice(body).map_err(|source| ClientError::Protocol { path: path.to_string(), source })
     }
 
     /// Whether this tenant can read the blob on the server already.
@@ -173,15 +178,4 @@ impl Client {
         let (_, body) = self.send(Method::GET, &format!("/v1/jobs/{id}/receipt"), None, Bytes::new()).await?;
         Ok(body.to_vec())
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -42,22 +42,41 @@ pub const MAX_STARTS: u32 = 3;
 pub enum DbError {
     /// redb reported an error.
     #[error("job database: {0}")]
-    Storage(String),
+    Storage(#[source] redb::Error),
     /// A stored record does not parse (the file was damaged or written by another version).
-    #[error("job database: record {id:?} is unreadable: {reason}")]
+    #[error("job database: record {id:?} is unreadable")]
     BadRecord {
         /// The job id.
         id: String,
         /// The JSON error.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
+    /// The queue names a job the jobs table does not have (the file was damaged).
+    #[error("job database: job {id:?} is queued but missing from the jobs table")]
+    MissingRecord {
+        /// The job id.
+        id: String,
+    },
+    /// A record could not be encoded.
+    #[error("job database: cannot encode the record of job {id:?}")]
+    Encode {
+        /// The job id.
+        id: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("job database: cannot start the writer thread")]
+    Thread(#[source] std::io::Error),
     /// The writer thread is gone (the service is stopping).
     #[error("job database is closed")]
     Closed,
 }
 
 fn storage(error: impl Into<redb::Error>) -> DbError {
-    DbError::Storage(error.into().to_string())
+    DbError::Storage(error.into())
 }
 
 /// Where a job is in its life. `Running` is never stored (see the module docs).
@@ -250,10 +269,7 @@ impl JobDb {
         let starts = read.open_table(STARTS).map_err(storage)?;
         for entry in queue.iter().map_err(storage)? {
             let (_, id) = entry.map_err(storage)?;
-            let bytes = jobs
-                .get(id.value())
-                .map_err(storage)?
-                .ok_or_else(|| DbError::BadRecord { id: id.value().to_string(), reason: "queued but missing from the jobs table".into() })?;
+            let bytes = jobs.get(id.value()).map_err(storage)?.ok_or_else(|| DbError::MissingRecord { id: id.value().to_string() })?;
             let mut record = parse(id.value(), bytes.value())?;
             record.starts = starts.get(id.value()).map_err(storage)?.map(|count| count.value()).unwrap_or(0);
             recovered.unfinished.push(record);
@@ -274,10 +290,8 @@ impl JobDb {
 
         let (writer, receiver) = mpsc::channel();
         let handle = db.clone();
-        let writer_thread = std::thread::Builder::new()
-            .name("gridbox-db-writer".into())
-            .spawn(move || write_loop(&handle, &receiver))
-            .map_err(|e| DbError::Storage(format!("cannot start the writer thread: {e}")))?;
+        let writer_thread =
+            std::thread::Builder::new().name("gridbox-db-writer".into()).spawn(move || write_loop(&handle, &receiver)).map_err(DbError::Thread)?;
         Ok((JobDb { db, writer: Some(writer), writer_thread: Some(writer_thread) }, recovered))
     }
 
@@ -363,7 +377,7 @@ impl JobDb {
 }
 
 fn parse(id: &str, bytes: &[u8]) -> Result<JobRecord, DbError> {
-    serde_json::from_slice(bytes).map_err(|e| DbError::BadRecord { id: id.to_string(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|source| DbError::BadRecord { id: id.to_string(), source })
 }
 
 /// The job's end after the server stopped [`MAX_STARTS`] times while it ran.
@@ -393,9 +407,10 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
                     let _ = pending.reply.send(answer);
                 }
             }
+            // A batch of one (or none): its only writer gets the error itself.
             Err(error) => {
-                for pending in batch {
-                    let _ = pending.reply.send(Err(DbError::Storage(error.to_string())));
+                if let Some(pending) = batch.into_iter().next() {
+                    let _ = pending.reply.send(Err(error));
                 }
             }
         }
@@ -414,7 +429,7 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
         for pending in batch {
             let applied = match &pending.write {
                 Write::Insert(record) => {
-                    let json = serde_json::to_vec(record).map_err(|e| DbError::Storage(e.to_string()))?;
+                    let json = serde_json::to_vec(record).map_err(|source| DbError::Encode { id: record.id.clone(), source })?;
                     jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
                     queue.insert(record.seq, record.id.as_str()).map_err(storage)?;
                     tenant_jobs.insert((record.tenant.as_str(), record.seq), record.id.as_str()).map_err(storage)?;
@@ -429,7 +444,7 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
                     // A job is unfinished exactly while its sequence number is in `queue`.
                     let unfinished = queue.get(record.seq).map_err(storage)?.is_some_and(|id| id.value() == record.id);
                     if unfinished {
-                        let json = serde_json::to_vec(record).map_err(|e| DbError::Storage(e.to_string()))?;
+                        let json = serde_json::to_vec(record).map_err(|source| DbError::Encode { id: record.id.clone(), source })?;
                         jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
                         queue.remove(record.seq).map_err(storage)?;
                         starts.remove(record.id.as_str()).map_err(storage)?;

@@ -105,7 +105,7 @@ pub async fn run(client: &Client, jobs: usize, concurrency: usize) -> Result<Loa
     }
     let mut report = LoadReport { succeeded: 0, failed: 0, throttled: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
     for task in tasks {
-        let (latencies, succeeded, failed, throttled) = task.await.map_err(|e| ClientError::Protocol { path: "load".into(), message: e.to_string() })??;
+        let (latencies, succeeded, failed, throttled) = task.await??;
         report.latencies.extend(latencies);
         report.succeeded += succeeded;
         report.failed += failed;

@@ -14,6 +14,7 @@ use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 
 use crate::blobs::BlobError;
+use crate::error::ServiceError;
 use crate::http::error::{ApiError, RejectionCode};
 use crate::service::Service;
 use crate::wire::{BlobStored, JobList, SubmitRequest};
@@ -178,10 +179,7 @@ async fn store_upload(
         return Err(ApiError::too_large(limit));
     }
     let blobs = service.blobs().clone();
-    let mut writer = tokio::task::spawn_blocking(move || blobs.writer(limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut writer = tokio::task::spawn_blocking(move || blobs.writer(limit)).await.map_err(ServiceError::from)?.map_err(ServiceError::from)?;
     // File writes block: gather up to UPLOAD_BATCH bytes, then write them on a blocking thread.
     let mut pending = Vec::new();
     let mut ended = false;
@@ -198,16 +196,16 @@ async fn store_upload(
         if pending.len() >= UPLOAD_BATCH || (ended && !pending.is_empty()) {
             let batch = std::mem::take(&mut pending);
             let written = tokio::task::spawn_blocking(move || writer.write(&batch).map(|()| writer));
-            writer = written.await.map_err(|e| ApiError::internal(e.to_string()))?.map_err(|e| match e {
+            writer = written.await.map_err(ServiceError::from)?.map_err(|e| match e {
                 BlobError::TooLarge { limit } => ApiError::too_large(limit),
-                other => ApiError::internal(other.to_string()),
+                other => ServiceError::from(other).into(),
             })?;
         }
     }
-    let finished = tokio::task::spawn_blocking(move || writer.finish(claimed)).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let finished = tokio::task::spawn_blocking(move || writer.finish(claimed)).await.map_err(ServiceError::from)?;
     let (digest, size, _) = finished.map_err(|e| match e {
         BlobError::HashMismatch { .. } => ApiError::bad_request("hash_mismatch", format!("{e}; nothing was stored")),
-        other => ApiError::internal(other.to_string()),
+        other => ServiceError::from(other).into(),
     })?;
     let created = !service.can_read(&tenant.0, &digest)?;
     if created {
