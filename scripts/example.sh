@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-cargo build --release -p gridbox-runtime --bin gridbox
+cargo build --release -p gridbox-cli --bin gridbox
 cargo build --release --manifest-path examples/Cargo.toml --target wasm32-wasip1
 gridbox=target/release/gridbox
 job=examples/target/wasm32-wasip1/release/wordfreq.wasm

@@ -3,7 +3,7 @@ independent of gridbox's kernels.
 
     python3 -m pip install numpy && python3 spec/vectors/generate.py
 
-`host-gpu-bridge` runs every case through its CPU kernels (`cpu::vectors` tests) and checks the
+`gridbox-compute` runs every case through its CPU kernels (`cpu::vectors` tests) and checks the
 result against the oracle within the case's tolerance:
 - `exact`: bit for bit (NaN matches NaN). Ops whose result is one IEEE operation per element
   (add sub mul div neg relu sqrt) or a copy (permute reshape slice concat gather).

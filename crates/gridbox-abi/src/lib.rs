@@ -1,5 +1,5 @@
-//! The tensor bridge ABI (spec/abi.md), defined once and used by the host (`host-gpu-bridge`)
-//! and by jobs (`gridbox-guest-sdk`). No constant here is written anywhere else.
+//! The tensor bridge ABI (spec/abi.md), defined once and used by the host (`gridbox-compute`, `gridbox-core`)
+//! and by jobs (`gridbox-sdk`). No constant here is written anywhere else.
 //!
 //! Jobs import core-wasm functions from the module [`IMPORT_MODULE`]. Tensors live on the host;
 //! the guest holds opaque `u32` handles. Every function returns an `i32` [`ErrorCode`] (0 for
