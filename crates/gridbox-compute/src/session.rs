@@ -73,12 +73,23 @@ impl From<ErrorCode> for CallError {
     }
 }
 
+#[cold]
 fn misuse(message: impl Into<String>) -> CallError {
     CallError::Misuse(message.into())
 }
 
+#[cold]
+#[inline(never)]
 fn not_live(handle: u32) -> CallError {
-    misuse(format!("handle {handle} is not a live tensor"))
+    CallError::not_live(handle)
+}
+
+impl CallError {
+    /// The misuse of naming a handle that is not a live tensor.
+    #[cold]
+    pub fn not_live(handle: u32) -> CallError {
+        misuse(format!("handle {handle} is not a live tensor"))
+    }
 }
 
 /// Handles are sequential numbers the host chose, so they need no hashing against collisions:
@@ -151,6 +162,7 @@ impl TensorSession {
     }
 
     /// The trace so far.
+    #[inline]
     pub fn trace(&self) -> &TraceChain {
         &self.trace
     }
@@ -166,6 +178,7 @@ impl TensorSession {
     }
 
     /// Checks quotas for a new tensor of `bytes`.
+    #[inline]
     fn admit(&self, bytes: usize) -> Result<(), ErrorCode> {
         if self.tensors.len() as u64 >= self.grant.max_tensors {
             return Err(ErrorCode::TensorCountQuota);
@@ -186,6 +199,7 @@ impl TensorSession {
         handle
     }
 
+    #[inline]
     fn entry(&self, handle: u32) -> Result<&Entry, CallError> {
         self.tensors.get(&handle).ok_or_else(|| not_live(handle))
     }
@@ -232,6 +246,7 @@ impl TensorSession {
     }
 
     /// Checks that `handle` is live and holds exactly `data_len` bytes.
+    #[inline]
     pub fn check_read(&self, handle: u32, data_len: u32) -> Result<(), CallError> {
         let entry = self.entry(handle)?;
         if entry.buffer.byte_len() != data_len as usize {
@@ -251,12 +266,15 @@ impl TensorSession {
         Ok(())
     }
 
-    /// Dtype and shape of a live tensor.
-    pub fn meta(&self, handle: u32) -> Result<&TensorMeta, CallError> {
-        Ok(&self.entry(handle)?.meta)
+    /// Dtype and shape of a live tensor (`None`: the handle is not live, a
+    /// [`CallError::not_live`] misuse).
+    #[inline]
+    pub fn meta(&self, handle: u32) -> Option<&TensorMeta> {
+        self.tensors.get(&handle).map(|entry| &entry.meta)
     }
 
     /// Frees a live tensor.
+    #[inline]
     pub fn free(&mut self, handle: u32) -> Result<(), CallError> {
         let entry = self.tensors.remove(&handle).ok_or_else(|| not_live(handle))?;
         self.bytes_used -= entry.buffer.byte_len() as u64;
@@ -264,6 +282,7 @@ impl TensorSession {
     }
 
     /// Whether the job was granted `op`.
+    #[inline]
     pub fn check_granted(&self, op: Op) -> Result<(), CallError> {
         if self.grant.ops.contains(&op) {
             Ok(())

@@ -73,17 +73,21 @@ fn split<'a, T: 'static>(
     function: &str,
     get: fn(&mut T) -> &mut BridgeHost,
 ) -> wasmtime::Result<(GuestMemory<'a>, &'a mut TensorSession)> {
-    // The export lookup is by name: done once per job, then the handle is kept.
     let memory = match get(caller.data_mut()).memory {
         Some(memory) => memory,
-        None => {
-            let memory = exported_memory(caller).ok_or_else(|| trap(function, "the module exports no memory named `memory`"))?;
-            get(caller.data_mut()).memory = Some(memory);
-            memory
-        }
+        None => find_memory(caller, function, get)?,
     };
     let (memory, state) = memory.data_and_store_mut(caller);
     Ok((GuestMemory::new(memory), &mut get(state).session))
+}
+
+/// The export lookup is by name: done once per job, then the handle is kept.
+#[cold]
+#[inline(never)]
+fn find_memory<T: 'static>(caller: &mut Caller<'_, T>, function: &str, get: fn(&mut T) -> &mut BridgeHost) -> wasmtime::Result<Memory> {
+    let memory = exported_memory(caller).ok_or_else(|| trap(function, "the module exports no memory named `memory`"))?;
+    get(caller.data_mut()).memory = Some(memory);
+    Ok(memory)
 }
 
 fn check_rank(function: &str, rank: u32) -> wasmtime::Result<()> {
@@ -191,9 +195,8 @@ fn info<T: 'static>(
     const F: &str = "info";
     // `info` is O(1) and charges no fuel of its own: the wasm around it pays.
     let (mut memory, session) = split(caller, F, get)?;
-    let meta = match session.meta(handle) {
-        Ok(meta) => meta,
-        Err(error) => return failed(F, error),
+    let Some(meta) = session.meta(handle) else {
+        return failed(F, CallError::not_live(handle));
     };
     let shape = &meta.shape;
     let dtype = meta.dtype.code();
@@ -201,15 +204,15 @@ fn info<T: 'static>(
     if max_rank < rank {
         return Err(trap(F, format!("tensor {handle} has rank {rank}, max_rank is {max_rank}")));
     }
-    memory.check(shape_ptr, u64::from(rank) * 4).map_err(|e| outside(F, "shape", e))?;
-    memory.check(dtype_ptr, 4).map_err(|e| outside(F, "dtype", e))?;
-    memory.check(rank_ptr, 4).map_err(|e| outside(F, "rank", e))?;
+    let dims = memory.range(shape_ptr, u64::from(rank) * 4).map_err(|e| outside(F, "shape", e))?;
+    let dtype_at = memory.range(dtype_ptr, 4).map_err(|e| outside(F, "dtype", e))?;
+    let rank_at = memory.range(rank_ptr, 4).map_err(|e| outside(F, "rank", e))?;
     // Every range is checked before the first write, so a bad pointer changes nothing.
-    for (index, dim) in shape.iter().enumerate() {
-        memory.write_u32(shape_ptr + 4 * index as u32, *dim as u32).map_err(|e| outside(F, "shape", e))?;
+    for (slot, dim) in memory.at_mut(dims).chunks_exact_mut(4).zip(shape) {
+        slot.copy_from_slice(&(*dim as u32).to_le_bytes());
     }
-    memory.write_u32(dtype_ptr, dtype).map_err(|e| outside(F, "dtype", e))?;
-    memory.write_u32(rank_ptr, rank).map_err(|e| outside(F, "rank", e))?;
+    memory.at_mut(dtype_at).copy_from_slice(&dtype.to_le_bytes());
+    memory.at_mut(rank_at).copy_from_slice(&rank.to_le_bytes());
     Ok(ErrorCode::Ok.raw())
 }
 

@@ -17,6 +17,12 @@ pub(crate) struct OutOfBounds {
     pub(crate) memory_len: usize,
 }
 
+#[cold]
+#[inline(never)]
+fn out_of_bounds(ptr: u32, len: u64, memory_len: usize) -> OutOfBounds {
+    OutOfBounds { ptr, len, memory_len }
+}
+
 /// The memory a module exports as `memory`, which host functions read and write.
 pub(crate) fn exported_memory<T>(caller: &mut Caller<'_, T>) -> Option<Memory> {
     match caller.get_export("memory") {
@@ -37,14 +43,20 @@ impl<'a> GuestMemory<'a> {
     }
 
     /// The byte range `ptr .. ptr + len`, if it lies inside memory.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn range(&self, ptr: u32, len: u64) -> Result<Range<usize>, OutOfBounds> {
         let start = ptr as usize;
         let end = usize::try_from(len).ok().and_then(|len| start.checked_add(len));
         match end {
             Some(end) if end <= self.bytes.len() => Ok(start..end),
-            _ => Err(OutOfBounds { ptr, len, memory_len: self.bytes.len() }),
+            _ => Err(out_of_bounds(ptr, len, self.bytes.len())),
         }
+    }
+
+    /// The bytes of a range [`GuestMemory::range`] gave.
+    #[inline]
+    pub(crate) fn at_mut(&mut self, range: Range<usize>) -> &mut [u8] {
+        &mut self.bytes[range]
     }
 
     /// Checks that `ptr .. ptr + len` lies inside memory.
