@@ -35,6 +35,10 @@ pub const CORE_FUNCTIONS: [&str; 4] = [FN_CREATE, FN_READ, FN_INFO, FN_FREE];
 
 /// Most dimensions a tensor may have.
 pub const MAX_RANK: usize = 8;
+
+/// Largest dimension a tensor may have: every dim fits the `u32` that `create` takes and `info`
+/// reports. An op whose result would have a larger dim fails with `ShapeMismatch`.
+pub const MAX_DIM: usize = u32::MAX as usize;
 /// Most inputs an op call may pass (concat takes many).
 pub const MAX_OP_INPUTS: usize = 64;
 /// Most parameters an op call may pass.

@@ -25,11 +25,13 @@ pub mod cuda;
 pub mod math;
 pub mod ops;
 pub mod session;
+pub mod stop;
 pub mod tensor;
 mod trace;
 
 pub use backend::{Backend, Buffer, CudaError, DeviceChoice, JobBackend};
 pub use ops::{OpCall, OpError};
 pub use session::{CallError, PlannedCreate, PlannedOp, TensorGrant, TensorSession, TraceLevel};
+pub use stop::{Stop, StopReason};
 pub use tensor::{Tensor, TensorData, TensorMeta};
 pub use trace::{TraceChain, TraceLink};

@@ -393,7 +393,8 @@ impl OpCall {
                 out.saturating_mul(per_output.max(1))
             }
         };
-        CALL_BASE_FUEL.saturating_add(work)
+        // Never less than one unit per output element: every op writes all of its output.
+        CALL_BASE_FUEL.saturating_add(work.max(out))
     }
 }
 

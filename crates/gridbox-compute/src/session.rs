@@ -9,10 +9,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use gridbox_abi::{DType, ErrorCode, Op};
+use gridbox_abi::{DType, ErrorCode, MAX_DIM, Op};
 
 use crate::backend::{Buffer, CudaError, ExecError, JobBackend};
 use crate::ops::OpCall;
+use crate::stop::StopReason;
 use crate::tensor::{Tensor, TensorMeta};
 use crate::trace::{TraceChain, TraceLink};
 
@@ -65,6 +66,9 @@ pub enum CallError {
     /// The provider's device failed. Not the job's doing: no outcome may record it.
     #[error("the compute device failed")]
     Fault(#[source] CudaError),
+    /// The job's stop came while the call ran: its wall-time limit passed, or its host stopped it.
+    #[error("the job was stopped during the call")]
+    Stopped(StopReason),
 }
 
 impl From<ErrorCode> for CallError {
@@ -210,7 +214,7 @@ impl TensorSession {
         if let Some(hash) = entry.hash {
             return Ok(hash);
         }
-        let hash = self.backend.download(&entry.buffer).map_err(CallError::Fault)?.content_hash();
+        let hash = self.backend.with_host(&entry.buffer, Tensor::content_hash).map_err(CallError::Fault)?;
         entry.hash = Some(hash);
         Ok(hash)
     }
@@ -259,9 +263,16 @@ impl TensorSession {
     pub fn read(&mut self, handle: u32, out: &mut [u8]) -> Result<(), CallError> {
         self.check_read(handle, u32::try_from(out.len()).map_err(|_| misuse("read buffer above 4 GiB"))?)?;
         let entry = self.tensors.get_mut(&handle).ok_or_else(|| not_live(handle))?;
-        let tensor = self.backend.download(&entry.buffer).map_err(CallError::Fault)?;
-        out.copy_from_slice(&tensor.to_le_bytes());
-        let hash = *entry.hash.get_or_insert_with(|| tensor.content_hash());
+        // On the CPU the tensor is read in place: no copy beyond the one into the job's memory.
+        let known = entry.hash;
+        let hash = self
+            .backend
+            .with_host(&entry.buffer, |tensor| {
+                tensor.copy_le_bytes_to(out);
+                known.unwrap_or_else(|| tensor.content_hash())
+            })
+            .map_err(CallError::Fault)?;
+        entry.hash = Some(hash);
         self.trace.append(&TraceLink { op: "read".into(), params: (handle as u64).to_le_bytes().to_vec(), inputs: Vec::new(), output: hash });
         Ok(())
     }
@@ -301,6 +312,10 @@ impl TensorSession {
         }
         let call = OpCall::decode(op, &params, handles.len()).map_err(|e| CallError::Code(e.code()))?;
         let out_meta = call.infer(&metas).map_err(|e| CallError::Code(e.code()))?;
+        if out_meta.shape.iter().any(|&dim| dim > MAX_DIM) {
+            // spec/abi.md: every dim fits the u32 that `info` reports it in.
+            return Err(ErrorCode::ShapeMismatch.into());
+        }
         let fuel = call.fuel(&metas, &out_meta);
         Ok(PlannedOp { op, call, handles, params, out_meta, fuel })
     }
@@ -317,12 +332,13 @@ impl TensorSession {
                 Ok(output) => output,
                 Err(ExecError::Op(e)) => return Err(CallError::Code(e.code())),
                 Err(ExecError::Device(e)) => return Err(CallError::Fault(e)),
+                Err(ExecError::Stopped(reason)) => return Err(CallError::Stopped(reason)),
             }
         };
         let hash = match self.grant.trace_level {
             TraceLevel::Full => {
                 let inputs = handles.iter().map(|h| self.hash_of(*h)).collect::<Result<Vec<_>, _>>()?;
-                let output_hash = self.backend.download(&output).map_err(CallError::Fault)?.content_hash();
+                let output_hash = self.backend.with_host(&output, Tensor::content_hash).map_err(CallError::Fault)?;
                 let mut encoded = Vec::with_capacity(params.len() * 8);
                 params.iter().for_each(|p| encoded.extend(p.to_le_bytes()));
                 self.trace.append(&TraceLink { op: op.name().into(), params: encoded, inputs, output: output_hash });
@@ -331,5 +347,144 @@ impl TensorSession {
             TraceLevel::Readback => None,
         };
         Ok(self.insert(output, out_meta, hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::stop::Stop;
+
+    fn session(stop: Stop) -> TensorSession {
+        session_with_quota(stop, 1 << 30)
+    }
+
+    fn session_with_quota(stop: Stop, max_bytes: u64) -> TensorSession {
+        let grant = TensorGrant { ops: Op::ALL.iter().copied().collect(), max_bytes, max_tensors: 1 << 20, trace_level: TraceLevel::Full };
+        TensorSession::new(grant, Backend::cpu(2).for_job(stop).unwrap())
+    }
+
+    fn create(session: &mut TensorSession, shape: &[u32], values: &[f32]) -> u32 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let plan = session.plan_create(DType::F32.code(), shape, bytes.len() as u32).unwrap();
+        session.create(plan, &bytes).unwrap()
+    }
+
+    fn call(session: &mut TensorSession, op: Op, inputs: &[u32], params: &[i64]) -> Result<u32, CallError> {
+        let plan = session.plan_op(op, inputs.to_vec(), params.to_vec())?;
+        session.run_op(plan)
+    }
+
+    /// The class of the 817-byte job that took a provider down: an empty tensor reshaped to
+    /// astronomically large leading dims, then fed to every op. Every call must end at once
+    /// (a code or an empty result), allocate nothing large, and cost at least its output.
+    #[test]
+    fn empty_tensors_with_huge_dims_cost_nothing_and_hang_nothing() {
+        let started = std::time::Instant::now();
+        // Outputs that are not empty are real work the job pays for; keep them small here.
+        let mut session = session_with_quota(Stop::never(), 1 << 20);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let big = [u32::MAX as i64, 1 << 31, (1 << 31) - 1, 1 << 20, 65_537, 3, 1, 0];
+        let empty = create(&mut session, &[0], &[]);
+        let ones = create(&mut session, &[1], &[1.0]);
+        let ids = {
+            let plan = session.plan_create(DType::I32.code(), &[2], 8).unwrap();
+            session.create(plan, &[0; 8]).unwrap()
+        };
+        let mut calls = 0;
+        for _ in 0..3_000 {
+            let rank = 1 + (next() % 6) as usize;
+            let mut shape: Vec<i64> = (0..rank).map(|_| big[(next() % big.len() as u64) as usize]).collect();
+            let zero_at = (next() % rank as u64) as usize;
+            shape[zero_at] = 0;
+            let Ok(hostile) = call(&mut session, Op::Reshape, &[empty], &shape) else { continue };
+            let axis = (next() % rank as u64) as i64 - (next() % 2) as i64 * rank as i64;
+            let huge = big[(next() % big.len() as u64) as usize];
+            let attempts: [(Op, Vec<u32>, Vec<i64>); 12] = [
+                (Op::Sum, vec![hostile], vec![axis, (next() % 2) as i64]),
+                (Op::Max, vec![hostile], vec![axis, 1]),
+                (Op::Mean, vec![hostile], vec![axis, 0]),
+                (Op::Slice, vec![hostile], vec![axis, 0, huge]),
+                (Op::Concat, vec![hostile, hostile, hostile], vec![axis]),
+                (Op::Permute, vec![hostile], (0..rank as i64).rev().collect()),
+                (Op::Softmax, vec![hostile], vec![]),
+                (Op::Relu, vec![hostile], vec![]),
+                (Op::Add, vec![hostile, ones], vec![]),
+                (Op::Matmul, vec![hostile, hostile], vec![]),
+                (Op::Gather, vec![hostile, ids], vec![]),
+                (Op::Conv2d, vec![hostile, hostile], vec![1, 1, huge.min(u32::MAX as i64), 0]),
+            ];
+            for (op, inputs, params) in attempts {
+                calls += 1;
+                let Ok(plan) = session.plan_op(op, inputs, params) else { continue };
+                let out_len = plan.out_meta.checked_len().unwrap() as u64;
+                assert!(plan.fuel() >= out_len + crate::ops::CALL_BASE_FUEL, "{op:?} is charged less than its output");
+                match session.run_op(plan) {
+                    Ok(handle) => {
+                        let _ = session.free(handle);
+                    }
+                    Err(CallError::Code(_)) => {}
+                    Err(other) => panic!("{op:?}: {other:?}"),
+                }
+            }
+            let _ = session.free(hostile);
+        }
+        assert!(calls > 10_000, "{calls} calls tried");
+        // A regression here hangs for hours or aborts; the bound only turns that into a message.
+        assert!(started.elapsed().as_secs() < 120, "hostile shapes took {:?}", started.elapsed());
+    }
+
+    fn big_square(session: &mut TensorSession, n: u32) -> u32 {
+        let values: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 - 3.0).collect();
+        create(session, &[n, n], &values)
+    }
+
+    #[test]
+    fn a_passed_deadline_stops_every_kernel_with_no_result() {
+        let mut session = session(Stop::new(Some(std::time::Instant::now()), None));
+        let a = big_square(&mut session, 256);
+        let image = {
+            let values = vec![0.5f32; 4 * 64 * 64];
+            create(&mut session, &[1, 4, 64, 64], &values)
+        };
+        let filter = create(&mut session, &[4, 4, 3, 3], &[0.25; 144]);
+        for (op, inputs, params) in [
+            (Op::Matmul, vec![a, a], vec![]),
+            (Op::Conv2d, vec![image, filter], vec![1, 1, 1, 1]),
+            (Op::Gelu, vec![a], vec![]),
+            (Op::Sum, vec![a], vec![0, 0]),
+            (Op::Permute, vec![a], vec![1, 0]),
+            (Op::Slice, vec![a], vec![0, 0, 100]),
+        ] {
+            match call(&mut session, op, &inputs, &params) {
+                Err(CallError::Stopped(StopReason::WallTime)) => {}
+                other => panic!("{op:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_host_switch_stops_a_long_matmul_partway() {
+        let switch = Arc::new(AtomicBool::new(false));
+        let mut session = session(Stop::new(None, Some(switch.clone())));
+        // 4096^3 multiply-adds: seconds on any CPU; the switch flips after 50 ms.
+        let a = big_square(&mut session, 4096);
+        let flipper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            switch.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let result = call(&mut session, Op::Matmul, &[a, a], &[]);
+        flipper.join().unwrap();
+        assert!(matches!(result, Err(CallError::Stopped(StopReason::Cancelled))), "{result:?}");
     }
 }

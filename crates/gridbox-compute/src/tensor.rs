@@ -46,6 +46,16 @@ pub enum TensorData {
     I32(Vec<i32>),
 }
 
+impl TensorData {
+    /// No elements, of `dtype`.
+    pub fn empty(dtype: DType) -> TensorData {
+        match dtype {
+            DType::I32 => TensorData::I32(Vec::new()),
+            _ => TensorData::F32(Vec::new()),
+        }
+    }
+}
+
 /// A tensor on the host: dtype, shape and elements in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
@@ -98,6 +108,19 @@ impl Tensor {
             TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
+    }
+
+    /// Writes the little-endian bytes of every element into `out`, which must be exactly
+    /// [`Tensor::byte_len`] long (else nothing is written and `false` comes back).
+    pub fn copy_le_bytes_to(&self, out: &mut [u8]) -> bool {
+        if out.len() != self.byte_len() {
+            return false;
+        }
+        match &self.data {
+            TensorData::F32(v) => out.chunks_exact_mut(4).zip(v).for_each(|(slot, x)| slot.copy_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => out.chunks_exact_mut(4).zip(v).for_each(|(slot, x)| slot.copy_from_slice(&x.to_le_bytes())),
+        }
+        true
     }
 
     /// The little-endian bytes of every element.

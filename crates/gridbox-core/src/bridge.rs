@@ -8,11 +8,12 @@
 
 use gridbox_abi::{CORE_FUNCTIONS, ErrorCode, IMPORT_MODULE, MAX_OP_INPUTS, MAX_OP_PARAMS, MAX_RANK, Op};
 use gridbox_compute::ops::transfer_fuel;
-use gridbox_compute::{CallError, TensorSession};
+use gridbox_compute::{CallError, StopReason, TensorSession};
 use wasmtime::{Caller, Linker, Memory, Trap};
 
 use crate::fault::ProviderFault;
 use crate::guest_memory::{GuestMemory, OutOfBounds, exported_memory};
+use crate::job::CancelledByHost;
 
 /// A job's bridge: its tensor session and, once found, the memory the bridge reads.
 pub struct BridgeHost {
@@ -51,6 +52,9 @@ fn failed(function: &'static str, error: CallError) -> wasmtime::Result<i32> {
     match error {
         CallError::Code(code) => Ok(code.raw()),
         CallError::Fault(source) => Err(ProviderFault::Device { call: function, source }.into()),
+        // A kernel stopped early: the same endings an epoch gives wasm code.
+        CallError::Stopped(StopReason::WallTime) => Err(Trap::Interrupt.into()),
+        CallError::Stopped(StopReason::Cancelled) => Err(CancelledByHost.into()),
         CallError::Misuse(message) => Err(trap(function, message)),
         other => Err(trap(function, other)),
     }

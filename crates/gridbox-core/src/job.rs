@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use gridbox_compute::{TensorGrant, TensorSession, TraceChain};
+use gridbox_compute::{Stop, TensorGrant, TensorSession, TraceChain};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use crate::bridge::BridgeHost;
@@ -271,7 +272,7 @@ pub struct RunOptions {
 #[derive(Debug, Default)]
 pub struct RunMonitor {
     fuel_used: AtomicU64,
-    cancelled: AtomicBool,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl RunMonitor {
@@ -288,7 +289,7 @@ impl RunMonitor {
 
 /// The error a cancelled run traps with.
 #[derive(Debug)]
-struct CancelledByHost;
+pub(crate) struct CancelledByHost;
 
 impl std::fmt::Display for CancelledByHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,11 +309,14 @@ impl JobEngine {
         let ops = manifest.tensor.as_ref().map(|t| t.granted_ops()).unwrap_or_default();
         let prepared = self.prepare_hashed(manifest.module, &job.module, &manifest.capabilities, &ops)?;
         let limits = job.manifest.limits();
-        let mut store = Store::new(self.engine(), self.job_state(job, limits)?);
+        let wall_ms = limits.get(LimitKind::WallTimeMs);
+        // Kernels inside a bridge call stop at the same limit (epochs cannot reach them there).
+        let deadline = (!options.no_wall_time_limit).then(|| Instant::now() + Duration::from_millis(wall_ms) + EPOCH_TICK);
+        let stop = Stop::new(deadline, options.monitor.as_ref().map(|monitor| monitor.cancelled.clone()));
+        let mut store = Store::new(self.engine(), self.job_state(job, limits, stop)?);
         store.limiter(|state| &mut state.limiter);
         let fuel = limits.get(LimitKind::Fuel);
         store.set_fuel(fuel).map_err(|e| RunError::Engine { what: "the job's fuel", source: e.into() })?;
-        let wall_ms = limits.get(LimitKind::WallTimeMs);
         let ticks = if options.no_wall_time_limit { u64::MAX / 2 } else { wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).saturating_add(1) };
         match options.monitor.clone() {
             None => {
@@ -362,7 +366,7 @@ impl JobEngine {
         })
     }
 
-    fn job_state(&self, job: &Job, limits: LimitValues) -> Result<RunState, RunError> {
+    fn job_state(&self, job: &Job, limits: LimitValues, stop: Stop) -> Result<RunState, RunError> {
         let manifest = job.manifest.manifest();
         let hash = job.manifest.hash();
         let mut argv = vec![ARGV0.to_string()];
@@ -394,7 +398,7 @@ impl JobEngine {
                     max_tensors: limits.get(LimitKind::TensorCount),
                     trace_level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
                 },
-                self.backend().for_job().map_err(ProviderFault::DeviceSetup)?,
+                self.backend().for_job(stop).map_err(ProviderFault::DeviceSetup)?,
             )),
             limiter: JobLimiter { memory_limit: limits.get(LimitKind::MemoryBytes), table_limit: limits.get(LimitKind::TableElements) },
         })

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::CudaError;
 use crate::ops::{OpCall, OpError};
+use crate::stop::StopReason;
 use crate::tensor::{Tensor, TensorMeta};
 
 /// Why a device op failed: an error the job can handle, or a failure of the device.
@@ -16,6 +17,8 @@ pub enum ExecError {
     Op(OpError),
     /// The device failed: the provider's fault, never the job's.
     Device(CudaError),
+    /// The job's stop came (its wall-time limit, or the host's switch) before the op ended.
+    Stopped(StopReason),
 }
 
 impl From<CudaError> for ExecError {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Backend, Buffer, CudaError, ExecError, JobBackend};
 use crate::ops::OpCall;
+use crate::stop::Stop;
 use crate::tensor::{Tensor, TensorData, TensorMeta};
 
 /// What goes wrong.
@@ -51,7 +52,7 @@ impl FaultyBackend {
     }
 
     pub(super) fn for_job(&self) -> Result<FaultyJob, CudaError> {
-        Ok(FaultyJob { inner: Box::new(self.inner.for_job()?), plan: self.plan, ops: AtomicU64::new(0) })
+        Ok(FaultyJob { inner: Box::new(self.inner.for_job(Stop::never())?), plan: self.plan, ops: AtomicU64::new(0) })
     }
 }
 

@@ -13,7 +13,8 @@ use contract::{DeviceTensorMeta, GpuDevice, GpuJob};
 use crate::cpu;
 use crate::cuda::{CudaDevice, CudaJob, DeviceTensor};
 use crate::ops::OpCall;
-use crate::tensor::{Tensor, TensorMeta};
+use crate::stop::Stop;
+use crate::tensor::{Tensor, TensorData, TensorMeta};
 
 /// The cause of a device failure, as the driver or NVRTC reported it.
 pub type DeviceCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
@@ -139,14 +140,16 @@ impl Backend {
         }
     }
 
-    /// A job's own handle on this backend (on CUDA, its own stream).
-    pub fn for_job(&self) -> Result<JobBackend, CudaError> {
-        Ok(match self {
-            Backend::Cpu { threads } => JobBackend::Cpu { threads: *threads },
-            Backend::Cuda(device) => JobBackend::Cuda(device.new_job()?),
+    /// A job's own handle on this backend (on CUDA, its own stream), whose ops end early, with
+    /// [`ExecError::Stopped`], once `stop` says so.
+    pub fn for_job(&self, stop: Stop) -> Result<JobBackend, CudaError> {
+        let kind = match self {
+            Backend::Cpu { threads } => JobKind::Cpu { threads: *threads },
+            Backend::Cuda(device) => JobKind::Cuda(device.new_job()?),
             #[cfg(feature = "fault-injection")]
-            Backend::Faulty(faulty) => JobBackend::Faulty(faulty.for_job()?),
-        })
+            Backend::Faulty(faulty) => JobKind::Faulty(faulty.for_job()?),
+        };
+        Ok(JobBackend { kind, stop })
     }
 
     /// Runs `call` on host tensors, on a job handle of its own (tests and benches).
@@ -154,7 +157,7 @@ impl Backend {
         if let Backend::Cpu { threads } = self {
             return cpu::execute(call, inputs, out, *threads).map_err(ExecError::Op);
         }
-        let job = self.for_job()?;
+        let job = self.for_job(Stop::never())?;
         let uploaded: Vec<Buffer> = inputs.iter().map(|t| job.upload((*t).clone())).collect::<Result<_, _>>()?;
         let refs: Vec<&Buffer> = uploaded.iter().collect();
         let output = job.execute(call, &refs, out)?;
@@ -185,16 +188,17 @@ impl Buffer {
     }
 }
 
-/// One job's backend: the CPU, or a CUDA device with the job's own stream.
-pub enum JobBackend {
-    /// CPU kernels with this many threads.
+/// One job's backend: the CPU, or a CUDA device with the job's own stream; and the job's stop.
+pub struct JobBackend {
+    kind: JobKind,
+    stop: Stop,
+}
+
+enum JobKind {
     Cpu {
-        /// Threads per kernel.
         threads: usize,
     },
-    /// A CUDA device and the job's stream.
     Cuda(CudaJob),
-    /// A job backend with a fault planted in it (tests only).
     #[cfg(feature = "fault-injection")]
     Faulty(faults::FaultyJob),
 }
@@ -202,29 +206,53 @@ pub enum JobBackend {
 impl JobBackend {
     /// Takes a host tensor in.
     pub fn upload(&self, tensor: Tensor) -> Result<Buffer, CudaError> {
-        match self {
-            JobBackend::Cpu { .. } => Ok(Buffer::Host(tensor)),
-            JobBackend::Cuda(job) => Ok(Buffer::Device(job.upload(&tensor)?)),
+        match &self.kind {
+            JobKind::Cpu { .. } => Ok(Buffer::Host(tensor)),
+            JobKind::Cuda(job) => Ok(Buffer::Device(job.upload(&tensor)?)),
             #[cfg(feature = "fault-injection")]
-            JobBackend::Faulty(job) => job.inner().upload(tensor),
+            JobKind::Faulty(job) => job.inner().upload(tensor),
         }
     }
 
     /// A host copy of a buffer.
     pub fn download(&self, buffer: &Buffer) -> Result<Tensor, CudaError> {
-        match (self, buffer) {
-            (_, Buffer::Host(t)) => Ok(t.clone()),
-            (JobBackend::Cuda(job), Buffer::Device(t)) => job.download(t),
+        self.with_host(buffer, Tensor::clone)
+    }
+
+    /// `f` of the buffer's tensor on the host: the tensor itself on the CPU (no copy), a
+    /// downloaded copy from a device.
+    pub fn with_host<R>(&self, buffer: &Buffer, f: impl FnOnce(&Tensor) -> R) -> Result<R, CudaError> {
+        match (&self.kind, buffer) {
+            (_, Buffer::Host(t)) => Ok(f(t)),
+            (JobKind::Cuda(job), Buffer::Device(t)) => Ok(f(&job.download(t)?)),
             #[cfg(feature = "fault-injection")]
-            (JobBackend::Faulty(job), buffer) => job.inner().download(buffer),
-            (JobBackend::Cpu { .. }, Buffer::Device(_)) => Err(CudaError::Internal("a device tensor reached the CPU backend")),
+            (JobKind::Faulty(job), buffer) => job.inner().with_host(buffer, f),
+            (JobKind::Cpu { .. }, Buffer::Device(_)) => Err(CudaError::Internal("a device tensor reached the CPU backend")),
         }
     }
 
-    /// Runs `call`; `out` is the inferred output.
+    /// Runs `call`; `out` is the inferred output. An empty output is made without running a
+    /// kernel (some would loop over an empty input's huge leading dims); a stop that comes
+    /// while the op runs makes it [`ExecError::Stopped`].
     pub fn execute(&self, call: &OpCall, inputs: &[&Buffer], out: &TensorMeta) -> Result<Buffer, ExecError> {
-        match self {
-            JobBackend::Cpu { threads } => {
+        if let Some(reason) = self.stop.reason() {
+            return Err(ExecError::Stopped(reason));
+        }
+        let empty = out.checked_len().map_err(ExecError::Op)? == 0;
+        if empty && !matches!(call, OpCall::Gather) {
+            let tensor = Tensor::new(out.shape.clone(), TensorData::empty(out.dtype)).map_err(ExecError::Op)?;
+            return Ok(self.upload(tensor)?);
+        }
+        let result = self.run(call, inputs, out);
+        match self.stop.reason() {
+            Some(reason) => Err(ExecError::Stopped(reason)),
+            None => result,
+        }
+    }
+
+    fn run(&self, call: &OpCall, inputs: &[&Buffer], out: &TensorMeta) -> Result<Buffer, ExecError> {
+        match &self.kind {
+            JobKind::Cpu { threads } => {
                 let mut hosts = Vec::with_capacity(inputs.len());
                 for buffer in inputs {
                     match buffer {
@@ -232,9 +260,13 @@ impl JobBackend {
                         Buffer::Device(_) => return Err(CudaError::Internal("a device tensor reached the CPU backend").into()),
                     }
                 }
-                cpu::execute(call, &hosts, out, *threads).map(Buffer::Host).map_err(ExecError::Op)
+                cpu::execute_until(call, &hosts, out, *threads, &self.stop).map(Buffer::Host).map_err(ExecError::Op)
             }
-            JobBackend::Cuda(job) => {
+            JobKind::Cuda(job) => {
+                // A device kernel cannot be stopped halfway; the stop is checked before it starts.
+                if self.stop.should_stop() {
+                    return Err(ExecError::Stopped(self.stop.reason().unwrap_or(crate::StopReason::WallTime)));
+                }
                 let mut devices = Vec::with_capacity(inputs.len());
                 for buffer in inputs {
                     match buffer {
@@ -245,7 +277,7 @@ impl JobBackend {
                 job.execute(call, &devices, out).map(Buffer::Device)
             }
             #[cfg(feature = "fault-injection")]
-            JobBackend::Faulty(job) => job.execute(call, inputs, out),
+            JobKind::Faulty(job) => job.execute(call, inputs, out),
         }
     }
 }

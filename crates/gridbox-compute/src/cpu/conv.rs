@@ -18,6 +18,8 @@ use crate::cpu::matmul::{canonicalize_nans, zeroed};
 use crate::ops::OpError;
 use crate::tensor::{Tensor, TensorMeta, checked_product};
 
+use super::Workers;
+
 /// Below this many multiply-adds per thread, extra threads cost more than they save.
 const MIN_FMAS_PER_THREAD: u128 = 1 << 16;
 
@@ -40,7 +42,12 @@ pub fn conv2d(
     out: &TensorMeta,
     threads: usize,
 ) -> Result<Tensor, OpError> {
-    conv2d_with(Flavor::detect(), x, w, bias, [stride_h, stride_w, pad_h, pad_w], out, threads)
+    conv2d_with(Flavor::detect(), x, w, bias, [stride_h, stride_w, pad_h, pad_w], out, Workers::threads(threads))
+}
+
+/// [`conv2d`] for [`super::execute`], stopping between planes and channels when told to.
+pub(crate) fn conv2d_in(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: [usize; 4], out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
+    conv2d_with(Flavor::detect(), x, w, bias, params, out, workers)
 }
 
 /// Which compilation of the same loops runs.
@@ -85,7 +92,7 @@ fn conv2d_with(
     bias: Option<&Tensor>,
     [stride_h, stride_w, pad_h, pad_w]: [usize; 4],
     out: &TensorMeta,
-    threads: usize,
+    workers: Workers<'_>,
 ) -> Result<Tensor, OpError> {
     let dtypes = [Some(("input", x.dtype())), Some(("weight", w.dtype())), bias.map(|b| ("bias", b.dtype())), Some(("output", out.dtype))];
     for (what, dtype) in dtypes.into_iter().flatten() {
@@ -125,15 +132,18 @@ fn conv2d_with(
         let planes = n * o;
         let fmas = len as u128 * (c as u128 * kh as u128 * kw as u128);
         let useful = usize::try_from((fmas / MIN_FMAS_PER_THREAD).max(1)).unwrap_or(usize::MAX);
-        let threads = threads.max(1).min(planes).min(useful);
+        let threads = workers.threads.min(planes).min(useful);
         let planes_per_thread = planes.div_ceil(threads);
         let (x_image, w_filter) = (c * h * wd, c * kh * kw);
         let work = |first_plane: usize, chunk: &mut [f32]| {
             for (i, out_plane) in chunk.chunks_mut(plane).enumerate() {
+                if workers.should_stop() {
+                    return;
+                }
                 let (img, filt) = ((first_plane + i) / o, (first_plane + i) % o);
                 let xs = &xd[img * x_image..(img + 1) * x_image];
                 let ws = &wdata[filt * w_filter..(filt + 1) * w_filter];
-                run_plane(flavor, &geo, xs, ws, out_plane);
+                run_plane(flavor, &geo, xs, ws, out_plane, workers);
                 if let Some(b) = bias {
                     let add = b[filt];
                     out_plane.iter_mut().for_each(|v| *v += add);
@@ -170,23 +180,26 @@ fn inside(tap: usize, stride: usize, pad: usize, size: usize, count: usize) -> (
     (lo.min(hi), hi)
 }
 
-fn run_plane(flavor: Flavor, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+fn run_plane(flavor: Flavor, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
     match flavor {
-        Flavor::Portable => plane(geo, x, w, out),
+        Flavor::Portable => plane(geo, x, w, out, workers),
         #[cfg(target_arch = "x86_64")]
-        Flavor::Fma(token) => token.plane(geo, x, w, out),
+        Flavor::Fma(token) => token.plane(geo, x, w, out, workers),
     }
 }
 
 /// One output plane `out: [Hout, Wout]` (zeroed) of image `x: [C, H, W]` and filter
 /// `w: [C, KH, KW]`, tap by tap in the spec's order.
 #[inline(always)]
-fn plane(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+fn plane(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
     let Geometry { h, w: width, kh, kw, stride_h, stride_w, pad_h, pad_w, hout: _, wout } = *geo;
     if h == 0 || width == 0 {
         return; // every tap lands in the padding
     }
     for (xc, wc) in x.chunks_exact(h * width).zip(w.chunks_exact(kh * kw)) {
+        if workers.should_stop() {
+            return;
+        }
         for (ky, wrow) in wc.chunks_exact(kw).enumerate() {
             let (y0, y1) = inside(ky, stride_h, pad_h, h, geo.hout);
             for (kx, &weight) in wrow.iter().enumerate() {
@@ -219,20 +232,20 @@ fn plane(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
 mod fma {
     #![allow(unsafe_code)]
 
-    use super::Geometry;
+    use super::{Geometry, Workers};
     pub(super) use crate::cpu::simd::Avx2Fma as Token;
 
     impl Token {
-        pub(super) fn plane(self, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+        pub(super) fn plane(self, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
             // SAFETY: a `Token` exists only when `detect` found AVX2 and FMA on this CPU, the one
             // requirement of calling a `#[target_feature]` function; its body is safe code.
-            unsafe { plane_fma(geo, x, w, out) }
+            unsafe { plane_fma(geo, x, w, out, workers) }
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    fn plane_fma(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
-        super::plane(geo, x, w, out)
+    fn plane_fma(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
+        super::plane(geo, x, w, out, workers)
     }
 }
 
@@ -317,7 +330,7 @@ mod tests {
         let want = bits(&reference(x, w, bias, params, &out));
         for flavor in flavors() {
             for threads in [1, 2, 3] {
-                let got = conv2d_with(flavor, x, w, bias, params, &out, threads).unwrap();
+                let got = conv2d_with(flavor, x, w, bias, params, &out, Workers::threads(threads)).unwrap();
                 assert_eq!(got.shape(), out.shape.as_slice());
                 assert!(
                     bits(got.as_f32().unwrap()) == want,

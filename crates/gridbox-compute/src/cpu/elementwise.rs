@@ -5,6 +5,7 @@ use crate::math::{self, CANONICAL_NAN};
 use crate::ops::{BinaryOp, OpError, UnaryOp};
 use crate::tensor::{Tensor, TensorMeta};
 
+use super::Workers;
 use super::matmul::zeroed;
 use super::parallel_rows;
 
@@ -50,7 +51,7 @@ pub(crate) fn apply_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 }
 
 /// `op` on every element.
-pub(crate) fn unary(op: UnaryOp, x: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+pub(crate) fn unary(op: UnaryOp, x: &Tensor, out: &TensorMeta, threads: Workers<'_>) -> Result<Tensor, OpError> {
     let data = f32_data(x, "elementwise ops")?;
     if out.shape != x.shape() {
         return Err(OpError::ShapeMismatch(format!("elementwise output {:?} for input {:?}", out.shape, x.shape())));
@@ -77,7 +78,7 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// `op` on NumPy-broadcast pairs.
-pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+pub(crate) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor, out: &TensorMeta, threads: Workers<'_>) -> Result<Tensor, OpError> {
     let (a_data, b_data) = (f32_data(a, "elementwise ops")?, f32_data(b, "elementwise ops")?);
     let expected = crate::ops::broadcast_shapes(a.shape(), b.shape())?;
     if expected != out.shape {

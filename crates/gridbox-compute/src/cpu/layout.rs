@@ -2,7 +2,12 @@
 //! construction, for either dtype.
 
 use crate::ops::{OpError, resolve_axis};
-use crate::tensor::{Tensor, TensorData, TensorMeta};
+use crate::tensor::{Tensor, TensorData, TensorMeta, checked_product};
+
+use super::Workers;
+
+/// Elements copied between checks of whether to stop.
+const CHECK_EVERY: usize = 1 << 16;
 
 /// Applies `f` to the elements of either dtype, producing the same dtype.
 fn map_data(t: &Tensor, f32s: impl FnOnce(&[f32]) -> Vec<f32>, i32s: impl FnOnce(&[i32]) -> Vec<i32>) -> TensorData {
@@ -20,7 +25,7 @@ fn check_len(out: &TensorMeta, len: usize) -> Result<(), OpError> {
 }
 
 /// Output axis `i` is input axis `perm[i]`.
-pub(crate) fn permute(x: &Tensor, perm: &[i64], out: &TensorMeta) -> Result<Tensor, OpError> {
+pub(crate) fn permute(x: &Tensor, perm: &[i64], out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let shape = x.shape();
     let rank = shape.len();
     let perm: Vec<usize> = perm.iter().map(|&p| p as usize).collect();
@@ -34,12 +39,16 @@ pub(crate) fn permute(x: &Tensor, perm: &[i64], out: &TensorMeta) -> Result<Tens
     }
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-    fn gather<T: Copy>(src: &[T], out_shape: &[usize], strides: &[usize]) -> Vec<T> {
-        let len: usize = out_shape.iter().product();
+    fn gather<T: Copy>(src: &[T], out_shape: &[usize], strides: &[usize], workers: Workers<'_>) -> Vec<T> {
+        // The output has as many elements as the input (checked above).
+        let len = src.len();
         let mut result = Vec::with_capacity(len);
         let mut index = vec![0usize; out_shape.len()];
         let mut offset = 0usize;
-        for _ in 0..len {
+        for done in 0..len {
+            if done % CHECK_EVERY == 0 && workers.should_stop() {
+                break;
+            }
             result.push(src[offset]);
             for d in (0..out_shape.len()).rev() {
                 index[d] += 1;
@@ -53,7 +62,11 @@ pub(crate) fn permute(x: &Tensor, perm: &[i64], out: &TensorMeta) -> Result<Tens
         }
         result
     }
-    let data = map_data(x, |v| gather(v, &out_shape, &strides), |v| gather(v, &out_shape, &strides));
+    let data = map_data(x, |v| gather(v, &out_shape, &strides, workers), |v| gather(v, &out_shape, &strides, workers));
+    if workers.should_stop() {
+        // Incomplete: the caller throws it away. Keep the shape consistent with the data.
+        return Tensor::new(vec![0], map_data(x, |_| Vec::new(), |_| Vec::new()));
+    }
     Tensor::new(out_shape, data)
 }
 
@@ -64,54 +77,67 @@ pub(crate) fn reshape(x: &Tensor, out: &TensorMeta) -> Result<Tensor, OpError> {
 }
 
 /// Rows `[start, start + out.shape[axis])` of `axis`.
-pub(crate) fn slice(x: &Tensor, axis: i64, start: i64, out: &TensorMeta) -> Result<Tensor, OpError> {
+pub(crate) fn slice(x: &Tensor, axis: i64, start: i64, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let shape = x.shape();
     let axis = resolve_axis(axis, shape.len())?;
-    let (inner, n): (usize, usize) = (shape[axis + 1..].iter().product(), shape[axis]);
-    let outer: usize = shape[..axis].iter().product();
+    let (inner, n) = (checked_product(&shape[axis + 1..])?, shape[axis]);
+    let outer = checked_product(&shape[..axis])?;
     let taken = out.shape.get(axis).copied().unwrap_or(0);
     let start = usize::try_from(start).map_err(|_| OpError::InvalidParameter("negative slice start".into()))?;
     if start.checked_add(taken).is_none_or(|end| end > n) {
         return Err(OpError::InvalidParameter(format!("slice {start}+{taken} past {n}")));
     }
-    check_len(out, outer * taken * inner)?;
-    fn cut<T: Copy>(src: &[T], outer: usize, n: usize, inner: usize, start: usize, taken: usize) -> Vec<T> {
+    check_len(out, checked_product(&[outer, taken, inner])?)?;
+    fn cut<T: Copy>(src: &[T], outer: usize, n: usize, inner: usize, start: usize, taken: usize, workers: Workers<'_>) -> Vec<T> {
         let mut result = Vec::with_capacity(outer * taken * inner);
         for o in 0..outer {
+            if result.len() % CHECK_EVERY < taken * inner && workers.should_stop() {
+                break;
+            }
             let from = (o * n + start) * inner;
             result.extend_from_slice(&src[from..from + taken * inner]);
         }
         result
     }
-    let data = map_data(x, |v| cut(v, outer, n, inner, start, taken), |v| cut(v, outer, n, inner, start, taken));
+    let data = map_data(x, |v| cut(v, outer, n, inner, start, taken, workers), |v| cut(v, outer, n, inner, start, taken, workers));
+    if workers.should_stop() {
+        return Tensor::new(vec![0], map_data(x, |_| Vec::new(), |_| Vec::new()));
+    }
     Tensor::new(out.shape.clone(), data)
 }
 
 /// All inputs joined along `axis`, in order.
-pub(crate) fn concat(inputs: &[&Tensor], axis: i64, out: &TensorMeta) -> Result<Tensor, OpError> {
+pub(crate) fn concat(inputs: &[&Tensor], axis: i64, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let first = inputs.first().ok_or_else(|| OpError::InvalidParameter("concat of nothing".into()))?;
     let axis = resolve_axis(axis, first.shape().len())?;
-    let outer: usize = first.shape()[..axis].iter().product();
+    let outer = checked_product(&first.shape()[..axis])?;
     let total: usize = inputs.iter().map(|t| t.len()).sum();
     check_len(out, total)?;
-    let blocks: Vec<usize> = inputs.iter().map(|t| t.shape()[axis..].iter().product()).collect();
+    let blocks = inputs.iter().map(|t| t.shape().get(axis..).map_or(Ok(0), checked_product)).collect::<Result<Vec<usize>, _>>()?;
+    if workers.should_stop() {
+        return Tensor::new(vec![0], map_data(first, |_| Vec::new(), |_| Vec::new()));
+    }
     match first.data() {
         TensorData::F32(_) => {
             let sources: Option<Vec<&[f32]>> = inputs.iter().map(|t| t.as_f32()).collect();
             let sources = sources.ok_or_else(|| OpError::UnsupportedDType("concat inputs must share one dtype".into()))?;
-            Tensor::new(out.shape.clone(), TensorData::F32(join(&sources, &blocks, outer)))
+            Tensor::new(out.shape.clone(), TensorData::F32(join(&sources, &blocks, outer, workers)))
         }
         TensorData::I32(_) => {
             let sources: Option<Vec<&[i32]>> = inputs.iter().map(|t| t.as_i32()).collect();
             let sources = sources.ok_or_else(|| OpError::UnsupportedDType("concat inputs must share one dtype".into()))?;
-            Tensor::new(out.shape.clone(), TensorData::I32(join(&sources, &blocks, outer)))
+            Tensor::new(out.shape.clone(), TensorData::I32(join(&sources, &blocks, outer, workers)))
         }
     }
 }
 
-fn join<T: Copy>(sources: &[&[T]], blocks: &[usize], outer: usize) -> Vec<T> {
+fn join<T: Copy>(sources: &[&[T]], blocks: &[usize], outer: usize, workers: Workers<'_>) -> Vec<T> {
     let mut result = Vec::with_capacity(sources.iter().map(|s| s.len()).sum());
+    let per_outer: usize = blocks.iter().sum();
     for o in 0..outer {
+        if result.len() % CHECK_EVERY < per_outer && workers.should_stop() {
+            break;
+        }
         for (source, &block) in sources.iter().zip(blocks) {
             result.extend_from_slice(&source[o * block..(o + 1) * block]);
         }
@@ -120,23 +146,29 @@ fn join<T: Copy>(sources: &[&[T]], blocks: &[usize], outer: usize) -> Vec<T> {
 }
 
 /// Rows of `table` picked by `indices`; every index is checked before anything is copied.
-pub(crate) fn gather(table: &Tensor, indices: &Tensor, out: &TensorMeta) -> Result<Tensor, OpError> {
+pub(crate) fn gather(table: &Tensor, indices: &Tensor, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let ids = indices.as_i32().ok_or_else(|| OpError::UnsupportedDType("gather indices must be i32".into()))?;
     let rows = table.shape().first().copied().ok_or_else(|| OpError::ShapeMismatch("gather needs a table of rank >= 1".into()))?;
-    let row: usize = table.shape()[1..].iter().product();
+    let row = checked_product(&table.shape()[1..])?;
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
         return Err(OpError::InvalidParameter(format!("gather index {bad} is outside 0..{rows}")));
     }
-    check_len(out, ids.len() * row)?;
-    fn pick<T: Copy>(src: &[T], ids: &[i32], row: usize) -> Vec<T> {
+    check_len(out, checked_product(&[ids.len(), row])?)?;
+    fn pick<T: Copy>(src: &[T], ids: &[i32], row: usize, workers: Workers<'_>) -> Vec<T> {
         let mut result = Vec::with_capacity(ids.len() * row);
         for &i in ids {
+            if result.len() % CHECK_EVERY < row && workers.should_stop() {
+                break;
+            }
             let start = i as usize * row;
             result.extend_from_slice(&src[start..start + row]);
         }
         result
     }
-    let data = map_data(table, |v| pick(v, ids, row), |v| pick(v, ids, row));
+    let data = map_data(table, |v| pick(v, ids, row, workers), |v| pick(v, ids, row, workers));
+    if workers.should_stop() {
+        return Tensor::new(vec![0], map_data(table, |_| Vec::new(), |_| Vec::new()));
+    }
     Tensor::new(out.shape.clone(), data)
 }
 

@@ -20,6 +20,8 @@ use gridbox_abi::DType;
 use crate::ops::{OpError, broadcast_shapes};
 use crate::tensor::{Tensor, TensorMeta, checked_product};
 
+use super::Workers;
+
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -56,11 +58,16 @@ pub(crate) fn canonicalize_nans(values: &mut [f32]) {
 /// chain `acc = +0.0; for k in 0..K: acc = fma(a[i,k], b[k,j], acc)` (NaN results stored as
 /// `0x7FC0_0000`), so the bits are the same for every `threads` and on every machine.
 pub fn matmul(a: &Tensor, b: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
-    matmul_with(Kernel::detect(), a, b, out, threads)
+    matmul_with(Kernel::detect(), a, b, out, Workers::threads(threads))
+}
+
+/// [`matmul`] for [`super::execute`], stopping between blocks when told to.
+pub(crate) fn matmul_in(a: &Tensor, b: &Tensor, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
+    matmul_with(Kernel::detect(), a, b, out, workers)
 }
 
 /// [`matmul`] with a chosen microkernel (tests run every kernel the machine has).
-fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let plan = Plan::new(a, b, out)?;
     let (Some(a_data), Some(b_data)) = (a.as_f32(), b.as_f32()) else {
         return Err(OpError::UnsupportedDType("matmul takes f32".into()));
@@ -68,7 +75,7 @@ fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, threads
     let mut data = zeroed(plan.out_len)?;
     // Empty output, or K = 0: every element is the empty chain, +0.0.
     if plan.out_len != 0 && plan.k != 0 {
-        let job = Job { plan: &plan, a: a_data, b: b_data, threads };
+        let job = Job { plan: &plan, a: a_data, b: b_data, workers };
         match kernel {
             Kernel::Portable => job.run::<6, 16, _>(tile_portable::<6, 16>, &mut data),
             #[cfg(target_arch = "x86_64")]
@@ -204,12 +211,12 @@ impl Plan {
     }
 }
 
-/// One matmul's inputs and thread budget.
+/// One matmul's inputs, thread budget and stop.
 struct Job<'a> {
     plan: &'a Plan,
     a: &'a [f32],
     b: &'a [f32],
-    threads: usize,
+    workers: Workers<'a>,
 }
 
 impl Job<'_> {
@@ -221,7 +228,7 @@ impl Job<'_> {
         let rows = plan.out_len / plan.n;
         let fmas = plan.out_len as u128 * plan.k as u128;
         let useful = usize::try_from((fmas / MIN_FMAS_PER_THREAD).max(1)).unwrap_or(usize::MAX);
-        let threads = self.threads.max(1).min(rows.div_ceil(MR)).min(useful);
+        let threads = self.workers.threads.min(rows.div_ceil(MR)).min(useful);
         if threads <= 1 {
             self.run_rows(tile, 0, out);
             return;
@@ -241,13 +248,16 @@ impl Job<'_> {
         let mut row = first_row;
         let mut rest = out;
         while !rest.is_empty() {
+            if self.workers.should_stop() {
+                return;
+            }
             let (batch, i0) = (row / m, row % m);
             let count = (m - i0).min(rest.len() / n);
             let (here, later) = rest.split_at_mut(count * n);
             let (ia, ib) = self.plan.batch_sources(batch);
             let a_rows = &self.a[(ia * m + i0) * k..(ia * m + i0 + count) * k];
             let b_mat = &self.b[ib * k * n..(ib + 1) * k * n];
-            gemm(tile, Dims { m: count, n, k }, a_rows, b_mat, here, &mut packs);
+            gemm(tile, Dims { m: count, n, k }, a_rows, b_mat, here, &mut packs, self.workers);
             row += count;
             rest = later;
         }
@@ -291,7 +301,15 @@ struct Dims {
 }
 
 /// `c = a x b` for row-major `a: m x k`, `b: k x n`, `c: m x n` (zeroed), `m, n, k > 0`.
-fn gemm<const MR: usize, const NR: usize, T: Tile<MR, NR>>(tile: T, dims: Dims, a: &[f32], b: &[f32], c: &mut [f32], packs: &mut Packs<MR, NR>) {
+fn gemm<const MR: usize, const NR: usize, T: Tile<MR, NR>>(
+    tile: T,
+    dims: Dims,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    packs: &mut Packs<MR, NR>,
+    workers: Workers<'_>,
+) {
     let Dims { m, n, k } = dims;
     let mc_max = (MC / MR).max(1) * MR;
     let nc_max = (NC / NR).max(1) * NR;
@@ -303,6 +321,10 @@ fn gemm<const MR: usize, const NR: usize, T: Tile<MR, NR>>(tile: T, dims: Dims, 
             let first = pc == 0;
             pack_b(b, n, pc, kc, jc, nc, &mut packs.b);
             for ic in (0..m).step_by(mc_max) {
+                // One block is about MC x KC x NC multiply-adds, a millisecond or so.
+                if workers.should_stop() {
+                    return;
+                }
                 let mc = mc_max.min(m - ic);
                 pack_a(a, k, ic, mc, pc, kc, &mut packs.a);
                 for (jp, jr) in (0..nc).step_by(NR).enumerate() {
@@ -458,7 +480,7 @@ mod tests {
         let want = bits(&reference(a, b, &out));
         for kernel in kernels() {
             for threads in [1, 2, 3] {
-                let got = matmul_with(kernel, a, b, &out, threads).unwrap();
+                let got = matmul_with(kernel, a, b, &out, Workers::threads(threads)).unwrap();
                 assert_eq!(got.shape(), out.shape.as_slice());
                 assert!(bits(got.as_f32().unwrap()) == want, "{kernel:?} threads {threads}: {:?} x {:?} differs from the reference", a.shape(), b.shape());
             }

@@ -16,48 +16,96 @@ pub use matmul::matmul;
 pub use reduce::{max_f32, sum_f32};
 
 use crate::ops::{OpCall, OpError};
-use crate::tensor::{Tensor, TensorMeta};
+use crate::stop::Stop;
+use crate::tensor::{Tensor, TensorData, TensorMeta};
 
 /// Below this many output elements a kernel runs on one thread: starting threads costs more.
 pub(crate) const MIN_PARALLEL_ELEMENTS: usize = 1 << 16;
 
+/// How a kernel may work: on how many threads, and when it must stop early.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Workers<'a> {
+    /// Threads a kernel may use (at least 1); results never depend on it.
+    pub(crate) threads: usize,
+    stop: Option<&'a Stop>,
+}
+
+impl Workers<'_> {
+    /// `threads` threads that never stop early.
+    pub(crate) fn threads(threads: usize) -> Self {
+        Workers { threads: threads.max(1), stop: None }
+    }
+
+    /// Whether the kernel must stop now (see [`Stop`]); its output is then thrown away.
+    #[inline]
+    pub(crate) fn should_stop(&self) -> bool {
+        self.stop.is_some_and(Stop::should_stop)
+    }
+}
+
 /// Runs a decoded op on the CPU. `out` is what `call.infer` gave for these inputs; kernels check
 /// what they rely on again, so an inconsistent call is an error, never a panic.
 pub fn execute(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
-    let threads = threads.max(1);
+    run(call, inputs, out, Workers::threads(threads))
+}
+
+/// [`execute`], returning early once `stop` says so. The caller checks [`Stop::reason`]: when
+/// it is set, the result is incomplete and must be thrown away.
+pub fn execute_until(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: usize, stop: &Stop) -> Result<Tensor, OpError> {
+    run(call, inputs, out, Workers { threads: threads.max(1), stop: Some(stop) })
+}
+
+fn run(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: Workers<'_>) -> Result<Tensor, OpError> {
+    // An empty output is the same whatever the op, and some kernels loop over the leading
+    // dims of their inputs, which an empty tensor may make astronomically large at no cost in
+    // memory: skip them (spec/abi.md, "Shapes"). Gather checks its indices first.
+    if out.checked_len()? == 0 && !matches!(call, OpCall::Gather) {
+        return Tensor::new(out.shape.clone(), TensorData::empty(out.dtype));
+    }
     let input = |index: usize| inputs.get(index).copied().ok_or_else(|| OpError::InvalidParameter(format!("missing input {index}")));
     match call {
-        OpCall::Matmul => matmul(input(0)?, input(1)?, out, threads),
+        OpCall::Matmul => matmul::matmul_in(input(0)?, input(1)?, out, threads),
         OpCall::Binary(op) => elementwise::binary(*op, input(0)?, input(1)?, out, threads),
         OpCall::Unary(op) => elementwise::unary(*op, input(0)?, out, threads),
         OpCall::Softmax => reduce::softmax(input(0)?, out, threads),
         OpCall::LayerNorm { eps } => reduce::layer_norm(input(0)?, input(1)?, Some(input(2)?), *eps, out, threads),
         OpCall::RmsNorm { eps } => reduce::layer_norm(input(0)?, input(1)?, None, *eps, out, threads),
-        OpCall::Reduce { op, axis, .. } => reduce::reduce(*op, input(0)?, *axis, out),
-        OpCall::Permute { perm } => layout::permute(input(0)?, perm, out),
+        OpCall::Reduce { op, axis, .. } => reduce::reduce(*op, input(0)?, *axis, out, threads),
+        OpCall::Permute { perm } => layout::permute(input(0)?, perm, out, threads),
         OpCall::Reshape { .. } => layout::reshape(input(0)?, out),
-        OpCall::Slice { axis, start, .. } => layout::slice(input(0)?, *axis, *start, out),
-        OpCall::Concat { axis } => layout::concat(inputs, *axis, out),
-        OpCall::Gather => layout::gather(input(0)?, input(1)?, out),
+        OpCall::Slice { axis, start, .. } => layout::slice(input(0)?, *axis, *start, out, threads),
+        OpCall::Concat { axis } => layout::concat(inputs, *axis, out, threads),
+        OpCall::Gather => layout::gather(input(0)?, input(1)?, out, threads),
         OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
-            conv2d(input(0)?, input(1)?, inputs.get(2).copied(), *stride_h, *stride_w, *pad_h, *pad_w, out, threads)
+            conv::conv2d_in(input(0)?, input(1)?, inputs.get(2).copied(), [*stride_h, *stride_w, *pad_h, *pad_w], out, threads)
         }
     }
 }
 
 /// Splits `out` into `threads` contiguous runs of whole `unit`-sized rows and calls `work(first
-/// row, rows)` on each, in parallel when there is enough work.
-pub(crate) fn parallel_rows(out: &mut [f32], unit: usize, threads: usize, work: impl Fn(usize, &mut [f32]) + Sync) {
+/// row, rows)` on pieces of each, in parallel when there is enough work, checking between
+/// pieces whether to stop.
+pub(crate) fn parallel_rows(out: &mut [f32], unit: usize, workers: Workers<'_>, work: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = out.len().checked_div(unit).unwrap_or(0);
-    if threads <= 1 || out.len() < MIN_PARALLEL_ELEMENTS || rows < 2 {
-        work(0, out);
+    // About MIN_PARALLEL_ELEMENTS elements at a time between checks (whole rows).
+    let piece = (MIN_PARALLEL_ELEMENTS / unit.max(1)).max(1);
+    let in_pieces = |first_row: usize, chunk: &mut [f32]| {
+        for (index, part) in chunk.chunks_mut(piece * unit.max(1)).enumerate() {
+            if workers.should_stop() {
+                return;
+            }
+            work(first_row + index * piece, part);
+        }
+    };
+    if workers.threads <= 1 || out.len() < MIN_PARALLEL_ELEMENTS || rows < 2 {
+        in_pieces(0, out);
         return;
     }
-    let per_thread = rows.div_ceil(threads.min(rows));
+    let per_thread = rows.div_ceil(workers.threads.min(rows));
     std::thread::scope(|scope| {
         for (index, chunk) in out.chunks_mut(per_thread * unit).enumerate() {
-            let work = &work;
-            scope.spawn(move || work(index * per_thread, chunk));
+            let in_pieces = &in_pieces;
+            scope.spawn(move || in_pieces(index * per_thread, chunk));
         }
     });
 }

@@ -7,8 +7,9 @@
 
 use crate::math::{self, CANONICAL_NAN};
 use crate::ops::{OpError, ReduceOp, resolve_axis};
-use crate::tensor::{Tensor, TensorMeta};
+use crate::tensor::{Tensor, TensorMeta, checked_product};
 
+use super::Workers;
 use super::matmul::zeroed;
 use super::parallel_rows;
 
@@ -75,19 +76,22 @@ fn canonical(x: f32) -> f32 {
 }
 
 /// `op` over `axis`: the input is seen as `[outer, n, inner]`.
-pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axis: i64, out: &TensorMeta) -> Result<Tensor, OpError> {
+pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axis: i64, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
     let data = x.as_f32().ok_or_else(|| OpError::UnsupportedDType("reductions take f32".into()))?;
     let shape = x.shape();
     let axis = resolve_axis(axis, shape.len())?;
     let n = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let outer: usize = shape[..axis].iter().product();
-    if out.checked_len()? != outer * inner {
+    let inner = checked_product(&shape[axis + 1..])?;
+    let outer = checked_product(&shape[..axis])?;
+    if Some(out.checked_len()?) != outer.checked_mul(inner) {
         return Err(OpError::ShapeMismatch(format!("reduction output {:?} for input {:?}", out.shape, shape)));
     }
     let mut result = zeroed(outer * inner)?;
     let mut column = Vec::with_capacity(if inner == 1 { 0 } else { n });
     for o in 0..outer {
+        if workers.should_stop() {
+            break;
+        }
         for i in 0..inner {
             let values: &[f32] = if inner == 1 {
                 &data[o * n..(o + 1) * n]
@@ -116,7 +120,7 @@ fn rows_of<'a>(x: &'a Tensor, out: &TensorMeta, what: &str) -> Result<(&'a [f32]
 }
 
 /// Softmax over the last axis: `m = max(row)`, `e_i = exp(x_i - m)`, `y_i = e_i / sum(e)`.
-pub(crate) fn softmax(x: &Tensor, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+pub(crate) fn softmax(x: &Tensor, out: &TensorMeta, threads: Workers<'_>) -> Result<Tensor, OpError> {
     let (data, row) = rows_of(x, out, "softmax")?;
     let mut result = zeroed(data.len())?;
     parallel_rows(&mut result, row, threads, |first, chunk| {
@@ -141,7 +145,7 @@ pub(crate) fn softmax(x: &Tensor, out: &TensorMeta, threads: usize) -> Result<Te
 /// `r = 1 / sqrt(var + eps)`, `y_i = (d_i * r) * gamma_i + beta_i`;
 /// rms: `ms = sum(x_i * x_i)/n`, `r = 1 / sqrt(ms + eps)`, `y_i = (x_i * r) * gamma_i`.
 /// Every operation rounds on its own; no fma.
-pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: Option<&Tensor>, eps: f32, out: &TensorMeta, threads: usize) -> Result<Tensor, OpError> {
+pub(crate) fn layer_norm(x: &Tensor, gamma: &Tensor, beta: Option<&Tensor>, eps: f32, out: &TensorMeta, threads: Workers<'_>) -> Result<Tensor, OpError> {
     let (data, row) = rows_of(x, out, "norms")?;
     let gamma = gamma.as_f32().filter(|g| g.len() == row).ok_or_else(|| OpError::ShapeMismatch("gamma must be [last dim] f32".into()))?;
     let beta = match beta {
