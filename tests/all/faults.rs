@@ -37,8 +37,17 @@ fn a_device_failure_mid_run_is_a_provider_fault_and_no_receipt_is_signed() {
     let job = mlp_job();
     let honest = engine().run(&job, RunOptions::default()).unwrap();
     assert_eq!(honest.outcome, Outcome::Exited { code: 0 });
-    for at_op in [0, 1, 3] {
-        let engine = faulty_engine(FaultPlan { at_op, fault: Fault::DeviceError });
+    let plans = [
+        (0, Fault::DeviceError),
+        (1, Fault::DeviceError),
+        (3, Fault::DeviceError),
+        (0, Fault::UploadError),
+        (2, Fault::UploadError),
+        (0, Fault::DownloadError),
+        (4, Fault::DownloadError),
+    ];
+    for (at_op, fault) in plans {
+        let engine = faulty_engine(FaultPlan { at_op, fault });
         // `run` gives no `JobRun` for a provider fault, so there is nothing `Receipt::sign` could sign.
         match engine.run(&job, RunOptions::default()) {
             Err(error @ RunError::ProviderFault(ProviderFault::Device { .. })) => {
@@ -46,7 +55,8 @@ fn a_device_failure_mid_run_is_a_provider_fault_and_no_receipt_is_signed() {
                 let text = gridbox_core::errors::error_chain(&error);
                 assert!(text.contains("the compute device failed") && text.contains("planted device fault"), "{text}");
             }
-            other => panic!("op {at_op}: expected a provider fault, got {other:?}"),
+            Ok(run) => panic!("{fault:?} at {at_op}: expected a provider fault, the job ended: {}", run.outcome),
+            Err(other) => panic!("{fault:?} at {at_op}: expected a provider fault, got {other:?}"),
         }
     }
 }

@@ -72,7 +72,10 @@ fn build_workspace(workspace: &Path) -> Result<PathBuf, String> {
     }
     let status = command.status().map_err(|e| format!("cannot run cargo to build {}: {e}", workspace.display()))?;
     if !status.success() {
-        return Err(format!("building {} for wasm32-wasip1 failed; is the target installed? (rustup target add wasm32-wasip1)", workspace.display()));
+        return Err(format!(
+            "building {} for wasm32-wasip1 failed (cargo says why above; a missing target is fixed by `rustup target add wasm32-wasip1`)",
+            workspace.display()
+        ));
     }
     Ok(target_dir.join("wasm32-wasip1").join("release"))
 }

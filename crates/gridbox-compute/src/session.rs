@@ -184,7 +184,8 @@ impl TensorSession {
     /// Checks quotas for a new tensor of `bytes`.
     #[inline]
     fn admit(&self, bytes: usize) -> Result<(), ErrorCode> {
-        if self.tensors.len() as u64 >= self.grant.max_tensors {
+        // Handles are never reused: after 2^32 - 1 of them a job can make no more tensors.
+        if self.tensors.len() as u64 >= self.grant.max_tensors || self.next_handle == 0 {
             return Err(ErrorCode::TensorCountQuota);
         }
         if self.bytes_used.saturating_add(bytes as u64) > self.grant.max_bytes {
@@ -197,7 +198,8 @@ impl TensorSession {
     /// so they are the same on every run.
     fn insert(&mut self, buffer: Buffer, meta: TensorMeta, hash: Option<[u8; 32]>) -> u32 {
         let handle = self.next_handle;
-        self.next_handle = self.next_handle.wrapping_add(1).max(1);
+        // 0 marks the handles as spent (`admit` refuses more); it is never a handle.
+        self.next_handle = self.next_handle.wrapping_add(1);
         self.bytes_used += buffer.byte_len() as u64;
         self.tensors.insert(handle, Entry { buffer, meta, hash });
         handle

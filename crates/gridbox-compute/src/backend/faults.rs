@@ -14,6 +14,10 @@ use crate::tensor::{Tensor, TensorData, TensorMeta};
 pub enum Fault {
     /// The op fails as a device failure would.
     DeviceError,
+    /// The `at_op`-th upload (a `create`) fails as a device failure would.
+    UploadError,
+    /// The `at_op`-th copy back to the host (a `read`, or hashing for the trace) fails.
+    DownloadError,
     /// The op succeeds, but bit `bit` of its output (counting from the first element's lowest
     /// bit, wrapping around the output) is flipped.
     FlipBit {
@@ -52,15 +56,22 @@ impl FaultyBackend {
     }
 
     pub(super) fn for_job(&self) -> Result<FaultyJob, CudaError> {
-        Ok(FaultyJob { inner: Box::new(self.inner.for_job(Stop::never())?), plan: self.plan, ops: AtomicU64::new(0) })
+        let inner = Box::new(self.inner.for_job(Stop::never())?);
+        Ok(FaultyJob { inner, plan: self.plan, ops: AtomicU64::new(0), uploads: AtomicU64::new(0), downloads: AtomicU64::new(0) })
     }
 }
 
-/// One job's faulty backend: counts ops and applies the plan at its op.
+/// One job's faulty backend: counts ops, uploads and downloads, and applies the plan.
 pub struct FaultyJob {
     inner: Box<JobBackend>,
     plan: FaultPlan,
     ops: AtomicU64,
+    uploads: AtomicU64,
+    downloads: AtomicU64,
+}
+
+fn planted() -> CudaError {
+    CudaError::Driver(std::sync::Arc::new(std::io::Error::other("planted device fault")))
 }
 
 impl FaultyJob {
@@ -69,13 +80,29 @@ impl FaultyJob {
         &self.inner
     }
 
+    pub(super) fn upload(&self, tensor: Tensor) -> Result<Buffer, CudaError> {
+        let index = self.uploads.fetch_add(1, Ordering::Relaxed);
+        if self.plan.fault == Fault::UploadError && index == self.plan.at_op {
+            return Err(planted());
+        }
+        self.inner.upload(tensor)
+    }
+
+    pub(super) fn with_host<R>(&self, buffer: &Buffer, f: impl FnOnce(&Tensor) -> R) -> Result<R, CudaError> {
+        let index = self.downloads.fetch_add(1, Ordering::Relaxed);
+        if self.plan.fault == Fault::DownloadError && index == self.plan.at_op {
+            return Err(planted());
+        }
+        self.inner.with_host(buffer, f)
+    }
+
     pub(super) fn execute(&self, call: &OpCall, inputs: &[&Buffer], out: &TensorMeta) -> Result<Buffer, ExecError> {
         let index = self.ops.fetch_add(1, Ordering::Relaxed);
-        if index != self.plan.at_op {
+        if index != self.plan.at_op || matches!(self.plan.fault, Fault::UploadError | Fault::DownloadError) {
             return self.inner.execute(call, inputs, out);
         }
         match self.plan.fault {
-            Fault::DeviceError => Err(CudaError::Driver(std::sync::Arc::new(std::io::Error::other("planted device fault"))).into()),
+            Fault::UploadError | Fault::DownloadError | Fault::DeviceError => Err(planted().into()),
             Fault::FlipBit { bit } => {
                 let output = self.inner.execute(call, inputs, out)?;
                 let tensor = self.inner.download(&output)?;

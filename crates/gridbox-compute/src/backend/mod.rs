@@ -210,7 +210,7 @@ impl JobBackend {
             JobKind::Cpu { .. } => Ok(Buffer::Host(tensor)),
             JobKind::Cuda(job) => Ok(Buffer::Device(job.upload(&tensor)?)),
             #[cfg(feature = "fault-injection")]
-            JobKind::Faulty(job) => job.inner().upload(tensor),
+            JobKind::Faulty(job) => job.upload(tensor),
         }
     }
 
@@ -223,10 +223,10 @@ impl JobBackend {
     /// downloaded copy from a device.
     pub fn with_host<R>(&self, buffer: &Buffer, f: impl FnOnce(&Tensor) -> R) -> Result<R, CudaError> {
         match (&self.kind, buffer) {
+            #[cfg(feature = "fault-injection")]
+            (JobKind::Faulty(job), buffer) => job.with_host(buffer, f),
             (_, Buffer::Host(t)) => Ok(f(t)),
             (JobKind::Cuda(job), Buffer::Device(t)) => Ok(f(&job.download(t)?)),
-            #[cfg(feature = "fault-injection")]
-            (JobKind::Faulty(job), buffer) => job.inner().with_host(buffer, f),
             (JobKind::Cpu { .. }, Buffer::Device(_)) => Err(CudaError::Internal("a device tensor reached the CPU backend")),
         }
     }

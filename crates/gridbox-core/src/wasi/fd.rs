@@ -1,7 +1,7 @@
 //! The `fd_*` functions: reading, writing, seeking and describing open descriptors.
 
 use super::abi::{self, decode_times, encode_filestat, filetype};
-use super::guest::{WasiMemory, iovecs_total, read_into};
+use super::guest::{WasiMemory, read_into};
 use super::state::{Descriptor, DeterministicWasi, HostResult};
 use super::vfs::{Errno, NodeId};
 use crate::guest_memory::GuestMemory;
@@ -111,6 +111,8 @@ impl DeterministicWasi {
             Descriptor::File { node, write: true, .. } => *node,
             _ => return Err(Errno::Badf.into()),
         };
+        self.vfs.check_set_size(node, size)?;
+        self.charge_bytes(size.saturating_sub(self.vfs.size(node).unwrap_or(0)))?;
         let now = self.clock.realtime();
         self.vfs.set_size(node, size, now)?;
         Ok(())
@@ -132,7 +134,7 @@ impl DeterministicWasi {
             Descriptor::Dir { .. } => return Err(Errno::Isdir.into()),
             Descriptor::Stdin => return Err(Errno::Spipe.into()),
         };
-        iovecs_total(mem, iovs, iovs_len)?;
+        self.charged_iovecs(mem, iovs, iovs_len)?;
         let vfs = &self.vfs;
         let mut position = offset;
         let n = read_into(mem, iovs, iovs_len, |buf| {
@@ -164,6 +166,8 @@ impl DeterministicWasi {
         if name.len() > path_len as usize {
             return Err(Errno::Nametoolong.into());
         }
+        let name = name.clone();
+        self.charge_bytes(name.len() as u64)?;
         mem.write(path, name.as_bytes())?;
         Ok(())
     }
@@ -182,9 +186,11 @@ impl DeterministicWasi {
 
     pub(super) fn fd_read(&mut self, mem: &mut GuestMemory<'_>, fd: u32, iovs: u32, iovs_len: u32, result: u32) -> HostResult {
         mem.check(result, 4)?;
+        if matches!(self.fds.get(&fd), Some(Descriptor::Stdin | Descriptor::File { read: true, .. })) {
+            self.charged_iovecs(mem, iovs, iovs_len)?;
+        }
         let n = match self.fds.get_mut(&fd).ok_or(Errno::Badf)? {
             Descriptor::Stdin => {
-                iovecs_total(mem, iovs, iovs_len)?;
                 let stdin = &self.stdin;
                 let position = &mut self.stdin_position;
                 read_into(mem, iovs, iovs_len, |buf| {
@@ -198,7 +204,6 @@ impl DeterministicWasi {
                 })?
             }
             Descriptor::File { node, position, read: true, .. } => {
-                iovecs_total(mem, iovs, iovs_len)?;
                 let node = *node;
                 let vfs = &self.vfs;
                 read_into(mem, iovs, iovs_len, |buf| {
@@ -217,6 +222,9 @@ impl DeterministicWasi {
     pub(super) fn fd_readdir(&mut self, mem: &mut GuestMemory<'_>, fd: u32, buf: u32, buf_len: u32, cookie: u64, result: u32) -> HostResult {
         mem.check(result, 4)?;
         let node = self.dir(fd)?;
+        // The listing skips `cookie` entries (at most all of them) and fills at most the buffer.
+        self.charge(self.vfs.dir_len(node).saturating_add(2).min(cookie))?;
+        self.charge_bytes(u64::from(buf_len))?;
         let out = mem.bytes_mut(buf, u64::from(buf_len))?;
         // The exact fill rule of wasmtime-wasi (and of the preview1 spec): entries one after the
         // other, each a 24-byte dirent and the name without NUL; the last one is cut short if it
@@ -316,8 +324,11 @@ impl DeterministicWasi {
     /// Writes the iovecs into file `node` at `offset`, after checking the whole write against
     /// the quota (so that a refused write changes nothing).
     pub(super) fn write_file(&mut self, mem: &GuestMemory<'_>, node: NodeId, iovs: u32, iovs_len: u32, offset: u64) -> HostResult<u32> {
-        let total = iovecs_total(mem, iovs, iovs_len)?;
+        let total = self.charged_iovecs(mem, iovs, iovs_len)?;
         self.vfs.check_write(node, offset, total)?;
+        // Writing past the end fills the gap with zeros: that is work too (the quota bounds it).
+        let gap = offset.saturating_sub(self.vfs.size(node).unwrap_or(0));
+        self.charge_bytes(if total == 0 { 0 } else { gap })?;
         let now = self.clock.realtime();
         let mut at = offset;
         for index in 0..iovs_len {

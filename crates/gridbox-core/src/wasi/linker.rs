@@ -4,6 +4,7 @@
 use wasmtime::{Caller, Linker};
 
 use super::PREVIEW1_MODULE;
+use super::fuel::CALL_FUEL;
 use super::state::{DeterministicWasi, HostError, HostResult};
 use crate::guest_memory::{GuestMemory, exported_memory};
 
@@ -21,8 +22,15 @@ fn host_call<T: 'static>(
     let (data, state) = memory.data_and_store_mut(&mut *caller);
     let wasi = get(state);
     wasi.clock.observe(fuel_left);
+    // Without fuel metering (tests of the layer alone) calls are free.
+    wasi.fuel_left = fuel_left.unwrap_or(u64::MAX);
     let mut guest = GuestMemory::new(data);
-    match body(wasi, &mut guest) {
+    let result = wasi.charge(CALL_FUEL).and_then(|()| body(wasi, &mut guest));
+    let fuel_after = wasi.fuel_left;
+    if fuel_left.is_some() {
+        caller.set_fuel(fuel_after)?;
+    }
+    match result {
         Ok(()) => Ok(0),
         Err(HostError::Errno(errno)) => Ok(i32::from(errno.raw())),
         Err(HostError::Trap(error)) => Err(error),

@@ -40,6 +40,7 @@
 mod abi;
 mod clock;
 mod fd;
+pub mod fuel;
 mod guest;
 mod linker;
 mod path;

@@ -1,7 +1,6 @@
 //! The `path_*` functions: opening, creating, renaming and removing by path.
 
 use super::abi::{self, decode_times, encode_filestat};
-use super::guest::WasiMemory;
 use super::state::MAX_OPEN_FDS;
 use super::state::{Descriptor, DeterministicWasi, HostResult};
 use super::vfs::{Errno, FileKind, OpenOptions};
@@ -10,7 +9,7 @@ use crate::guest_memory::GuestMemory;
 impl DeterministicWasi {
     pub(super) fn path_create_directory(&mut self, mem: &mut GuestMemory<'_>, fd: u32, path: u32, path_len: u32) -> HostResult {
         let dir = self.dir(fd)?;
-        let path = mem.string(path, path_len)?;
+        let path = self.guest_path(mem, path, path_len)?;
         let now = self.clock.realtime();
         self.vfs.create_dir(dir, path, now)?;
         Ok(())
@@ -19,7 +18,8 @@ impl DeterministicWasi {
     pub(super) fn path_filestat_get(&mut self, mem: &mut GuestMemory<'_>, fd: u32, _flags: u32, path: u32, path_len: u32, result: u32) -> HostResult {
         mem.check(result, abi::FILESTAT_SIZE as u64)?;
         let dir = self.dir(fd)?;
-        let node = self.vfs.lookup(dir, mem.string(path, path_len)?)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        let node = self.vfs.lookup(dir, path)?;
         let out = encode_filestat(&self.vfs.stat(node)?);
         mem.write(result, &out)?;
         Ok(())
@@ -38,7 +38,8 @@ impl DeterministicWasi {
         fst_flags: u32,
     ) -> HostResult {
         let dir = self.dir(fd)?;
-        let node = self.vfs.lookup(dir, mem.string(path, path_len)?)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        let node = self.vfs.lookup(dir, path)?;
         let now = self.clock.realtime();
         let (atim, mtim) = decode_times(atim, mtim, fst_flags, now)?;
         self.vfs.set_times(node, atim, mtim, now)?;
@@ -60,8 +61,8 @@ impl DeterministicWasi {
         // Every node has exactly one name: no hard links.
         self.dir(old_fd)?;
         self.dir(new_fd)?;
-        mem.string(old_path, old_path_len)?;
-        mem.string(new_path, new_path_len)?;
+        self.guest_path(mem, old_path, old_path_len)?;
+        self.guest_path(mem, new_path, new_path_len)?;
         Err(Errno::Notsup.into())
     }
 
@@ -98,7 +99,8 @@ impl DeterministicWasi {
             write,
         };
         let now = self.clock.realtime();
-        let node = self.vfs.open(dir, mem.string(path, path_len)?, options, now)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        let node = self.vfs.open(dir, path, options, now)?;
         let descriptor = match self.vfs.kind(node)? {
             FileKind::Directory => Descriptor::Dir { node, preopen: None },
             FileKind::RegularFile => Descriptor::File { node, position: 0, read, write, append: fdflags & abi::FDFLAGS_APPEND != 0 },
@@ -120,14 +122,16 @@ impl DeterministicWasi {
         mem.check(result, 4)?;
         let dir = self.dir(fd)?;
         // There are no symbolic links: whatever exists is not one.
-        self.vfs.lookup(dir, mem.string(path, path_len)?)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        self.vfs.lookup(dir, path)?;
         Err(Errno::Inval.into())
     }
 
     pub(super) fn path_remove_directory(&mut self, mem: &mut GuestMemory<'_>, fd: u32, path: u32, path_len: u32) -> HostResult {
         let dir = self.dir(fd)?;
         let now = self.clock.realtime();
-        self.vfs.remove_dir(dir, mem.string(path, path_len)?, now)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        self.vfs.remove_dir(dir, path, now)?;
         Ok(())
     }
 
@@ -144,8 +148,8 @@ impl DeterministicWasi {
     ) -> HostResult {
         let old_dir = self.dir(fd)?;
         let new_dir = self.dir(new_fd)?;
-        let old_path = mem.string(old_path, old_path_len)?;
-        let new_path = mem.string(new_path, new_path_len)?;
+        let old_path = self.guest_path(mem, old_path, old_path_len)?;
+        let new_path = self.guest_path(mem, new_path, new_path_len)?;
         let now = self.clock.realtime();
         self.vfs.rename(old_dir, old_path, new_dir, new_path, now)?;
         Ok(())
@@ -163,15 +167,16 @@ impl DeterministicWasi {
         // No symbolic links: a link could only point inside the mounts, and leaving them out
         // keeps path resolution simple.
         self.dir(fd)?;
-        mem.string(old_path, old_path_len)?;
-        mem.string(new_path, new_path_len)?;
+        self.guest_path(mem, old_path, old_path_len)?;
+        self.guest_path(mem, new_path, new_path_len)?;
         Err(Errno::Notsup.into())
     }
 
     pub(super) fn path_unlink_file(&mut self, mem: &mut GuestMemory<'_>, fd: u32, path: u32, path_len: u32) -> HostResult {
         let dir = self.dir(fd)?;
         let now = self.clock.realtime();
-        self.vfs.unlink_file(dir, mem.string(path, path_len)?, now)?;
+        let path = self.guest_path(mem, path, path_len)?;
+        self.vfs.unlink_file(dir, path, now)?;
         Ok(())
     }
 }

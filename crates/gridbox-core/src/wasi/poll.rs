@@ -19,6 +19,8 @@ impl DeterministicWasi {
         mem.check(subs, u64::from(nsubscriptions) * abi::SUBSCRIPTION_SIZE)?;
         mem.check(events, u64::from(nsubscriptions) * abi::EVENT_SIZE as u64)?;
         mem.check(result, 4)?;
+        // Each subscription is read twice and may give an event.
+        self.charge_bytes(u64::from(nsubscriptions) * (2 * abi::SUBSCRIPTION_SIZE + abi::EVENT_SIZE as u64))?;
         let now = self.clock.elapsed();
 
         // First pass: validate, find whether any descriptor is subscribed and the earliest deadline.

@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::abi;
 use super::clock::VirtualClock;
 use super::guest::{WasiMemory, iovecs_total};
-use super::process::Process;
+use super::process::{Process, layout_bytes};
 use super::random::JobRandom;
 use super::vfs::{Errno, FsError, MountError, NodeId, Vfs};
 use crate::guest_memory::{GuestMemory, OutOfBounds};
@@ -87,6 +88,8 @@ pub struct DeterministicWasi {
     pub(super) stdio_limit: u64,
     pub(super) clock: VirtualClock,
     pub(super) process: Process,
+    /// Fuel the job has left during the current call (see [`super::fuel`]).
+    pub(super) fuel_left: u64,
 }
 
 /// Why a host function stops: an errno for the guest, or a trap that ends the job.
@@ -131,7 +134,11 @@ impl DeterministicWasi {
             stderr: Vec::new(),
             stdio_limit: config.stdio_bytes,
             clock: VirtualClock { start_unix_ns: config.start_unix_ns, fuel_budget: config.fuel_budget, fuel_consumed: 0, slept_ns: 0, last_elapsed: 0 },
-            process: Process { args: config.args, env: config.env.into_iter().map(|(key, value)| format!("{key}={value}")).collect(), random: config.random },
+            process: {
+                let env: Vec<String> = config.env.into_iter().map(|(key, value)| format!("{key}={value}")).collect();
+                Process { args_bytes: layout_bytes(&config.args), env_bytes: layout_bytes(&env), args: config.args, env, random: config.random }
+            },
+            fuel_left: 0,
         }
     }
 
@@ -234,10 +241,27 @@ impl DeterministicWasi {
 
     // ----- stdio -----
 
+    /// The total length of an iovec array, paid for (the array and the bytes) before anything
+    /// is copied.
+    pub(super) fn charged_iovecs(&mut self, mem: &GuestMemory<'_>, iovs: u32, iovs_len: u32) -> HostResult<u64> {
+        // The array's bounds first (free), then its walk, then the bytes it names.
+        mem.check(iovs, u64::from(iovs_len) * abi::IOVEC_SIZE)?;
+        self.charge_bytes(u64::from(iovs_len) * abi::IOVEC_SIZE)?;
+        let total = iovecs_total(mem, iovs, iovs_len)?;
+        self.charge_bytes(total)?;
+        Ok(total)
+    }
+
+    /// A path from the guest, paid for by its length before it is read.
+    pub(super) fn guest_path<'m>(&mut self, mem: &'m GuestMemory<'_>, ptr: u32, len: u32) -> HostResult<&'m str> {
+        self.charge_bytes(u64::from(len))?;
+        Ok(mem.string(ptr, len)?)
+    }
+
     /// Appends to stdout or stderr, refusing (and trapping on) a write that would take them past
     /// the stdio limit.
     pub(super) fn write_stdio(&mut self, mem: &GuestMemory<'_>, iovs: u32, iovs_len: u32, to_stderr: bool) -> HostResult<u32> {
-        let total = iovecs_total(mem, iovs, iovs_len)?;
+        let total = self.charged_iovecs(mem, iovs, iovs_len)?;
         let used = (self.stdout.len() as u64).saturating_add(self.stderr.len() as u64);
         if used.saturating_add(total) > self.stdio_limit {
             return Err(HostError::Trap(wasmtime::Error::new(LimitExceeded { limit: LimitKind::StdioBytes, value: self.stdio_limit })));

@@ -745,3 +745,26 @@ fn arguments_environment_and_random_bytes_come_from_the_config() {
     let exit = h.trap("proc_exit", &[i(7)]);
     assert_eq!(exit.downcast_ref::<super::JobExit>(), Some(&super::JobExit(7)));
 }
+
+/// Strings that end exactly at the top of a 4 GiB memory: offsets must not overflow.
+#[test]
+fn arguments_fit_at_the_very_top_of_a_4_gib_memory() {
+    let wat = r#"(module
+        (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+        (memory (export "memory") 65536)
+        (func (export "go") (param i32 i32) (result i32) local.get 0 local.get 1 call $args_get))"#;
+    let engine = engine();
+    let module = Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
+    let mut store = store(&engine, config());
+    let instance = linker(&engine).instantiate(&mut store, &module).unwrap();
+    let go = instance.get_typed_func::<(i32, i32), i32>(&mut store, "go").unwrap();
+    let total = "job.wasm\0--flag\0".len() as i64;
+    let top = (1i64 << 32) - total;
+    assert_eq!(go.call(&mut store, (0, top as i32)).unwrap(), 0);
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    let data = memory.data(&store);
+    assert_eq!(&data[top as usize..], b"job.wasm\0--flag\0");
+    assert_eq!(u32::from_le_bytes(data[4..8].try_into().unwrap()), (top + 9) as u32);
+    // One byte further is EFAULT.
+    assert_eq!(go.call(&mut store, (0, (top + 1) as i32)).unwrap(), EFAULT);
+}

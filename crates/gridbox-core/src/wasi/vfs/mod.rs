@@ -429,6 +429,18 @@ impl Vfs {
         self.check_resize(n, end.max(n.size()))
     }
 
+    /// Checks that file `node` may be resized to `size`: writable, and within the output quota.
+    pub fn check_set_size(&self, node: NodeId, size: u64) -> Result<(), FsError> {
+        let n = self.node(node).ok_or(Errno::Badf)?;
+        if !matches!(n.kind, NodeKind::File(_)) {
+            return Err(Errno::Isdir.into());
+        }
+        if !self.is_writable(node)? {
+            return Err(Errno::Rofs.into());
+        }
+        self.check_resize(n, size)
+    }
+
     /// Writes `data` into file `node` at `offset`, zero-filling any gap past the end. The size
     /// the file reaches is checked against the output quota before anything is allocated.
     pub fn write_at(&mut self, node: NodeId, offset: u64, data: &[u8], now: u64) -> Result<(), FsError> {
@@ -457,15 +469,8 @@ impl Vfs {
 
     /// Sets the size of file `node`, cutting or zero-filling, subject to the output quota.
     pub fn set_size(&mut self, node: NodeId, size: u64, now: u64) -> Result<(), FsError> {
-        let n = self.node(node).ok_or(Errno::Badf)?;
-        if !matches!(n.kind, NodeKind::File(_)) {
-            return Err(Errno::Isdir.into());
-        }
-        if !self.is_writable(node)? {
-            return Err(Errno::Rofs.into());
-        }
-        let old_size = n.size();
-        self.check_resize(n, size)?;
+        self.check_set_size(node, size)?;
+        let old_size = self.size(node).unwrap_or(0);
         let new_len = usize::try_from(size).map_err(|_| Errno::Fbig)?;
         let n = self.node_mut(node).ok_or(Errno::Badf)?;
         let NodeKind::File(file) = &mut n.kind else { return Err(Errno::Isdir.into()) };
@@ -630,6 +635,11 @@ impl Vfs {
             n.ctim = now;
         }
         Ok(())
+    }
+
+    /// How many entries directory `dir` has, `.` and `..` aside (0 for anything else).
+    pub fn dir_len(&self, dir: NodeId) -> u64 {
+        self.children(dir).map_or(0, |children| children.len() as u64)
     }
 
     /// The entries of directory `dir` from index `cookie` on: `.` and `..` first, then the
