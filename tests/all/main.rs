@@ -8,6 +8,7 @@ mod common;
 mod determinism;
 mod faults;
 mod guests;
+mod hardening;
 mod layout;
 mod limits;
 mod refusals;

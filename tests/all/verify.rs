@@ -166,3 +166,15 @@ fn a_malformed_receipt_is_an_error_not_a_mismatch() {
         assert!(stderr(&output).contains(expected), "{what}: {}", stderr(&output));
     }
 }
+
+#[test]
+fn a_replay_that_outlasts_the_verifiers_time_limit_is_not_a_verdict() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let probe = guests::PROBE.path();
+    let ran = gridbox_output(&[&"run", &probe, &"--limit", &"fuel=300_000_000", &"--out", &out, &"--", &"spin"]);
+    assert_eq!(ran.status.code(), Some(135), "{}", stderr(&ran));
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &probe, &"--time-limit", &"0"]);
+    assert_eq!(verified.status.code(), Some(2), "{}", stderr(&verified));
+    assert!(stderr(&verified).contains("did not end within"), "{}", stderr(&verified));
+}

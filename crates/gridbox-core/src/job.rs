@@ -261,8 +261,10 @@ impl ResourceLimiter for JobLimiter {
 /// Options that change how a run is carried out but never its result.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Ignore the manifest's wall-time limit (verifiers replay without one: fuel bounds the work).
-    pub no_wall_time_limit: bool,
+    /// Run under this wall-time limit (ms) instead of the manifest's: verifiers replay on
+    /// machines of other speeds, so they choose their own. A run it stops ends as the wall-time
+    /// limit does (`limit_exceeded`/`wall_time_ms`, naming the manifest's value).
+    pub wall_time_ms: Option<u64>,
     /// Lets another thread watch the run's fuel and stop it.
     pub monitor: Option<Arc<RunMonitor>>,
 }
@@ -309,15 +311,15 @@ impl JobEngine {
         let ops = manifest.tensor.as_ref().map(|t| t.granted_ops()).unwrap_or_default();
         let prepared = self.prepare_hashed(manifest.module, &job.module, &manifest.capabilities, &ops)?;
         let limits = job.manifest.limits();
-        let wall_ms = limits.get(LimitKind::WallTimeMs);
+        let wall_ms = options.wall_time_ms.unwrap_or(limits.get(LimitKind::WallTimeMs));
         // Kernels inside a bridge call stop at the same limit (epochs cannot reach them there).
-        let deadline = (!options.no_wall_time_limit).then(|| Instant::now() + Duration::from_millis(wall_ms) + EPOCH_TICK);
+        let deadline = Instant::now().checked_add(Duration::from_millis(wall_ms) + EPOCH_TICK);
         let stop = Stop::new(deadline, options.monitor.as_ref().map(|monitor| monitor.cancelled.clone()));
         let mut store = Store::new(self.engine(), self.job_state(job, limits, stop)?);
         store.limiter(|state| &mut state.limiter);
         let fuel = limits.get(LimitKind::Fuel);
         store.set_fuel(fuel).map_err(|e| RunError::Engine { what: "the job's fuel", source: e.into() })?;
-        let ticks = if options.no_wall_time_limit { u64::MAX / 2 } else { wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).saturating_add(1) };
+        let ticks = wall_ms.div_ceil(EPOCH_TICK.as_millis() as u64).saturating_add(1);
         match options.monitor.clone() {
             None => {
                 store.epoch_deadline_trap();

@@ -76,19 +76,34 @@ pub struct Evidence {
     pub artifacts: Option<Artifacts>,
 }
 
-/// Verification could not be carried out: the verifier's own machine failed, so nothing can be
-/// said about the receipt either way.
+/// Verification could not be carried out, so nothing can be said about the receipt either way.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
     /// The replay met a fault of this machine (its engine or device), not of the job.
     #[error("the replay could not be run here")]
     Replay(#[source] RunError),
+    /// The replay did not end within the verifier's time limit.
+    #[error("the replay did not end within {0} ms (raise the verifier's time limit)")]
+    ReplayTimedOut(u64),
+}
+
+/// How a verifier replays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Wall-time limit of the replay, in ms; default [`default_replay_time_ms`] of the manifest's.
+    pub replay_time_ms: Option<u64>,
+}
+
+/// The replay's default time limit: ten times the job's own (a verifier's machine may be
+/// slower, and a CPU replays what a GPU ran), and at least a minute.
+pub fn default_replay_time_ms(manifest_wall_time_ms: u64) -> u64 {
+    manifest_wall_time_ms.saturating_mul(10).max(60_000)
 }
 
 /// Checks `receipt` against `evidence` and a fresh replay of the job. A mismatch is a failed
 /// check in the report; an error means this machine could not replay the job.
-pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence) -> Result<Verification, VerifyError> {
+pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, options: VerifyOptions) -> Result<Verification, VerifyError> {
     let mut report = Verification::default();
     let signature = match receipt.check_signature() {
         Ok(()) => "valid".to_string(),
@@ -131,11 +146,17 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence) -> Res
         Err(e) => Err(error_chain(&e)),
         Ok(manifest) => match Job::new(evidence.module.clone(), manifest, evidence.inputs.clone()) {
             Err(e) => Err(error_chain(&e)),
-            Ok(job) => match engine.run(&job, RunOptions { no_wall_time_limit: true, ..RunOptions::default() }) {
-                Ok(run) => Ok(run),
-                Err(e) if e.is_provider_fault() => return Err(VerifyError::Replay(e)),
-                Err(e) => Err(error_chain(&e)),
-            },
+            Ok(job) => {
+                let limit = options.replay_time_ms.unwrap_or_else(|| default_replay_time_ms(job.manifest().limits().get(LimitKind::WallTimeMs)));
+                match engine.run(&job, RunOptions { wall_time_ms: Some(limit), ..RunOptions::default() }) {
+                    Ok(run) if matches!(run.outcome, Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. }) => {
+                        return Err(VerifyError::ReplayTimedOut(limit));
+                    }
+                    Ok(run) => Ok(run),
+                    Err(e) if e.is_provider_fault() => return Err(VerifyError::Replay(e)),
+                    Err(e) => Err(error_chain(&e)),
+                }
+            }
         },
     };
     match replay {

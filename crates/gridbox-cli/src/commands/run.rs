@@ -71,7 +71,21 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         std::io::stderr().write_all(&run.stderr).context("writing stderr")?;
     }
     if let Some(out) = &args.out {
-        artifacts::write(out, &run, &receipt)?;
+        if let Err(error) = artifacts::write(out, &run, &receipt) {
+            // The run happened and is signed: its receipt must not be lost with the folder.
+            let fallback = PathBuf::from(format!("{}.receipt.json", out.display()));
+            match std::fs::write(&fallback, receipt.to_canonical_json()) {
+                Ok(()) => eprintln!("gridbox: {}; cannot write {}; the receipt is in {}", run.outcome, out.display(), fallback.display()),
+                Err(_) => eprintln!(
+                    "gridbox: {}; cannot write {} or {}; the receipt:\n{}",
+                    run.outcome,
+                    out.display(),
+                    fallback.display(),
+                    String::from_utf8_lossy(&receipt.to_canonical_json())
+                ),
+            }
+            return Err(error.into());
+        }
         eprintln!("gridbox: {}; receipt in {}", run.outcome, out.join(RECEIPT_FILE).display());
     } else if !matches!(run.outcome, Outcome::Exited { code: 0 }) {
         eprintln!("gridbox: {}", run.outcome);

@@ -109,7 +109,7 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     if args.verify {
         let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts) };
         let engine = engine_on(&Policy::default(), args.device)?;
-        let report = verify::verify(&engine, &receipt, &evidence)?;
+        let report = verify::verify(&engine, &receipt, &evidence, verify::VerifyOptions::default())?;
         if let Some(check) = report.first_mismatch() {
             print_table(&report);
             eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
-use gridbox_core::verify::{self, Evidence, Verification};
+use gridbox_core::verify::{self, Evidence, Verification, VerifyOptions};
 use gridbox_core::{Policy, Receipt, artifacts};
 
 use crate::device::engine_on;
@@ -33,6 +33,10 @@ pub(crate) struct VerifyArgs {
     /// receipt's bytes.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
+    /// Give up on a replay that runs longer than this (exit status 2); default: ten times the
+    /// job's own wall-time limit, at least 60 s.
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<u64>,
 }
 
 /// Verifies; exit status 0 when every field matches, 1 on a mismatch.
@@ -45,7 +49,8 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
         artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
     };
     let engine = engine_on(&Policy::default(), args.device)?;
-    let report = verify::verify(&engine, &receipt, &evidence)?;
+    let options = VerifyOptions { replay_time_ms: args.time_limit.map(|s| s.saturating_mul(1000)) };
+    let report = verify::verify(&engine, &receipt, &evidence, options)?;
     if args.json {
         let json = serde_json::json!({
             "ok": report.ok(),

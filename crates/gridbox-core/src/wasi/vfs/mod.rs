@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paths::{Last, ParsedPath, check_relative_file_path, parse_path};
-pub use paths::{MAX_NAME_LEN, MAX_PATH_LEN};
+pub use paths::{MAX_NAME_LEN, MAX_OUTPUT_PATH, MAX_PATH_LEN};
 pub use types::{DirEntry, Errno, FileKind, FsError, MountError, NodeId, OpenOptions, Stat};
 
 use crate::limits::{LimitExceeded, LimitKind};
@@ -103,6 +103,11 @@ struct Node {
     mtim: u64,
     ctim: u64,
     kind: NodeKind,
+    /// The length of this node's name in its directory (0 for a mount root).
+    name_len: u32,
+    /// For a directory: an upper bound on the length of any path below it, relative to it
+    /// (it grows as entries are made and never shrinks). 0 for a file.
+    below: u32,
 }
 
 impl Node {
@@ -620,6 +625,10 @@ impl Vfs {
         if !self.node(new_parent).is_some_and(|n| n.linked) {
             return Err(Errno::Noent);
         }
+        let moved_below = self.node(source).map_or(0, |n| if n.below == 0 { 0 } else { n.below as usize + 1 });
+        if self.relative_len(new_parent).saturating_add(1 + new_name.len() + moved_below) > MAX_OUTPUT_PATH + 1 {
+            return Err(Errno::Nametoolong);
+        }
         self.remove_child(old_parent, old_name, now);
         if let Some(target) = target {
             self.remove_child(new_parent, new_name, now);
@@ -634,6 +643,7 @@ impl Vfs {
             n.parent = Some(new_parent);
             n.ctim = now;
         }
+        self.grew(source, new_name.len());
         Ok(())
     }
 
@@ -716,8 +726,38 @@ impl Vfs {
         let id = NodeId(self.nodes.len());
         let ino = self.next_ino;
         self.next_ino = self.next_ino.saturating_add(1);
-        self.nodes.push(Some(Node { ino, mount, parent, linked: true, is_root: false, open: 0, atim: now, mtim: now, ctim: now, kind }));
+        self.nodes.push(Some(Node { ino, mount, parent, linked: true, is_root: false, open: 0, atim: now, mtim: now, ctim: now, kind, name_len: 0, below: 0 }));
         id
+    }
+
+    /// The length of `node`'s path relative to its mount root, plus one (so 0 for a root, and a
+    /// child named `n` of a root is `n.len() + 1`): the walk up is as long as the path is deep.
+    fn relative_len(&self, node: NodeId) -> usize {
+        let mut len = 0usize;
+        let mut cursor = self.node(node);
+        while let Some(n) = cursor.filter(|n| !n.is_root) {
+            len = len.saturating_add(n.name_len as usize + 1);
+            cursor = n.parent.and_then(|p| self.node(p));
+        }
+        len
+    }
+
+    /// Notes that `node` now has a name of `name_len` bytes in its directory, and raises the
+    /// path bound of every directory above it.
+    fn grew(&mut self, node: NodeId, name_len: usize) {
+        let Some(n) = self.node_mut(node) else { return };
+        n.name_len = u32::try_from(name_len).unwrap_or(u32::MAX);
+        let mut extent = name_len.saturating_add(if n.below == 0 { 0 } else { n.below as usize + 1 });
+        let mut parent = n.parent;
+        while let Some(dir) = parent {
+            let Some(d) = self.node_mut(dir) else { break };
+            d.below = d.below.max(u32::try_from(extent).unwrap_or(u32::MAX));
+            if d.is_root {
+                break;
+            }
+            extent = extent.saturating_add(d.name_len as usize + 1);
+            parent = d.parent;
+        }
     }
 
     fn insert_child(&mut self, dir: NodeId, name: &str, child: NodeId) {
@@ -747,12 +787,16 @@ impl Vfs {
         if !self.is_writable(parent)? {
             return Err(Errno::Rofs.into());
         }
+        if self.relative_len(parent).saturating_add(1 + name.len()) > MAX_OUTPUT_PATH + 1 {
+            return Err(Errno::Nametoolong.into());
+        }
         if self.output_files_created >= self.output_files_limit {
             return Err(FsError::Limit(LimitExceeded { limit: LimitKind::OutputFiles, value: self.output_files_limit }));
         }
         self.output_files_created += 1;
         let node = self.new_node(mount, parent, kind, now);
         self.insert_child(parent, name, node);
+        self.grew(node, name.len());
         if let Some(p) = self.node_mut(parent) {
             p.mtim = now;
             p.ctim = now;

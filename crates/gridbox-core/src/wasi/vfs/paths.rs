@@ -8,6 +8,11 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// Longest single path component (file name), in bytes (Linux's `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// Longest path of anything a job makes in a writable mount, relative to the mount's root, in
+/// bytes: deeper trees are `ENAMETOOLONG` when the job makes them, so every output tree can be
+/// written under any reasonable host folder (whose whole path must fit Linux's 4096 bytes).
+pub const MAX_OUTPUT_PATH: usize = 1024;
+
 /// A path split into its components.
 pub(super) struct ParsedPath<'a> {
     /// Non-empty components (`a//b` is `a/b`), `.` and `..` kept.

@@ -329,3 +329,32 @@ fn set_times_stamps_ctim_with_now() {
     let stat = vfs.stat(node).unwrap();
     assert_eq!((stat.atim, stat.mtim, stat.ctim), (7, T0 + 5, T0 + 100));
 }
+
+/// Every path a job makes under a writable mount stays within MAX_OUTPUT_PATH bytes, so any
+/// output tree can be written on the host; a deeper one is ENAMETOOLONG when it is made, by
+/// creation or by a rename that would carry a tree too deep.
+#[test]
+fn output_paths_stay_within_their_bound_whatever_the_moves() {
+    let (mut vfs, _, out) = fs(1 << 20, 10_000);
+    let name = "d".repeat(200);
+    // 5 levels of 200 bytes: 5 * 200 + 4 separators = 1004 bytes.
+    let mut path = name.clone();
+    for _ in 0..4 {
+        vfs.create_dir(out, &path, T0).unwrap();
+        path = format!("{path}/{name}");
+    }
+    vfs.create_dir(out, &path, T0).unwrap();
+    // A file of 19 bytes below: 1004 + 1 + 19 = 1024, the bound; one more byte is too long.
+    write_file(&mut vfs, out, &format!("{path}/{}", "f".repeat(19)), b"x").unwrap();
+    assert_eq!(write_file(&mut vfs, out, &format!("{path}/{}", "f".repeat(20)), b"x").err(), Some(FsError::Errno(Errno::Nametoolong)));
+    assert_eq!(vfs.create_dir(out, &format!("{path}/{}", "g".repeat(20)), T0).err(), Some(FsError::Errno(Errno::Nametoolong)));
+    // Moving the deep tree one level down would take it past the bound.
+    vfs.create_dir(out, "x", T0).unwrap();
+    assert_eq!(vfs.rename(out, &name, out, &format!("x/{name}"), T0), Err(Errno::Nametoolong));
+    // A rename to a shorter name is fine, and so is a move that keeps it within the bound.
+    vfs.rename(out, &name, out, "s", T0).unwrap();
+    vfs.rename(out, "s", out, "x/s", T0).unwrap();
+    for (relative, _) in vfs.collect_outputs() {
+        assert!(relative.len() <= MAX_OUTPUT_PATH, "{} bytes", relative.len());
+    }
+}
