@@ -523,3 +523,74 @@ fn hostile_requests_get_errors_and_never_bring_the_server_down() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(!server.log().contains("panicked"), "{}", server.log());
 }
+
+/// Counts the blob files under a data folder.
+fn blob_files(data: &Path) -> usize {
+    let mut count = 0;
+    for shard in std::fs::read_dir(data.join("blobs")).unwrap().flatten() {
+        count += std::fs::read_dir(shard.path()).map(|files| files.count()).unwrap_or(0);
+    }
+    count
+}
+
+/// With a one-second retention, finished jobs, their results and unused uploads go away and the
+/// blob files nothing holds are deleted, so the data folder does not grow with the jobs run;
+/// a kept job stays. A tenant past its storage quota gets 507.
+#[test]
+fn finished_jobs_expire_and_their_blobs_are_collected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, "workers = 2\nretention_s = 1\ngc_interval_s = 1\ntenant_storage_bytes = 4000000\n");
+    let client = server.client(ALICE);
+    let module = probe();
+    runtime().block_on(async {
+        client.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        let mut ids = Vec::new();
+        for seed in 0..6 {
+            let status = client.submit(&manifest(&module, &["write-files"], seed)).await.unwrap();
+            ids.push(wait_for_end(&client, &status.id).await.id);
+        }
+        let kept = ids.pop().unwrap();
+        let kept_status = client.keep(&kept).await.unwrap();
+        assert!(kept_status.kept && kept_status.expires_at_ms.is_none(), "{kept_status:?}");
+        let before = blob_files(&data);
+        // Past one retention time and a collection or two, only the kept job's blobs remain.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let gone = matches!(client.status(&ids[0], Duration::ZERO).await, Err(ClientError::Api { status: 404, .. }));
+            if gone && blob_files(&data) < before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nothing expired: {} blobs, log:\n{}", blob_files(&data), server.log());
+        }
+        for id in &ids {
+            assert!(matches!(client.status(id, Duration::ZERO).await, Err(ClientError::Api { status: 404, .. })), "job {id} did not expire");
+        }
+        let kept_status = client.status(&kept, Duration::ZERO).await.unwrap();
+        for blob in kept_status.outputs.values().chain(kept_status.receipt.iter()) {
+            client.download(blob).await.unwrap();
+        }
+        // The module upload expired too (unused for a retention time); only the kept job's
+        // results are held.
+        let usage = client.usage().await.unwrap();
+        let kept_bytes: u64 = kept_status
+            .outputs
+            .values()
+            .chain(kept_status.receipt.iter())
+            .chain(kept_status.stdout.iter())
+            .chain(kept_status.stderr.iter())
+            .map(|b| b.size)
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .sum();
+        assert!(usage.bytes <= kept_bytes + module.len() as u64, "{usage:?}");
+        // The quota: an upload that would pass it is refused before anything is stored.
+        let big = Bytes::from(vec![7u8; 4_000_000]);
+        match client.ensure_blob(&big).await {
+            Err(ClientError::Api { status: 507, code, .. }) => assert_eq!(code, "storage_quota"),
+            other => panic!("expected 507 storage_quota, got {other:?}"),
+        }
+    });
+    assert!(server.log().contains("serving on"));
+}

@@ -58,6 +58,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
     move |source| BlobError::Io { path: path.to_path_buf(), source }
 }
 
+/// Where blob `digest` lives under the store's `blobs` folder.
+fn blob_path(blobs: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.to_hex();
+    blobs.join(&hex[..2]).join(hex)
+}
+
+/// The size of blob `digest` in the store under data folder `data`, if it is there (readable
+/// before the store is opened).
+pub fn stored_size(data: &Path, digest: &Digest) -> Option<u64> {
+    std::fs::metadata(blob_path(&data.join("blobs"), digest)).ok().map(|meta| meta.len())
+}
+
 /// The blob store under one data folder.
 #[derive(Debug)]
 pub struct BlobStore {
@@ -210,8 +222,30 @@ impl BlobStore {
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.to_hex();
-        self.blobs.join(&hex[..2]).join(hex)
+        blob_path(&self.blobs, digest)
+    }
+
+    /// Deletes a blob nobody owns any more (the caller holds the service's collection lock, so
+    /// no upload or job result is placing the same bytes meanwhile). Returns whether it was there.
+    pub fn delete(&self, digest: &Digest) -> Result<bool, BlobError> {
+        if self.unsynced.contains(digest) {
+            // Being placed right now: not garbage.
+            return Ok(false);
+        }
+        let path = self.path(digest);
+        let size = match std::fs::metadata(&path) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.stored_bytes.fetch_sub(size.min(self.stored_bytes()), Ordering::Relaxed);
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Bytes held by all blobs.

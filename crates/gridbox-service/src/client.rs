@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::wire::{BlobStored, ErrorBody, JobStatus, SubmitRequest};
+use crate::wire::{BlobStored, ErrorBody, JobStatus, SubmitRequest, Usage};
 use gridbox_core::digest::{BlobRef, Digest};
 
 /// A request to the service failed.
@@ -177,5 +177,28 @@ impl Client {
     pub async fn receipt(&self, id: &str) -> Result<Vec<u8>, ClientError> {
         let (_, body) = self.send(Method::GET, &format!("/v1/jobs/{id}/receipt"), None, Bytes::new()).await?;
         Ok(body.to_vec())
+    }
+
+    /// Keeps an ended job, its results and receipt for good.
+    pub async fn keep(&self, id: &str) -> Result<JobStatus, ClientError> {
+        let path = format!("/v1/jobs/{id}/keep");
+        let (_, body) = self.send(Method::POST, &path, None, Bytes::new()).await?;
+        Self::parse(&path, &body)
+    }
+
+    /// Deletes an ended job, its results and receipt now.
+    pub async fn delete_job(&self, id: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/jobs/{id}"), None, Bytes::new()).await.map(drop)
+    }
+
+    /// Gives up this tenant's upload of a blob.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/blobs/{digest}"), None, Bytes::new()).await.map(drop)
+    }
+
+    /// This tenant's storage and quota.
+    pub async fn usage(&self) -> Result<Usage, ClientError> {
+        let (_, body) = self.send(Method::GET, "/v1/usage", None, Bytes::new()).await?;
+        Self::parse("/v1/usage", &body)
     }
 }

@@ -61,6 +61,14 @@ pub struct ServeSettings {
     /// When set, `/metrics` needs `Authorization: Bearer <metrics_token>` (the byte count it
     /// shows tells an observer whether an upload was deduplicated).
     pub metrics_token: Option<String>,
+    /// How long a finished job (its record, results and receipt) and an upload no job has used
+    /// are kept, in seconds, unless the tenant keeps the job.
+    pub retention_s: u64,
+    /// Most bytes of blobs one tenant may hold (uploads and the results of its jobs that have
+    /// not expired); past it, uploads and submissions get 507.
+    pub tenant_storage_bytes: u64,
+    /// How often expired jobs and unowned blobs are collected, in seconds.
+    pub gc_interval_s: u64,
 }
 
 impl Default for ServeSettings {
@@ -81,6 +89,9 @@ impl Default for ServeSettings {
             stall_timeout_s: 60,
             max_connections: 4096,
             metrics_token: None,
+            retention_s: 7 * 24 * 3600,
+            tenant_storage_bytes: 10 << 30,
+            gc_interval_s: 60,
         }
     }
 }
@@ -89,6 +100,11 @@ impl ServeSettings {
     /// Time allowed for ordinary requests.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_s)
+    }
+
+    /// How long finished jobs and unused uploads live, in ms.
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_s.saturating_mul(1000)
     }
 
     /// Time allowed for blob transfers.
@@ -173,6 +189,9 @@ impl ServiceConfig {
             ("serve.header_timeout_s", serve.header_timeout_s),
             ("serve.stall_timeout_s", serve.stall_timeout_s),
             ("serve.max_connections", serve.max_connections as u64),
+            ("serve.retention_s", serve.retention_s),
+            ("serve.tenant_storage_bytes", serve.tenant_storage_bytes),
+            ("serve.gc_interval_s", serve.gc_interval_s),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be at least 1".into()));

@@ -47,6 +47,19 @@ pub enum ServiceError {
         /// Seconds after which a retry is sensible.
         retry_after_s: u64,
     },
+    /// The tenant's blobs already fill its storage quota.
+    #[error(
+        "you hold {used} bytes of this server's storage, and your quota is {quota}: delete jobs (DELETE /v1/jobs/ID) or uploads (DELETE /v1/blobs/HASH), or wait for them to expire"
+    )]
+    StorageQuota {
+        /// The quota, in bytes.
+        quota: u64,
+        /// What the tenant holds.
+        used: u64,
+    },
+    /// The job has not ended, so it cannot be kept or deleted yet.
+    #[error("job {0} has not ended yet")]
+    NotEnded(String),
     /// The service is stopping and takes no new work.
     #[error("the server is shutting down; retry against it once it is back")]
     ShuttingDown,
@@ -88,6 +101,8 @@ impl ServiceError {
             ServiceError::ShuttingDown => "shutting_down",
             ServiceError::JobNotFound(_) | ServiceError::BlobNotFound(_) => "not_found",
             ServiceError::NoReceipt { .. } => "no_receipt",
+            ServiceError::StorageQuota { .. } => "storage_quota",
+            ServiceError::NotEnded(_) => "not_ended",
             ServiceError::Blobs(BlobError::NotFound(_)) => "not_found",
             ServiceError::Blobs(BlobError::Corrupted(_)) => "blob_corrupted",
             ServiceError::Blobs(BlobError::HashMismatch { .. }) => "hash_mismatch",

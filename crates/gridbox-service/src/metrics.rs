@@ -51,6 +51,8 @@ pub struct Metrics {
     pub run_seconds: Histogram,
     /// Fuel each run consumed.
     pub fuel: Histogram,
+    /// Blob files deleted by collection since start.
+    pub gc_deleted: AtomicU64,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -76,6 +78,7 @@ impl Default for Metrics {
             failed: AtomicU64::new(0),
             run_seconds: Histogram::new(SECONDS),
             fuel: Histogram::new(FUEL),
+            gc_deleted: AtomicU64::new(0),
             rejections: Mutex::new(BTreeMap::new()),
         }
     }
@@ -105,6 +108,7 @@ impl Metrics {
             ("gridbox_workers", "gauge", "Jobs that can run at once.", gauges.workers),
             ("gridbox_blob_bytes_stored", "gauge", "Bytes held by the blob store.", gauges.blob_bytes),
             ("gridbox_jobs_submitted_total", "counter", "Jobs accepted since the service started.", self.submitted.load(Ordering::Relaxed)),
+            ("gridbox_blobs_collected_total", "counter", "Blob files deleted because nothing held them any more.", self.gc_deleted.load(Ordering::Relaxed)),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }

@@ -72,6 +72,15 @@ impl Queue {
     }
 }
 
+/// What one collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs left with no owner by expiry.
+    pub candidates: usize,
+    /// Blob files deleted.
+    pub deleted: usize,
+}
+
 /// How many times an attempt may fail for the provider's reasons before the job is failed.
 const MAX_HOST_FAULTS: u32 = 3;
 
@@ -90,6 +99,8 @@ pub struct Service {
     key: SigningKey,
     tokens: Vec<(blake3::Hash, String)>,
     queue: Mutex<Queue>,
+    /// See [`Service::gc_guard`].
+    gc_lock: tokio::sync::RwLock<()>,
     /// Wakes idle workers: a job was queued, a tenant's slot freed, or the service is stopping.
     work_ready: Notify,
     /// Wakes [`Service::shutdown`] when a run ends.
@@ -140,7 +151,8 @@ impl Service {
         std::fs::create_dir_all(data).map_err(|source| ServiceError::DataFolder { path: data.to_path_buf(), source })?;
         // The database first: its file lock keeps a second server off this folder before the
         // blob store clears `tmp/`.
-        let (db, recovered) = JobDb::open(&data.join("jobs.redb"))?;
+        let (db, recovered) =
+            JobDb::open(&data.join("jobs.redb"), config.serve.retention_ms(), &|digest| crate::blobs::stored_size(data, digest).unwrap_or(0))?;
         let blobs = Arc::new(BlobStore::open(data)?);
         let Recovered { unfinished, finished, given_up, next_seq } = recovered;
         for id in &given_up {
@@ -158,6 +170,7 @@ impl Service {
             key,
             tokens,
             queue: Mutex::new(Queue::default()),
+            gc_lock: tokio::sync::RwLock::new(()),
             work_ready: Notify::new(),
             run_ended: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -213,9 +226,105 @@ impl Service {
         Ok(self.db.owns(tenant, blob)?)
     }
 
-    /// Records that `tenant` uploaded `blob`.
-    pub async fn add_owner(&self, tenant: &str, blob: Digest) -> Result<(), ServiceError> {
-        Ok(self.db.own(tenant, blob).await?)
+    /// Records that `tenant` uploaded `blob` of `size` bytes, within its storage quota.
+    pub async fn add_owner(&self, tenant: &str, blob: Digest, size: u64) -> Result<(), ServiceError> {
+        let quota = self.config.serve.tenant_storage_bytes;
+        match self.db.own(tenant, blob, size, quota).await? {
+            true => Ok(()),
+            false => Err(ServiceError::StorageQuota { quota, used: self.db.usage(tenant)? }),
+        }
+    }
+
+    /// Bytes `tenant` holds, and its quota.
+    pub fn usage(&self, tenant: &str) -> Result<(u64, u64), ServiceError> {
+        Ok((self.db.usage(tenant)?, self.config.serve.tenant_storage_bytes))
+    }
+
+    /// Keeps `tenant`'s ended job for good (it never expires).
+    pub async fn keep(&self, tenant: &str, id: &str) -> Result<JobStatus, ServiceError> {
+        if !self.db.keep(tenant, id).await? {
+            return Err(self.not_ended(tenant, id));
+        }
+        self.status(tenant, id, Duration::ZERO).await
+    }
+
+    /// Deletes `tenant`'s ended job: its record now, its results once nothing else holds them.
+    pub async fn forget(&self, tenant: &str, id: &str) -> Result<(), ServiceError> {
+        if !self.db.forget(tenant, id).await? {
+            return Err(self.not_ended(tenant, id));
+        }
+        Ok(())
+    }
+
+    /// Gives up `tenant`'s upload of `blob`: it stays readable while a job result of the
+    /// tenant names it.
+    pub async fn disown(&self, tenant: &str, blob: Digest) -> Result<(), ServiceError> {
+        match self.db.disown(tenant, blob).await? {
+            true => Ok(()),
+            false => Err(ServiceError::BlobNotFound(blob)),
+        }
+    }
+
+    /// Why a keep or a delete was refused: no such job, or it has not ended.
+    fn not_ended(&self, tenant: &str, id: &str) -> ServiceError {
+        match self.snapshot(id) {
+            Ok(Some((status, owner, _))) if owner == tenant && !status.state.is_final() => ServiceError::NotEnded(id.to_string()),
+            Ok(_) => ServiceError::JobNotFound(id.to_string()),
+            Err(e) => e,
+        }
+    }
+
+    /// One collection: expires what outlived the retention time and deletes the blobs nothing
+    /// holds any more. Uploads and result storing wait while files are deleted.
+    pub async fn collect_garbage(self: &Arc<Self>) -> Result<GcReport, ServiceError> {
+        let mut report = GcReport::default();
+        loop {
+            let service = self.clone();
+            let (more, orphans) = tokio::task::spawn_blocking(move || service.db.expire(now_ms(), 1000)).await??;
+            report.candidates += orphans.len();
+            if !orphans.is_empty() {
+                let _exclusive = self.gc_lock.write().await;
+                let service = self.clone();
+                let deleted = tokio::task::spawn_blocking(move || -> Result<usize, ServiceError> {
+                    let mut deleted = 0;
+                    for blob in service.db.collectable(&orphans)? {
+                        deleted += usize::from(service.blobs.delete(&blob)?);
+                    }
+                    Ok(deleted)
+                })
+                .await??;
+                report.deleted += deleted;
+            }
+            if !more {
+                break;
+            }
+        }
+        self.metrics.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Held (shared) by anything that places blobs and then records who owns them; collection
+    /// holds it alone while it deletes files.
+    pub fn gc_guard(&self) -> &tokio::sync::RwLock<()> {
+        &self.gc_lock
+    }
+
+    /// Runs [`Service::collect_garbage`] every `gc_interval_s` until the service stops.
+    pub fn start_collector(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut stop = service.stop_signal();
+            let interval = Duration::from_secs(service.config.serve.gc_interval_s);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
+                if let Err(e) = service.collect_garbage().await {
+                    eprintln!("gridbox: collecting expired jobs and blobs failed: {}", error_chain(&e));
+                }
+            }
+        })
     }
 
     /// Accepts a job: checks the manifest against the policy and the tenant's blobs, stores it
@@ -225,10 +334,16 @@ impl Service {
         let resolved = manifest.resolve(&self.config.policy)?;
         let wanted = std::iter::once(("module".to_string(), resolved.manifest().module))
             .chain(resolved.manifest().inputs.iter().map(|(name, digest)| (format!("input {name:?}"), *digest)));
+        let mut uses = Vec::new();
         for (what, digest) in wanted {
             if !self.can_read(tenant, &digest)? {
                 return Err(ServiceError::BlobNotUploaded { what, digest });
             }
+            uses.push((digest, self.blobs.size(&digest).unwrap_or(0)));
+        }
+        let (used, quota) = self.usage(tenant)?;
+        if used >= quota {
+            return Err(ServiceError::StorageQuota { quota, used });
         }
         self.reserve_slot(tenant)?;
         let record = JobRecord {
@@ -240,12 +355,13 @@ impl Service {
             submitted_at_ms: now_ms(),
             starts: 0,
             result: None,
+            kept: false,
         };
         // Storing and queueing run in their own task: if the client goes away or the request
         // times out meanwhile, the job is still queued (it is durable) and the slot accounted for.
         let service = self.clone();
         let queued = tokio::spawn(async move {
-            let stored = service.db.insert(record.clone()).await;
+            let stored = service.db.insert(record.clone(), uses).await;
             let mut queue = service.lock();
             queue.reserved -= 1;
             if let Err(e) = stored {
@@ -315,7 +431,7 @@ impl Service {
             return Ok(Some((live.status(), live.record.tenant.clone(), live.record.seq)));
         }
         let record = self.db.get(id)?;
-        Ok(record.map(|record| (stored_status(&record), record.tenant, record.seq)))
+        Ok(record.map(|record| (stored_status(&record, self.db.expires_at(&record)), record.tenant, record.seq)))
     }
 
     /// `tenant`'s jobs, newest first: at most `limit`, submitted before the sequence number
@@ -402,6 +518,9 @@ impl Service {
             };
             let service = self.clone();
             tokio::spawn(async move {
+                // Collection deletes no file while results are being placed and recorded.
+                let collector = service.clone();
+                let _placing = collector.gc_lock.read().await;
                 let attempt = match executed {
                     Ok(execution) => {
                         let (store, job) = (service.clone(), live.clone());
@@ -706,11 +825,13 @@ impl LiveJob {
             stdout: None,
             stderr: None,
             outputs: BTreeMap::new(),
+            kept: false,
+            expires_at_ms: None,
         }
     }
 }
 
-fn stored_status(record: &JobRecord) -> JobStatus {
+fn stored_status(record: &JobRecord, expires_at_ms: Option<u64>) -> JobStatus {
     let result = record.result.clone();
     let result = result.as_ref();
     JobStatus {
@@ -726,6 +847,8 @@ fn stored_status(record: &JobRecord) -> JobStatus {
         stdout: result.and_then(|r| r.stdout),
         stderr: result.and_then(|r| r.stderr),
         outputs: result.map(|r| r.outputs.clone()).unwrap_or_default(),
+        kept: record.kept,
+        expires_at_ms,
     }
 }
 

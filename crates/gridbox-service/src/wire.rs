@@ -48,6 +48,22 @@ pub struct JobStatus {
     /// Files the job wrote under `/output`.
     #[serde(default)]
     pub outputs: BTreeMap<String, BlobRef>,
+    /// The tenant keeps the job: it never expires.
+    #[serde(default)]
+    pub kept: bool,
+    /// When the ended job, its results and its receipt expire (unless kept), in milliseconds
+    /// since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// `GET /v1/usage`: the tenant's storage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Bytes of the blobs the tenant holds (uploads and unexpired job results).
+    pub bytes: u64,
+    /// The tenant's quota, in bytes.
+    pub quota_bytes: u64,
 }
 
 /// `GET /v1/jobs`: a page of the tenant's jobs, newest first.

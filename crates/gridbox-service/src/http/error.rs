@@ -81,7 +81,8 @@ impl From<ServiceError> for ApiError {
             "queue_full" | "tenant_queue_full" => StatusCode::TOO_MANY_REQUESTS,
             "shutting_down" => StatusCode::SERVICE_UNAVAILABLE,
             "not_found" => StatusCode::NOT_FOUND,
-            "no_receipt" => StatusCode::CONFLICT,
+            "no_receipt" | "not_ended" => StatusCode::CONFLICT,
+            "storage_quota" => StatusCode::INSUFFICIENT_STORAGE,
             "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

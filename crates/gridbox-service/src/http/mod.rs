@@ -26,6 +26,7 @@ use crate::service::Service;
 /// header_timeout_s`, `stall_timeout_s`, `max_connections`).
 pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let workers = service.start_workers();
+    let collector = service.start_collector();
     let settings = service.config().serve.clone();
     let grace = Duration::from_secs(settings.grace_period_s);
     let router = routes::router(service.clone());
@@ -84,6 +85,7 @@ pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shu
         }
     })
     .await;
+    collector.abort();
     match service.failure() {
         Some(reason) => Err(std::io::Error::other(reason)),
         None => Ok(()),

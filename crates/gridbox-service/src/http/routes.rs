@@ -17,7 +17,7 @@ use crate::blobs::BlobError;
 use crate::error::ServiceError;
 use crate::http::error::{ApiError, RejectionCode};
 use crate::service::Service;
-use crate::wire::{BlobStored, JobList, SubmitRequest};
+use crate::wire::{BlobStored, JobList, SubmitRequest, Usage};
 use gridbox_core::digest::{BlobRef, Digest};
 
 /// Uploads are written to disk in batches of this many bytes.
@@ -32,7 +32,7 @@ const DOWNLOAD_CHUNK: usize = 256 << 10;
 struct AuthenticatedTenant(String);
 
 /// Every route, as spec/http.md and spec/openapi.yaml name them (a test checks both).
-pub const ROUTES: [&str; 7] = [HEALTHZ, METRICS, BLOBS, BLOB, JOBS, JOB, JOB_RECEIPT];
+pub const ROUTES: [&str; 9] = [HEALTHZ, METRICS, BLOBS, BLOB, JOBS, JOB, JOB_RECEIPT, JOB_KEEP, USAGE];
 const HEALTHZ: &str = "/healthz";
 const METRICS: &str = "/metrics";
 const BLOBS: &str = "/v1/blobs";
@@ -40,18 +40,22 @@ const BLOB: &str = "/v1/blobs/{hash}";
 const JOBS: &str = "/v1/jobs";
 const JOB: &str = "/v1/jobs/{id}";
 const JOB_RECEIPT: &str = "/v1/jobs/{id}/receipt";
+const JOB_KEEP: &str = "/v1/jobs/{id}/keep";
+const USAGE: &str = "/v1/usage";
 
 /// The service's router.
 pub fn router(service: Arc<Service>) -> Router {
     let settings = &service.config().serve;
     let jobs = Router::new()
         .route(JOBS, post(submit_job).get(list_jobs))
-        .route(JOB, get(job_status))
+        .route(JOB, get(job_status).delete(delete_job))
         .route(JOB_RECEIPT, get(job_receipt))
+        .route(JOB_KEEP, post(keep_job))
+        .route(USAGE, get(usage))
         .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
     let blobs = Router::new()
         .route(BLOBS, post(upload_blob))
-        .route(BLOB, put(upload_claimed_blob).get(download_blob).head(blob_exists))
+        .route(BLOB, put(upload_claimed_blob).get(download_blob).head(blob_exists).delete(delete_blob))
         .layer(middleware::from_fn_with_state(settings.transfer_timeout(), time_limit));
     let tenant_routes = jobs.merge(blobs).layer(middleware::from_fn_with_state(service.clone(), authenticate));
     let operations =
@@ -178,6 +182,12 @@ async fn store_upload(
     if content_length(headers).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));
     }
+    let (used, quota) = service.usage(&tenant.0)?;
+    if content_length(headers).is_some_and(|length| used.saturating_add(length) > quota) {
+        return Err(ServiceError::StorageQuota { quota, used }.into());
+    }
+    // Collection deletes no file between this upload's placing and its owner's record.
+    let placing = service.gc_guard().read().await;
     let blobs = service.blobs().clone();
     let mut writer = tokio::task::spawn_blocking(move || blobs.writer(limit)).await.map_err(ServiceError::from)?.map_err(ServiceError::from)?;
     // File writes block: gather up to UPLOAD_BATCH bytes, then write them on a blocking thread.
@@ -208,9 +218,9 @@ async fn store_upload(
         other => ServiceError::from(other).into(),
     })?;
     let created = !service.can_read(&tenant.0, &digest)?;
-    if created {
-        service.add_owner(&tenant.0, digest).await?;
-    }
+    // Recorded even when already owned: an upload renews the blob's retention.
+    service.add_owner(&tenant.0, digest, size).await?;
+    drop(placing);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(BlobStored { blob: BlobRef { blake3: digest, size }, created })).into_response())
 }
@@ -309,9 +319,9 @@ async fn job_status(
 ) -> Result<Response, ApiError> {
     let id = job_id(id)?;
     let mut wait = Duration::ZERO;
-    for pair in request.uri().query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("wait", value)) => {
+    for (name, value) in query_pairs(request.uri().query())? {
+        match name.as_str() {
+            "wait" => {
                 let seconds: f64 = value
                     .parse()
                     .ok()
@@ -319,10 +329,45 @@ async fn job_status(
                     .ok_or_else(|| ApiError::bad_request("invalid_query", format!("wait={value:?}: expected a number of seconds")))?;
                 wait = Duration::from_secs_f64(seconds.min(service.config().serve.max_wait_s as f64));
             }
-            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {pair:?}; the only one is wait=SECONDS"))),
+            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {name:?}; the only one is wait=SECONDS"))),
         }
     }
     Ok(Json(service.status(&tenant.0, &id, wait).await?).into_response())
+}
+
+/// The name-value pairs of a query, percent-decoded (`+` is a space), as HTML forms and every
+/// HTTP client encode them.
+fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |text: &str| -> Result<String, ApiError> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' => {
+                    let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                    let byte = hex.ok_or_else(|| ApiError::bad_request("invalid_query", format!("{text:?}: a `%` must be followed by two hex digits")))?;
+                    out.push(byte);
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                byte => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).map_err(|_| ApiError::bad_request("invalid_query", format!("{text:?} is not UTF-8 once decoded")))
+    };
+    let mut pairs = Vec::new();
+    for pair in query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        pairs.push((decode(name)?, decode(value)?));
+    }
+    Ok(pairs)
 }
 
 /// Most jobs one `GET /v1/jobs` returns.
@@ -330,16 +375,57 @@ const MAX_LIST: usize = 1000;
 
 async fn list_jobs(State(service): State<Arc<Service>>, Extension(tenant): Extension<AuthenticatedTenant>, request: Request) -> Result<Response, ApiError> {
     let (mut limit, mut before) = (100, None);
-    for pair in request.uri().query().unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
-        let number = |value: &str| value.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_query", format!("{pair:?}: expected a whole number")));
-        match pair.split_once('=') {
-            Some(("limit", value)) => limit = usize::try_from(number(value)?).unwrap_or(MAX_LIST).clamp(1, MAX_LIST),
-            Some(("before", value)) => before = Some(number(value)?),
-            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {pair:?}; known: limit=N, before=CURSOR"))),
+    for (name, value) in query_pairs(request.uri().query())? {
+        let number =
+            |value: &str| value.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_query", format!("{name}={value:?}: expected a whole number")));
+        match name.as_str() {
+            "limit" => {
+                let n = number(&value)?;
+                if !(1..=MAX_LIST as u64).contains(&n) {
+                    return Err(ApiError::bad_request("invalid_query", format!("limit={n}: must be 1 to {MAX_LIST}")));
+                }
+                limit = n as usize;
+            }
+            "before" => before = Some(number(&value)?),
+            _ => return Err(ApiError::bad_request("invalid_query", format!("unknown query parameter {name:?}; known: limit=N, before=CURSOR"))),
         }
     }
     let (jobs, next_before) = service.list(&tenant.0, before, limit)?;
     Ok(Json(JobList { jobs, next_before }).into_response())
+}
+
+async fn keep_job(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<AuthenticatedTenant>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
+    Ok(Json(service.keep(&tenant.0, &id).await?).into_response())
+}
+
+async fn delete_job(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<AuthenticatedTenant>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = job_id(id)?;
+    service.forget(&tenant.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_blob(
+    State(service): State<Arc<Service>>,
+    Extension(tenant): Extension<AuthenticatedTenant>,
+    hash: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let digest = parse_hash(hash)?;
+    service.disown(&tenant.0, digest).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn usage(State(service): State<Arc<Service>>, Extension(tenant): Extension<AuthenticatedTenant>) -> Result<Response, ApiError> {
+    let (bytes, quota_bytes) = service.usage(&tenant.0)?;
+    Ok(Json(Usage { bytes, quota_bytes }).into_response())
 }
 
 async fn job_receipt(
@@ -438,7 +524,7 @@ mod tests {
         let service = Service::open(config, engine, data.path(), gridbox_core::keys::generate().unwrap()).unwrap();
         service.start_workers();
         let (digest, _) = service.blobs().put(&wasm).unwrap();
-        service.add_owner("alice", digest).await.unwrap();
+        service.add_owner("alice", digest, wasm.len() as u64).await.unwrap();
         let mut manifest = Manifest::new(digest);
         manifest.capabilities = vec![Capability::Wasi, Capability::Tensor];
         let submitted = service.submit("alice", &toml::to_string(&manifest).unwrap()).await.unwrap();

@@ -2,8 +2,8 @@
 //!
 //! Tables: `jobs` (id -> JSON [`JobRecord`]), `queue` (sequence number -> id, every job not yet
 //! finished, in submission order), `starts` (id -> how many times an unfinished job was
-//! started), `tenant_jobs` ((tenant, sequence number) -> id, for listing) and `blob_owners`
-//! ((tenant, hash) -> ()).
+//! started), `tenant_jobs` ((tenant, sequence number) -> id, for listing), and the ownership
+//! tables of [`ownership`] (who may read which blob, each tenant's usage, what expires when).
 //!
 //! All writes go through one writer thread that commits whatever has arrived in one
 //! transaction (group commit): each caller still waits for a durable commit, but a burst of
@@ -20,10 +20,16 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use tokio::sync::oneshot;
 
 use gridbox_core::digest::{BlobRef, Digest};
+use gridbox_core::manifest::ResolvedManifest;
+
+mod ownership;
+
+use ownership::{Change, ENDED, OWNERS, Owners, ROWS, USAGE};
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const QUEUE: TableDefinition<u64, &str> = TableDefinition::new("queue");
-const BLOB_OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blob_owners");
+/// Before gridbox 0.2: `(tenant, hash) -> ()`, read once to make [`OWNERS`] rows, then dropped.
+const OLD_BLOB_OWNERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blob_owners");
 const STARTS: TableDefinition<&str, u32> = TableDefinition::new("starts");
 const TENANT_JOBS: TableDefinition<(&str, u64), &str> = TableDefinition::new("tenant_jobs");
 
@@ -132,6 +138,9 @@ pub struct JobRecord {
     /// How it ended; present once the state is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<JobResult>,
+    /// The tenant keeps it: it and its results never expire.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 /// How a job ended.
@@ -192,14 +201,20 @@ impl JobResult {
 }
 
 enum Write {
-    /// A new job, queued.
-    Insert(JobRecord),
+    /// A new job, queued, and the blobs it reads (their rows live on).
+    Insert { record: JobRecord, uses: Vec<(Digest, u64)> },
     /// A worker started the job.
     Started(String),
     /// A job's end; refused (Ok(false)) when it had ended already.
     Finish(JobRecord),
-    /// A tenant may read a blob.
-    Own { tenant: String, blob: Digest },
+    /// A tenant uploaded a blob: refused (Ok(false)) when a new row would take it past `quota`.
+    Own { tenant: String, blob: Digest, size: u64, quota: u64 },
+    /// The tenant keeps an ended job for good; Ok(false) if it has no such job.
+    Keep { tenant: String, id: String },
+    /// The tenant deletes an ended job and its results' rows; Ok(false) if it has no such job.
+    Forget { tenant: String, id: String },
+    /// The tenant gives an upload up; Ok(false) if it did not own the blob.
+    Disown { tenant: String, blob: Digest },
 }
 
 struct Pending {
@@ -219,9 +234,14 @@ pub struct Recovered {
     pub next_seq: u64,
 }
 
+/// redb's page cache: bounded, so that the service's memory does not grow with the database.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The job database.
 pub struct JobDb {
     db: Arc<Database>,
+    /// How long a finished job and an unused upload live, in ms.
+    retention_ms: u64,
     /// None once dropping.
     writer: Option<mpsc::Sender<Pending>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -239,21 +259,28 @@ impl Drop for JobDb {
 }
 
 impl JobDb {
-    /// Opens (creating) `path` and reads what must be recovered.
-    pub fn open(path: &Path) -> Result<(Self, Recovered), DbError> {
-        let db = Arc::new(Database::create(path).map_err(storage)?);
+    /// Opens (creating) `path` and reads what must be recovered. Finished jobs and unused
+    /// uploads live `retention_ms`; `size_of` gives a stored blob's size (for databases made
+    /// before usage was counted).
+    pub fn open(path: &Path, retention_ms: u64, size_of: &dyn Fn(&Digest) -> u64) -> Result<(Self, Recovered), DbError> {
+        // The page cache is the process's largest memory: bounded, whatever the file's size.
+        let db = Arc::new(redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(storage)?);
         let txn = db.begin_write().map_err(storage)?;
         {
             // Create the tables so that reads never meet a missing one.
             txn.open_table(JOBS).map_err(storage)?;
             txn.open_table(QUEUE).map_err(storage)?;
-            txn.open_table(BLOB_OWNERS).map_err(storage)?;
             txn.open_table(STARTS).map_err(storage)?;
             txn.open_table(TENANT_JOBS).map_err(storage)?;
+            txn.open_table(OWNERS).map_err(storage)?;
+            txn.open_table(ROWS).map_err(storage)?;
+            txn.open_table(USAGE).map_err(storage)?;
+            txn.open_table(ENDED).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
 
         Self::index_tenants(&db)?;
+        Self::migrate_owners(&db, size_of)?;
         let mut recovered = Recovered { unfinished: Vec::new(), finished: BTreeMap::new(), given_up: Vec::new(), next_seq: 0 };
         let read = db.begin_read().map_err(storage)?;
         let jobs = read.open_table(JOBS).map_err(storage)?;
@@ -281,7 +308,7 @@ impl JobDb {
         if !given_up.is_empty() {
             let ended: Vec<JobRecord> = given_up.into_iter().map(give_up).collect();
             let batch: Vec<Pending> = ended.iter().map(|record| Pending { write: Write::Finish(record.clone()), reply: oneshot::channel().0 }).collect();
-            commit(&db, &batch)?;
+            commit(&db, &batch, retention_ms)?;
             for record in ended {
                 *recovered.finished.entry(record.state.as_str()).or_default() += 1;
                 recovered.given_up.push(record.id);
@@ -290,9 +317,57 @@ impl JobDb {
 
         let (writer, receiver) = mpsc::channel();
         let handle = db.clone();
-        let writer_thread =
-            std::thread::Builder::new().name("gridbox-db-writer".into()).spawn(move || write_loop(&handle, &receiver)).map_err(DbError::Thread)?;
-        Ok((JobDb { db, writer: Some(writer), writer_thread: Some(writer_thread) }, recovered))
+        let writer_thread = std::thread::Builder::new()
+            .name("gridbox-db-writer".into())
+            .spawn(move || write_loop(&handle, &receiver, retention_ms))
+            .map_err(DbError::Thread)?;
+        Ok((JobDb { db, retention_ms, writer: Some(writer), writer_thread: Some(writer_thread) }, recovered))
+    }
+
+    /// Turns a database from before gridbox 0.2 (owners as a plain set) into counted rows: an
+    /// upload counts as used now, a finished job's results as referenced by it.
+    fn migrate_owners(db: &Database, size_of: &dyn Fn(&Digest) -> u64) -> Result<(), DbError> {
+        let txn = db.begin_write().map_err(storage)?;
+        let old: Vec<(String, String)> = match txn.open_table(OLD_BLOB_OWNERS) {
+            Ok(table) => {
+                let rows = table
+                    .iter()
+                    .map_err(storage)?
+                    .map(|entry| entry.map(|(key, _)| (key.value().0.to_string(), key.value().1.to_string())).map_err(storage))
+                    .collect::<Result<_, _>>()?;
+                drop(table);
+                rows
+            }
+            Err(e) => return Err(storage(e)),
+        };
+        if old.is_empty() {
+            txn.delete_table(OLD_BLOB_OWNERS).map_err(storage)?;
+            return txn.commit().map_err(storage);
+        }
+        let now = now_ms();
+        {
+            let mut owned = Owners {
+                owners: txn.open_table(OWNERS).map_err(storage)?,
+                rows: txn.open_table(ROWS).map_err(storage)?,
+                usage: txn.open_table(USAGE).map_err(storage)?,
+            };
+            let mut ended = txn.open_table(ENDED).map_err(storage)?;
+            let jobs = txn.open_table(JOBS).map_err(storage)?;
+            for entry in jobs.iter().map_err(storage)? {
+                let (id, bytes) = entry.map_err(storage)?;
+                let record = parse(id.value(), bytes.value())?;
+                if let Some(result) = &record.result {
+                    owned.job_refs(&record, Change::AddRef, 0)?;
+                    ended.insert((result.finished_at_ms, record.id.as_str()), ()).map_err(storage)?;
+                }
+            }
+            for (tenant, hex) in &old {
+                let size = hex.parse::<Digest>().map(|d| size_of(&d)).unwrap_or(0);
+                owned.change(tenant, hex, size, Change::Use { now }, 0)?;
+            }
+        }
+        txn.delete_table(OLD_BLOB_OWNERS).map_err(storage)?;
+        txn.commit().map_err(storage)
     }
 
     /// Fills the `tenant_jobs` index from `jobs` when it is empty and `jobs` is not (a database
@@ -326,9 +401,10 @@ impl JobDb {
         answer.await.map_err(|_| DbError::Closed)?
     }
 
-    /// Stores a new queued job; returns once it is durable.
-    pub async fn insert(&self, record: JobRecord) -> Result<(), DbError> {
-        self.write(Write::Insert(record)).await.map(|_| ())
+    /// Stores a new queued job, noting that it uses `uses` (blobs and their sizes); returns
+    /// once it is durable.
+    pub async fn insert(&self, record: JobRecord, uses: Vec<(Digest, u64)>) -> Result<(), DbError> {
+        self.write(Write::Insert { record, uses }).await.map(|_| ())
     }
 
     /// Notes that a worker started the job, once the note is durable (see [`MAX_STARTS`]).
@@ -342,9 +418,121 @@ impl JobDb {
         self.write(Write::Finish(record)).await
     }
 
-    /// Lets `tenant` read `blob`.
-    pub async fn own(&self, tenant: &str, blob: Digest) -> Result<(), DbError> {
-        self.write(Write::Own { tenant: tenant.to_string(), blob }).await.map(|_| ())
+    /// Lets `tenant` read `blob` (`size` bytes) it uploaded, unless that would take its
+    /// usage past `quota` (then false, and nothing changes).
+    pub async fn own(&self, tenant: &str, blob: Digest, size: u64, quota: u64) -> Result<bool, DbError> {
+        self.write(Write::Own { tenant: tenant.to_string(), blob, size, quota }).await
+    }
+
+    /// Keeps `tenant`'s ended job `id` for good; false if it has no such job.
+    pub async fn keep(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+        self.write(Write::Keep { tenant: tenant.to_string(), id: id.to_string() }).await
+    }
+
+    /// Deletes `tenant`'s ended job `id`; false if it has no such job.
+    pub async fn forget(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+        self.write(Write::Forget { tenant: tenant.to_string(), id: id.to_string() }).await
+    }
+
+    /// Gives up `tenant`'s upload of `blob`; false if it did not own it.
+    pub async fn disown(&self, tenant: &str, blob: Digest) -> Result<bool, DbError> {
+        self.write(Write::Disown { tenant: tenant.to_string(), blob }).await
+    }
+
+    /// Bytes `tenant` holds.
+    pub fn usage(&self, tenant: &str) -> Result<u64, DbError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let usage = read.open_table(USAGE).map_err(storage)?;
+        Ok(usage.get(tenant).map_err(storage)?.map_or(0, |v| v.value()))
+    }
+
+    /// When a finished job expires, if it does.
+    pub fn expires_at(&self, record: &JobRecord) -> Option<u64> {
+        let result = record.result.as_ref()?;
+        (!record.kept).then(|| result.finished_at_ms.saturating_add(self.retention_ms))
+    }
+
+    /// Expires what has outlived the retention time at `now`: finished jobs that are not kept
+    /// (record and result rows) and uploads unused since. At most `max_jobs` jobs per call, so
+    /// that one transaction stays small; returns whether more may be due, and the blobs left
+    /// with no row (candidates for [`JobDb::collectable`]).
+    pub fn expire(&self, now: u64, max_jobs: usize) -> Result<(bool, Vec<Digest>), DbError> {
+        let expire_before = now.saturating_sub(self.retention_ms);
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut orphans = Vec::new();
+        let more;
+        {
+            let mut jobs = txn.open_table(JOBS).map_err(storage)?;
+            let mut tenant_jobs = txn.open_table(TENANT_JOBS).map_err(storage)?;
+            let mut ended = txn.open_table(ENDED).map_err(storage)?;
+            let mut owned = Owners {
+                owners: txn.open_table(OWNERS).map_err(storage)?,
+                rows: txn.open_table(ROWS).map_err(storage)?,
+                usage: txn.open_table(USAGE).map_err(storage)?,
+            };
+            let due: Vec<(u64, String)> = ended
+                .range((0, "")..(expire_before, ""))
+                .map_err(storage)?
+                .take(max_jobs + 1)
+                .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_string())).map_err(storage))
+                .collect::<Result<_, _>>()?;
+            more = due.len() > max_jobs;
+            for (finished, id) in due.into_iter().take(max_jobs) {
+                ended.remove((finished, id.as_str())).map_err(storage)?;
+                let record = match jobs.remove(id.as_str()).map_err(storage)? {
+                    Some(bytes) => parse(&id, bytes.value())?,
+                    None => continue,
+                };
+                tenant_jobs.remove((record.tenant.as_str(), record.seq)).map_err(storage)?;
+                orphans.extend(owned.job_refs(&record, Change::DropRef, expire_before)?);
+            }
+            // Uploads nobody has used within the retention time, and no job result names.
+            let stale: Vec<(String, String, u64)> = owned
+                .owners
+                .iter()
+                .map_err(storage)?
+                .filter_map(|entry| match entry {
+                    Ok((key, value)) => {
+                        let (refs, used, size) = value.value();
+                        (refs == 0 && used < expire_before).then(|| Ok((key.value().0.to_string(), key.value().1.to_string(), size)))
+                    }
+                    Err(e) => Some(Err(storage(e))),
+                })
+                .collect::<Result<_, _>>()?;
+            for (tenant, hex, size) in stale {
+                if owned.change(&tenant, &hex, size, Change::Disown, expire_before)? {
+                    orphans.extend(hex.parse::<Digest>().ok());
+                }
+            }
+        }
+        txn.commit().map_err(storage)?;
+        Ok((more, orphans))
+    }
+
+    /// Of `candidates`, the blobs nothing may read and no unfinished job reads: the blob store
+    /// may delete them. Call it with uploads and result storing held off.
+    pub fn collectable(&self, candidates: &[Digest]) -> Result<Vec<Digest>, DbError> {
+        let read = self.db.begin_read().map_err(storage)?;
+        let rows = read.open_table(ROWS).map_err(storage)?;
+        let (queue, jobs) = (read.open_table(QUEUE).map_err(storage)?, read.open_table(JOBS).map_err(storage)?);
+        let mut in_use = std::collections::BTreeSet::new();
+        for entry in queue.iter().map_err(storage)? {
+            let (_, id) = entry.map_err(storage)?;
+            if let Some(bytes) = jobs.get(id.value()).map_err(storage)? {
+                let record = parse(id.value(), bytes.value())?;
+                if let Ok(resolved) = ResolvedManifest::from_canonical_text(&record.manifest) {
+                    in_use.insert(resolved.manifest().module);
+                    in_use.extend(resolved.manifest().inputs.values().copied());
+                }
+            }
+        }
+        let mut free = Vec::new();
+        for blob in candidates {
+            if !ownership::has_rows(&rows, blob)? && !in_use.contains(blob) {
+                free.push(*blob);
+            }
+        }
+        Ok(free)
     }
 
     /// The job `id`, if it exists.
@@ -371,7 +559,7 @@ impl JobDb {
     /// Whether `tenant` may read `blob`.
     pub fn owns(&self, tenant: &str, blob: &Digest) -> Result<bool, DbError> {
         let read = self.db.begin_read().map_err(storage)?;
-        let owners = read.open_table(BLOB_OWNERS).map_err(storage)?;
+        let owners = read.open_table(OWNERS).map_err(storage)?;
         Ok(owners.get((tenant, blob.to_hex().as_str())).map_err(storage)?.is_some())
     }
 }
@@ -390,11 +578,11 @@ fn give_up(mut record: JobRecord) -> JobRecord {
     record
 }
 
-fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
+fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>, retention_ms: u64) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         batch.extend(receiver.try_iter().take(MAX_BATCH - 1));
-        match commit(db, &batch) {
+        match commit(db, &batch, retention_ms) {
             Ok(answers) => {
                 for (pending, answer) in batch.into_iter().zip(answers) {
                     let _ = pending.reply.send(Ok(answer));
@@ -403,7 +591,7 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
             // One bad write must not fail the others it was batched with: retry them one by one.
             Err(_) if batch.len() > 1 => {
                 for pending in batch {
-                    let answer = commit(db, std::slice::from_ref(&pending)).map(|answers| answers.first().copied().unwrap_or(false));
+                    let answer = commit(db, std::slice::from_ref(&pending), retention_ms).map(|answers| answers.first().copied().unwrap_or(false));
                     let _ = pending.reply.send(answer);
                 }
             }
@@ -417,22 +605,37 @@ fn write_loop(db: &Database, receiver: &mpsc::Receiver<Pending>) {
     }
 }
 
-fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
+fn commit(db: &Database, batch: &[Pending], retention_ms: u64) -> Result<Vec<bool>, DbError> {
+    let now = now_ms();
+    let expire_before = now.saturating_sub(retention_ms);
     let txn = db.begin_write().map_err(storage)?;
     let mut answers = Vec::with_capacity(batch.len());
     {
         let mut jobs = txn.open_table(JOBS).map_err(storage)?;
         let mut queue = txn.open_table(QUEUE).map_err(storage)?;
-        let mut owners = txn.open_table(BLOB_OWNERS).map_err(storage)?;
         let mut starts = txn.open_table(STARTS).map_err(storage)?;
         let mut tenant_jobs = txn.open_table(TENANT_JOBS).map_err(storage)?;
+        let mut ended = txn.open_table(ENDED).map_err(storage)?;
+        let mut owned = Owners {
+            owners: txn.open_table(OWNERS).map_err(storage)?,
+            rows: txn.open_table(ROWS).map_err(storage)?,
+            usage: txn.open_table(USAGE).map_err(storage)?,
+        };
+        let encode = |record: &JobRecord| serde_json::to_vec(record).map_err(|source| DbError::Encode { id: record.id.clone(), source });
+        let ended_job = |jobs: &redb::Table<&str, &[u8]>, tenant: &str, id: &str| -> Result<Option<JobRecord>, DbError> {
+            let Some(bytes) = jobs.get(id).map_err(storage)? else { return Ok(None) };
+            let record = parse(id, bytes.value())?;
+            Ok((record.tenant == tenant && record.result.is_some()).then_some(record))
+        };
         for pending in batch {
             let applied = match &pending.write {
-                Write::Insert(record) => {
-                    let json = serde_json::to_vec(record).map_err(|source| DbError::Encode { id: record.id.clone(), source })?;
-                    jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
+                Write::Insert { record, uses } => {
+                    jobs.insert(record.id.as_str(), encode(record)?.as_slice()).map_err(storage)?;
                     queue.insert(record.seq, record.id.as_str()).map_err(storage)?;
                     tenant_jobs.insert((record.tenant.as_str(), record.seq), record.id.as_str()).map_err(storage)?;
+                    for (blob, size) in uses {
+                        owned.change(&record.tenant, &blob.to_hex(), *size, Change::Use { now }, expire_before)?;
+                    }
                     true
                 }
                 Write::Started(id) => {
@@ -444,19 +647,59 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
                     // A job is unfinished exactly while its sequence number is in `queue`.
                     let unfinished = queue.get(record.seq).map_err(storage)?.is_some_and(|id| id.value() == record.id);
                     if unfinished {
-                        let json = serde_json::to_vec(record).map_err(|source| DbError::Encode { id: record.id.clone(), source })?;
-                        jobs.insert(record.id.as_str(), json.as_slice()).map_err(storage)?;
+                        jobs.insert(record.id.as_str(), encode(record)?.as_slice()).map_err(storage)?;
                         queue.remove(record.seq).map_err(storage)?;
                         starts.remove(record.id.as_str()).map_err(storage)?;
-                        for blob in record.result.iter().flat_map(JobResult::blobs) {
-                            owners.insert((record.tenant.as_str(), blob.blake3.to_hex().as_str()), ()).map_err(storage)?;
+                        owned.job_refs(record, Change::AddRef, expire_before)?;
+                        if let (Some(result), false) = (&record.result, record.kept) {
+                            ended.insert((result.finished_at_ms, record.id.as_str()), ()).map_err(storage)?;
                         }
                     }
                     unfinished
                 }
-                Write::Own { tenant, blob } => {
-                    owners.insert((tenant.as_str(), blob.to_hex().as_str()), ()).map_err(storage)?;
-                    true
+                Write::Own { tenant, blob, size, quota } => {
+                    let hex = blob.to_hex();
+                    if !owned.owns(tenant, &hex)? && owned.usage_of(tenant)?.saturating_add(*size) > *quota {
+                        false
+                    } else {
+                        owned.change(tenant, &hex, *size, Change::Use { now }, expire_before)?;
+                        true
+                    }
+                }
+                Write::Keep { tenant, id } => match ended_job(&jobs, tenant, id)? {
+                    Some(mut record) => {
+                        if !record.kept {
+                            record.kept = true;
+                            jobs.insert(id.as_str(), encode(&record)?.as_slice()).map_err(storage)?;
+                            if let Some(result) = &record.result {
+                                ended.remove((result.finished_at_ms, id.as_str())).map_err(storage)?;
+                            }
+                        }
+                        true
+                    }
+                    None => false,
+                },
+                Write::Forget { tenant, id } => match ended_job(&jobs, tenant, id)? {
+                    Some(record) => {
+                        jobs.remove(id.as_str()).map_err(storage)?;
+                        tenant_jobs.remove((record.tenant.as_str(), record.seq)).map_err(storage)?;
+                        if let Some(result) = &record.result {
+                            ended.remove((result.finished_at_ms, id.as_str())).map_err(storage)?;
+                        }
+                        // Orphaned blobs are collected by the next sweep.
+                        owned.job_refs(&record, Change::DropRef, expire_before)?;
+                        true
+                    }
+                    None => false,
+                },
+                Write::Disown { tenant, blob } => {
+                    let hex = blob.to_hex();
+                    if owned.owns(tenant, &hex)? {
+                        owned.change(tenant, &hex, 0, Change::Disown, expire_before)?;
+                        true
+                    } else {
+                        false
+                    }
                 }
             };
             answers.push(applied);
@@ -467,95 +710,4 @@ fn commit(db: &Database, batch: &[Pending]) -> Result<Vec<bool>, DbError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: &str, seq: u64) -> JobRecord {
-        JobRecord {
-            id: id.into(),
-            tenant: "alice".into(),
-            seq,
-            state: JobState::Queued,
-            manifest: "format = 1\n".into(),
-            submitted_at_ms: 1,
-            starts: 0,
-            result: None,
-        }
-    }
-
-    fn finished(mut record: JobRecord) -> JobRecord {
-        record.state = JobState::Succeeded;
-        record.result = Some(JobResult {
-            started_at_ms: 2,
-            finished_at_ms: 3,
-            fuel_used: 4,
-            outcome: Some("exited with status 0".into()),
-            reason: None,
-            receipt: Some(BlobRef::of(b"receipt")),
-            stdout: None,
-            stderr: None,
-            outputs: BTreeMap::new(),
-        });
-        record
-    }
-
-    #[tokio::test]
-    async fn the_tenant_index_is_rebuilt_for_a_database_made_without_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
-        {
-            let (db, _) = JobDb::open(&path).unwrap();
-            for (index, id) in ["a", "b"].into_iter().enumerate() {
-                db.insert(record(id, index as u64)).await.unwrap();
-            }
-        }
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.delete_table(TENANT_JOBS).unwrap();
-            txn.commit().unwrap();
-        }
-        let (db, _) = JobDb::open(&path).unwrap();
-        assert_eq!(db.tenant_jobs("alice", u64::MAX, 10).unwrap(), ["b", "a"]);
-        assert_eq!(db.tenant_jobs("alice", 1, 10).unwrap(), ["a"]);
-        assert!(db.tenant_jobs("bob", u64::MAX, 10).unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn unfinished_jobs_survive_reopening_and_jobs_end_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jobs.redb");
-        {
-            let (db, recovered) = JobDb::open(&path).unwrap();
-            assert!(recovered.unfinished.is_empty());
-            for (index, id) in ["a", "b", "c"].into_iter().enumerate() {
-                db.insert(record(id, index as u64)).await.unwrap();
-            }
-            assert!(db.finish(finished(record("b", 1))).await.unwrap());
-            assert!(!db.finish(finished(record("b", 1))).await.unwrap(), "a job ends once");
-            assert!(db.owns("alice", &Digest::of(b"receipt")).unwrap());
-            assert!(!db.owns("bob", &Digest::of(b"receipt")).unwrap());
-        }
-        let (db, recovered) = JobDb::open(&path).unwrap();
-        let ids: Vec<_> = recovered.unfinished.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["a", "c"]);
-        assert_eq!(recovered.next_seq, 3);
-        assert_eq!(recovered.finished.get("succeeded"), Some(&1));
-        assert_eq!(db.get("b").unwrap().unwrap().state, JobState::Succeeded);
-        assert_eq!(db.get("zzz").unwrap(), None);
-
-        // "a" was running when the server stopped, MAX_STARTS times: it is given up on.
-        for _ in 0..MAX_STARTS {
-            db.started("a").await.unwrap();
-        }
-        db.started("c").await.unwrap();
-        drop(db);
-        let (db, recovered) = JobDb::open(&path).unwrap();
-        assert_eq!(recovered.unfinished.iter().map(|r| (r.id.as_str(), r.starts)).collect::<Vec<_>>(), [("c", 1)]);
-        assert_eq!(recovered.given_up, ["a"]);
-        let a = db.get("a").unwrap().unwrap();
-        assert_eq!(a.state, JobState::Failed);
-        assert!(a.result.unwrap().reason.unwrap().contains("running 3 times since it was first recovered"));
-        assert_eq!(recovered.finished.get("failed"), Some(&1));
-    }
-}
+mod tests;
