@@ -93,7 +93,16 @@ macro_rules! function_names {
     ($($name:ident($($arg:ident: $ty:ty),*) $(-> $noreturn:ident)?;)*) => {
         /// Every preview1 function [`add_to_linker`] defines: all a job may import.
         pub const FUNCTIONS: &[&str] = &[$(stringify!($name)),*];
+
+        /// Every function with its wasm parameter types (`"i32 i64 ..."`) and whether it
+        /// returns an errno (`proc_exit` returns nothing): what a harness calling them needs.
+        pub const SIGNATURES: &[(&str, &str, bool)] = &[$((stringify!($name), concat!($(stringify!($ty), " "),*), true $(&& returns(stringify!($noreturn)))?)),*];
     };
+}
+
+/// `false` for the `noreturn` marker of the list.
+const fn returns(marker: &str) -> bool {
+    marker.is_empty()
 }
 
 preview1_functions!(function_names);

@@ -241,6 +241,12 @@ const DIRECTORY: i32 = abi::OFLAGS_DIRECTORY as i32;
 #[test]
 fn every_function_is_defined_with_the_witx_signature() {
     let mut names: Vec<&str> = SIGNATURES.iter().map(|(n, _)| *n).collect();
+    // The list the code makes agrees with the witx, name for name and type for type.
+    for (name, types, returns) in super::SIGNATURES {
+        let written = SIGNATURES.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        assert_eq!(written, Some(types.trim()), "{name}");
+        assert_eq!(*returns, *name != "proc_exit", "{name}");
+    }
     let mut defined = FUNCTIONS.to_vec();
     names.sort();
     defined.sort();
