@@ -109,6 +109,9 @@ impl Harness {
         let session = TensorSession::new(grant, Backend::cpu(1).for_job(Stop::never()).expect("cpu"));
         let mut store = Store::new(&self.engine, State { wasi, bridge: BridgeHost::new(session) });
         store.set_fuel(fuel).expect("fuel");
+        // The engine interrupts at epoch deadlines (wall-time limits); with no ticker here the
+        // deadline must be far away, or every call traps at entry and nothing is tested.
+        store.set_epoch_deadline(u64::MAX);
         let instance = self.linker.instantiate(&mut store, &self.module).expect("instantiate");
         (store, instance)
     }
@@ -188,15 +191,69 @@ pub fn run_calls(bridge_only: bool, data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        let function = &harness.functions[usize::from(input.byte()) % harness.functions.len()];
-        let index = harness.functions.iter().position(|f| std::ptr::eq(f, function)).unwrap_or(0);
-        let args: Vec<Val> = function.params.iter().map(|ty| input.value(ty)).collect();
+        // For the bridge, most steps are well-formed calls (a small tensor made, an op on live
+        // handles with small parameters), so that the fuzzer reaches the kernels and not only
+        // the argument checks; the rest are raw calls with arbitrary arguments.
+        let (index, args) = match input.byte() % 4 {
+            0 | 1 if bridge_only => well_formed_call(harness, &mut input, &mut store, memory),
+            _ => {
+                let index = usize::from(input.byte()) % harness.functions.len();
+                let args: Vec<Val> = harness.functions[index].params.iter().map(|ty| input.value(ty)).collect();
+                (index, args)
+            }
+        };
+        let function = &harness.functions[index];
         let func = instance.get_func(&mut store, &format!("w{index}")).expect("export");
         let mut results = vec![Val::I32(0); usize::from(function.returns)];
-        if let Err(error) = func.call(&mut store, &args, &mut results) {
+        let result = func.call(&mut store, &args, &mut results);
+        if std::env::var_os("GRIDBOX_FUZZ_TRACE").is_some() {
+            // `GRIDBOX_FUZZ_TRACE=1 cargo fuzz run TARGET -- -runs=0` shows what the corpus
+            // reaches: each call's return code or the root cause of its trap.
+            let shown = result.as_ref().map(|()| results.first().and_then(Val::i32)).map_err(|e| e.root_cause().to_string());
+            eprintln!("call {} {shown:?}", function.name);
+        }
+        if let Err(error) = result {
             check_error(&error);
             // A trap ends the job, as it would a real one.
             break;
         }
+    }
+}
+
+/// Where well-formed calls put their arguments: the second page, away from the seeded bytes.
+const ARGS_AT: usize = 65536;
+
+/// A create of a small tensor (rank 0-4, dims 0-4, f32 or i32, fuzzed element bytes) or an op on
+/// 1-3 handles among the first 8 with 0-4 small parameters; returns the function and arguments.
+fn well_formed_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<State>, memory: wasmtime::Memory) -> (usize, Vec<Val>) {
+    let mut put = |offset: usize, bytes: &[u8]| memory.data_mut(&mut *store)[ARGS_AT + offset..ARGS_AT + offset + bytes.len()].copy_from_slice(bytes);
+    let at = |offset: usize| Val::I32((ARGS_AT + offset) as i32);
+    if input.byte() % 2 == 0 {
+        // create(dtype, shape_ptr, rank, data_ptr, data_len, out_handle_ptr)
+        let dtype = i32::from(input.byte() % 2);
+        let rank = usize::from(input.byte() % 5);
+        let dims: Vec<u32> = (0..rank).map(|_| u32::from(input.byte() % 5)).collect();
+        let elements: usize = dims.iter().map(|&d| d as usize).product();
+        for (i, dim) in dims.iter().enumerate() {
+            put(i * 4, &dim.to_le_bytes());
+        }
+        let data: Vec<u8> = (0..elements * 4).map(|_| input.byte()).collect();
+        put(64, &data);
+        let args = vec![Val::I32(dtype), at(0), Val::I32(rank as i32), at(64), Val::I32(data.len() as i32), at(32)];
+        (0, args)
+    } else {
+        // op(inputs_ptr, n_inputs, params_ptr, n_params, out_handle_ptr)
+        let op = 4 + usize::from(input.byte()) % (harness.functions.len() - 4);
+        let n_inputs = 1 + usize::from(input.byte() % 3);
+        for i in 0..n_inputs {
+            put(i * 4, &u32::from(1 + input.byte() % 8).to_le_bytes());
+        }
+        let n_params = usize::from(input.byte() % 5);
+        for i in 0..n_params {
+            let value = i64::from(input.byte() % 12) - 3;
+            put(16 + i * 8, &value.to_le_bytes());
+        }
+        let args = vec![at(0), Val::I32(n_inputs as i32), at(16), Val::I32(n_params as i32), at(56)];
+        (op, args)
     }
 }

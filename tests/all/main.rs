@@ -11,6 +11,7 @@ mod guests;
 mod hardening;
 mod layout;
 mod limits;
+mod mounts;
 mod refusals;
 mod serve;
 mod tensor;

@@ -594,3 +594,40 @@ fn finished_jobs_expire_and_their_blobs_are_collected() {
     });
     assert!(server.log().contains("serving on"));
 }
+
+#[test]
+fn a_job_with_a_writable_mount_at_root_runs_on_a_server_and_its_mount_outputs_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), "");
+    let files = dir.path().join("files");
+    for (name, bytes) in [("words.txt", &b"one two three"[..]), ("log.txt", b""), ("old.txt", b"o"), ("remove-me.txt", b"r")] {
+        crate::common::put(&files, name, bytes);
+    }
+    let out = dir.path().join("out");
+    let mount = format!("{}::/", files.display());
+    let probe_path = guests::PROBE.path();
+    let output = gridbox_output(&[
+        &"submit",
+        &probe_path,
+        &"--dir",
+        &mount,
+        &"--server",
+        &server.url,
+        &"--token",
+        &ALICE,
+        &"--out",
+        &out,
+        &"--verify",
+        &"--device",
+        &"cpu",
+        &"--",
+        &"rooted",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("every field of the receipt matches"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(out.join("mounts/counts/summary.txt")).unwrap(), b"3 words\n");
+    assert_eq!(std::fs::read(out.join("mounts/archive/old.txt")).unwrap(), b"o");
+    assert!(!out.join("mounts/remove-me.txt").exists());
+    let verify = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &probe_path, &"--dir", &mount, &"--device", &"cpu"]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}

@@ -10,6 +10,7 @@ use clap::Args;
 use gridbox_compute::TraceLevel;
 use gridbox_core::job::INPUT_DIR;
 use gridbox_core::manifest::{TensorSection, check_input_name};
+use gridbox_core::mounts::MountSpec;
 use gridbox_core::{Capability, Digest, LimitKind, Manifest, artifacts};
 
 /// The job's inputs.
@@ -18,9 +19,27 @@ pub(crate) struct InputArgs {
     /// An input, mounted read-only at /input/NAME.
     #[arg(long = "input", value_name = "NAME=FILE")]
     pub inputs: Vec<String>,
-    /// Mount every file under a host folder as inputs under GUEST (which must be /input or below).
+    /// A host folder's files at GUEST in the job, as the wasmtime CLI's `--dir`. At /input or
+    /// below they are inputs (read-only); anywhere else, `/` included, the folder is a writable
+    /// mount that starts with the host files in memory, and what the job leaves in it is an output
+    /// (written to OUT/mounts/GUEST). The host folder itself is never changed.
     #[arg(long = "dir", value_name = "HOST::GUEST")]
     pub dirs: Vec<String>,
+    /// A host folder's files, read-only, at GUEST in the job (any guest path, `/` included).
+    #[arg(long = "ro-dir", value_name = "HOST::GUEST")]
+    pub read_only_dirs: Vec<String>,
+}
+
+/// A job's inputs' bytes, by name.
+pub(crate) type Inputs = BTreeMap<String, Arc<[u8]>>;
+
+/// The job's files as the flags give them: every input's bytes by name, and the mounts that show
+/// some of them elsewhere (see `gridbox_core::mounts`).
+pub(crate) struct JobFiles {
+    /// Every input, by name.
+    pub inputs: Inputs,
+    /// The mounts the `--dir`/`--ro-dir` flags ask for outside /input, by guest path.
+    pub mounts: BTreeMap<String, MountSpec>,
 }
 
 /// What a job asks for, when no manifest file is given.
@@ -68,22 +87,33 @@ pub(crate) struct ServerArgs {
     pub token: String,
 }
 
-/// The job's manifest: the file given, or one written from the job flags (not both).
-pub(crate) fn job_manifest(path: Option<&Path>, flags: &JobFlags, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
+/// The job's manifest and inputs: the manifest file given, or one written from the job flags
+/// (not both), and the inputs the input flags name. With a manifest file, a `--dir`/`--ro-dir`
+/// outside /input supplies the files of the manifest's mount at that guest path.
+pub(crate) fn job_manifest(path: Option<&Path>, flags: &JobFlags, inputs: &InputArgs, module: &[u8]) -> Result<(Manifest, Inputs)> {
     match path {
         Some(_) if flags.any() => {
             bail!("--env, --stdin, --limit, --capability, --trace and job arguments go in the manifest when --manifest is given")
         }
-        Some(path) => Ok(Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?),
-        None => manifest_from_flags(flags, module, inputs),
+        Some(path) => {
+            let manifest = Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?;
+            let files = gather_inputs(inputs, Some(&manifest))?;
+            Ok((manifest, files.inputs))
+        }
+        None => {
+            let files = gather_inputs(inputs, None)?;
+            let manifest = manifest_from_flags(flags, module, &files)?;
+            Ok((manifest, files.inputs))
+        }
     }
 }
 
-fn manifest_from_flags(args: &JobFlags, module: &[u8], inputs: &BTreeMap<String, Arc<[u8]>>) -> Result<Manifest> {
+fn manifest_from_flags(args: &JobFlags, module: &[u8], files: &JobFiles) -> Result<Manifest> {
     let mut manifest = Manifest::new(Digest::of(module));
     manifest.args = args.args.clone();
     manifest.stdin = args.stdin.clone();
-    manifest.inputs = inputs.iter().map(|(name, bytes)| (name.clone(), Digest::of(bytes))).collect();
+    manifest.inputs = files.inputs.iter().map(|(name, bytes)| (name.clone(), Digest::of(bytes))).collect();
+    manifest.mounts = files.mounts.clone();
     for pair in &args.env {
         let (name, value) = match pair.split_once('=') {
             Some((name, value)) => (name.to_string(), value.to_string()),
@@ -119,8 +149,13 @@ fn manifest_from_flags(args: &JobFlags, module: &[u8], inputs: &BTreeMap<String,
     Ok(manifest)
 }
 
-/// The inputs `--input` and `--dir` name, read into memory.
-pub(crate) fn gather_inputs(args: &InputArgs) -> Result<BTreeMap<String, Arc<[u8]>>> {
+/// The inputs `--input`, `--dir` and `--ro-dir` name, read into memory, and the mounts.
+///
+/// Without a manifest, the files of the N-th mount outside /input (`--dir` flags first, then
+/// `--ro-dir`, each in command-line order) become the inputs `dirN/...`, and the mount shows them.
+/// With one (a manifest file, or the one a receipt embeds), they become the inputs under the
+/// `from` of the manifest's mount at that guest path, and the manifest says what is writable.
+pub(crate) fn gather_inputs(args: &InputArgs, manifest: Option<&Manifest>) -> Result<JobFiles> {
     let mut inputs = BTreeMap::new();
     let mut add = |name: String, bytes: Vec<u8>| -> Result<()> {
         check_input_name(&name).map_err(|reason| anyhow::anyhow!("input {name:?}: {reason}"))?;
@@ -133,18 +168,41 @@ pub(crate) fn gather_inputs(args: &InputArgs) -> Result<BTreeMap<String, Arc<[u8
         let (name, file) = pair.split_once('=').with_context(|| format!("--input {pair:?}: expected NAME=FILE"))?;
         add(name.to_string(), read(Path::new(file))?)?;
     }
-    for pair in &args.dirs {
-        let (host, guest) = pair.split_once("::").with_context(|| format!("--dir {pair:?}: expected HOST::GUEST"))?;
-        let prefix = match guest.trim_end_matches('/').strip_prefix(INPUT_DIR) {
+    let mut mounts = BTreeMap::new();
+    let flags = args.dirs.iter().map(|pair| ("--dir", pair, true)).chain(args.read_only_dirs.iter().map(|pair| ("--ro-dir", pair, false)));
+    for (flag, pair, writable) in flags {
+        let (host, guest) = pair.split_once("::").with_context(|| format!("{flag} {pair:?}: expected HOST::GUEST"))?;
+        let guest = if guest.len() > 1 { guest.trim_end_matches('/') } else { guest };
+        let host_files = artifacts::walk_files(Path::new(host)).with_context(|| format!("{flag} {pair:?}"))?;
+        let prefix = match guest.strip_prefix(INPUT_DIR) {
             Some("") => String::new(),
             Some(rest) if rest.starts_with('/') => format!("{}/", &rest[1..]),
-            _ => bail!("--dir {pair:?}: the guest folder must be {INPUT_DIR} or below it (outputs go to /output)"),
+            _ => {
+                let from = match manifest {
+                    Some(manifest) => {
+                        let spec = manifest.mounts.get(guest).with_context(|| format!("{flag} {pair:?}: the manifest has no mount at {guest:?}"))?;
+                        match (&spec.from, host_files.is_empty()) {
+                            (Some(from), _) => Some(from.clone()),
+                            (None, true) => None,
+                            (None, false) => bail!("{flag} {pair:?}: the manifest's mount at {guest:?} has no `from`, so it starts empty"),
+                        }
+                    }
+                    None => (!host_files.is_empty()).then(|| format!("dir{}", mounts.len() + 1)),
+                };
+                if mounts.insert(guest.to_string(), MountSpec { from: from.clone(), writable }).is_some() {
+                    bail!("{flag} {pair:?}: {guest:?} is mounted twice");
+                }
+                match from {
+                    Some(from) => format!("{from}/"),
+                    None => continue,
+                }
+            }
         };
-        for (relative, path) in artifacts::walk_files(Path::new(host)).with_context(|| format!("--dir {pair:?}"))? {
+        for (relative, path) in host_files {
             add(format!("{prefix}{relative}"), read(&path)?)?;
         }
     }
-    Ok(inputs)
+    Ok(JobFiles { inputs, mounts })
 }
 
 /// A file's bytes, or an error naming it.

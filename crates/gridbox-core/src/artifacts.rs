@@ -1,5 +1,6 @@
-//! The files a run leaves in its output directory: `stdout`, `stderr`, `output/...` and
-//! `receipt.json`, written so that a crash never leaves a half-written directory behind.
+//! The files a run leaves in its output directory: `stdout`, `stderr`, `output/...` (the job's
+//! `/output`), `mounts/...` (its writable mounts, by guest path: `/data/a.txt` is
+//! `mounts/data/a.txt`) and `receipt.json`, written so that a crash never leaves a half-written directory behind.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,6 +17,20 @@ pub const STDOUT_FILE: &str = "stdout";
 pub const STDERR_FILE: &str = "stderr";
 /// The folder holding the job's `/output` files.
 pub const OUTPUT_FOLDER: &str = "output";
+/// The folder holding the files of the job's writable mounts, by guest path.
+pub const MOUNTS_FOLDER: &str = "mounts";
+
+/// Where output `name` goes in an artifact directory: a relative name under [`OUTPUT_FOLDER`],
+/// an absolute guest path (a writable mount's file) under [`MOUNTS_FOLDER`]. `None` for a name
+/// that is not a plain path.
+fn artifact_path(name: &str) -> Option<PathBuf> {
+    let (folder, relative) = match name.strip_prefix('/') {
+        Some(relative) => (MOUNTS_FOLDER, relative),
+        None => (OUTPUT_FOLDER, name),
+    };
+    let plain = relative.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\\') && !part.contains('\0'));
+    plain.then(|| Path::new(folder).join(relative))
+}
 
 /// An artifact directory could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +112,7 @@ fn write_into(staging: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<S
     write_synced(&staging.join(STDOUT_FILE), stdout)?;
     write_synced(&staging.join(STDERR_FILE), stderr)?;
     for (name, bytes) in outputs {
-        if name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(ArtifactError::BadPath(name.clone()));
-        }
-        let path = staging.join(OUTPUT_FOLDER).join(name);
+        let path = staging.join(artifact_path(name).ok_or_else(|| ArtifactError::BadPath(name.clone()))?);
         if let Some(folder) = path.parent() {
             std::fs::create_dir_all(folder).map_err(io(folder))?;
         }
@@ -122,7 +134,8 @@ pub struct Artifacts {
     pub stdout: Option<Vec<u8>>,
     /// The `stderr` file, if present.
     pub stderr: Option<Vec<u8>>,
-    /// Every regular file under `output/`, by relative path.
+    /// Every regular file under `output/`, by relative path, and under `mounts/`, by absolute
+    /// guest path (the receipt's names).
     pub outputs: BTreeMap<String, Vec<u8>>,
 }
 
@@ -139,6 +152,13 @@ pub fn read(dir: &Path) -> Result<Artifacts, ArtifactError> {
         for (name, path) in walk_files(&output)? {
             let bytes = std::fs::read(&path).map_err(io(&path))?;
             artifacts.outputs.insert(name, bytes);
+        }
+    }
+    let mounts = dir.join(MOUNTS_FOLDER);
+    if mounts.is_dir() {
+        for (name, path) in walk_files(&mounts)? {
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            artifacts.outputs.insert(format!("/{name}"), bytes);
         }
     }
     Ok(artifacts)

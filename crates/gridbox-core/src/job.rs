@@ -15,8 +15,10 @@ use crate::errors::BoxError;
 use crate::fault::ProviderFault;
 use crate::limits::{LimitExceeded, LimitKind};
 use crate::manifest::{Capability, LimitValues, ManifestError, ResolvedManifest};
+use crate::mounts::{mount_files, output_name};
 use crate::trap_names::trap_name;
 use crate::wasi::random::JobRandom;
+use crate::wasi::vfs::MountError;
 use crate::wasi::{DeterministicWasi, JobExit, WasiConfig};
 
 /// Where the job's inputs are mounted, read-only.
@@ -96,6 +98,16 @@ pub enum RunError {
     /// The manifest was refused.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A mount the manifest asks for cannot be made (its files are over the `output_bytes`
+    /// quota, or their paths do not fit).
+    #[error("manifest key `mounts.{guest:?}`: {source}")]
+    Mount {
+        /// The mount's guest path.
+        guest: String,
+        /// Why.
+        #[source]
+        source: MountError,
+    },
     /// The engine or the job's sandbox could not be set up: a problem of the host, not the job.
     #[error("cannot set up the run: {what}")]
     Engine {
@@ -147,6 +159,17 @@ impl Job {
         }
         if let Some(name) = inputs.keys().find(|name| !manifest.manifest().inputs.contains_key(*name)) {
             return Err(RunError::UnexpectedInput { name: name.clone() });
+        }
+        // Writable mounts start with their files in the `output_bytes` quota: refuse a job whose
+        // files alone are over it now, not when it starts.
+        let limit = manifest.limits().get(LimitKind::OutputBytes);
+        let mut total = 0u64;
+        for (guest, spec) in manifest.manifest().mounts.iter().filter(|(_, spec)| spec.writable) {
+            let bytes = mount_files(spec, &inputs).iter().map(|(_, bytes)| bytes.len() as u64).sum::<u64>();
+            total = total.saturating_add(bytes);
+            if total > limit {
+                return Err(RunError::Mount { guest: guest.clone(), source: MountError::OverQuota { path: guest.clone(), bytes, limit } });
+            }
         }
         Ok(Job { module, manifest, inputs })
     }
@@ -217,7 +240,8 @@ pub struct JobRun {
     pub stdout: Vec<u8>,
     /// Everything the job wrote to stderr.
     pub stderr: Vec<u8>,
-    /// Regular files under `/output`, by path relative to it.
+    /// Regular files under `/output`, by path relative to it, and under the manifest's writable
+    /// mounts, by absolute guest path (see [`crate::mounts::output_name`]).
     pub outputs: BTreeMap<String, Vec<u8>>,
     /// The chain of bridge calls.
     pub trace: TraceChain,
@@ -362,7 +386,11 @@ impl JobEngine {
             fuel_used,
             stdout: state.files.stdout().to_vec(),
             stderr: state.files.stderr().to_vec(),
-            outputs: state.files.collect_outputs(),
+            outputs: state
+                .files
+                .writable_mounts()
+                .flat_map(|(guest, files)| files.into_iter().map(move |(path, bytes)| (output_name(guest, &path), bytes)))
+                .collect(),
             trace: state.bridge.session().trace().clone(),
             detail,
         })
@@ -391,6 +419,9 @@ impl JobEngine {
         let inputs = job.inputs.iter().map(|(name, bytes)| (name.clone(), bytes.clone()));
         files.mount_read_only(INPUT_DIR, inputs).map_err(|e| RunError::Engine { what: "the input folder", source: e.into() })?;
         files.mount_writable(OUTPUT_DIR).map_err(|e| RunError::Engine { what: "the output folder", source: e.into() })?;
+        for (guest, spec) in &manifest.mounts {
+            files.mount(guest, mount_files(spec, &job.inputs), spec.writable).map_err(|source| RunError::Mount { guest: guest.clone(), source })?;
+        }
         Ok(RunState {
             files,
             bridge: BridgeHost::new(TensorSession::new(

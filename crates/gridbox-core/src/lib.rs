@@ -21,6 +21,7 @@ pub mod job;
 pub mod keys;
 pub mod limits;
 pub mod manifest;
+pub mod mounts;
 pub mod receipt;
 pub mod trap_names;
 pub mod verify;

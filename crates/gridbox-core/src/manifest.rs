@@ -11,6 +11,7 @@ use gridbox_compute::TraceLevel;
 
 use crate::digest::Digest;
 use crate::limits::LimitKind;
+use crate::mounts::{MountSpec, check_mounts};
 
 /// The manifest format this gridbox reads and writes.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -152,6 +153,10 @@ pub struct Manifest {
     /// Inputs by name (a relative path, mounted read-only at `/input/NAME`) and BLAKE3 hash.
     #[serde(default)]
     pub inputs: BTreeMap<String, Digest>,
+    /// Mounts besides `/input` and `/output`, by absolute guest path (`/` included): which
+    /// inputs each shows and whether it is writable (see [`crate::mounts`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, MountSpec>,
     /// The tensor bridge grant; needs the `tensor` capability. Resolution fills it in when the
     /// capability is asked for and the section is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +264,7 @@ impl Manifest {
             capabilities: default_capabilities(),
             env: BTreeMap::new(),
             inputs: BTreeMap::new(),
+            mounts: BTreeMap::new(),
             tensor: None,
             limits: Limits::default(),
         }
@@ -282,6 +288,7 @@ impl Manifest {
                 return Err(invalid(format!("inputs.{name:?}"), &reason));
             }
         }
+        check_mounts(&self.mounts, self.inputs.keys()).map_err(|(key, reason)| invalid(key, &reason))?;
         if let Some(stdin) = &self.stdin
             && !self.inputs.contains_key(stdin)
         {

@@ -71,7 +71,8 @@ pub struct Receipt {
     pub stdout: BlobRef,
     /// The job's stderr.
     pub stderr: BlobRef,
-    /// Every regular file the job left under `/output`, by relative path.
+    /// Every regular file the job left under `/output`, by relative path, and in the manifest's
+    /// writable mounts, by absolute guest path (`/data/a.txt`).
     pub outputs: BTreeMap<String, BlobRef>,
     /// The trace of bridge calls.
     pub trace: TraceCommitment,

@@ -13,7 +13,7 @@ use gridbox_service::ServiceConfig;
 
 use crate::device::engine_on;
 use crate::exit;
-use crate::flags::{InputArgs, JobFlags, gather_inputs, job_manifest, read, read_text};
+use crate::flags::{InputArgs, JobFlags, job_manifest, read, read_text};
 
 /// `gridbox run`'s flags.
 #[derive(Args)]
@@ -47,12 +47,11 @@ pub(crate) struct RunArgs {
 /// Runs the job; the exit status is the job's own or what stopped it.
 pub(crate) fn run(args: RunArgs) -> Result<u8> {
     let module: Arc<[u8]> = read(&args.module)?.into();
-    let inputs = gather_inputs(&args.inputs)?;
     let policy = match &args.policy {
         Some(path) => ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
         None => Policy::default(),
     };
-    let manifest = job_manifest(args.manifest.as_deref(), &args.job, &module, &inputs)?;
+    let (manifest, inputs) = job_manifest(args.manifest.as_deref(), &args.job, &args.inputs, &module)?;
     let resolved = manifest.resolve(&policy)?;
     if let Some(out) = &args.out {
         artifacts::check_writable(out)?;

@@ -15,7 +15,7 @@ use gridbox_service::client::Client;
 use super::verify::print_table;
 use crate::device::engine_on;
 use crate::exit;
-use crate::flags::{InputArgs, JobFlags, ServerArgs, gather_inputs, job_manifest, read};
+use crate::flags::{InputArgs, JobFlags, ServerArgs, job_manifest, read};
 
 /// `gridbox submit`'s flags.
 #[derive(Args)]
@@ -46,8 +46,7 @@ pub(crate) struct SubmitArgs {
 /// Submits and waits; exit status as for `run`, 1 if a replay does not match.
 pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     let module = read(&args.module)?;
-    let inputs = gather_inputs(&args.inputs)?;
-    let manifest = job_manifest(args.manifest.as_deref(), &args.job, &module, &inputs)?;
+    let (manifest, inputs) = job_manifest(args.manifest.as_deref(), &args.job, &args.inputs, &module)?;
     let manifest_text = toml::to_string(&manifest).context("writing the manifest")?;
     // Check locally what the server would refuse anyway, before uploading anything.
     Job::new(module.clone().into(), manifest.clone().resolve(&Policy::default())?, inputs.clone())?;

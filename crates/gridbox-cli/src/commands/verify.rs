@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::verify::{self, Evidence, Verification, VerifyOptions};
-use gridbox_core::{Policy, Receipt, artifacts};
+use gridbox_core::{Manifest, Policy, Receipt, artifacts};
 
 use crate::device::engine_on;
 use crate::exit;
@@ -43,9 +43,12 @@ pub(crate) struct VerifyArgs {
 pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
     let receipt = Receipt::from_json(&read(&args.receipt)?).with_context(|| format!("receipt {}", args.receipt.display()))?;
     let artifact_dir = args.artifacts.clone().or_else(|| artifacts_beside(&args.receipt));
+    // The receipt's manifest says which inputs a mount flag's files are; an unreadable one is
+    // reported by the verification itself.
+    let manifest = Manifest::from_toml(&receipt.manifest.text).ok();
     let evidence = Evidence {
         module: read(&args.module)?.into(),
-        inputs: gather_inputs(&args.inputs)?,
+        inputs: gather_inputs(&args.inputs, manifest.as_ref())?.inputs,
         artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
     };
     let engine = engine_on(&Policy::default(), args.device)?;

@@ -162,6 +162,26 @@ impl DeterministicWasi {
         self.preopen(mount, guest_path)
     }
 
+    /// Mounts `files` at `guest_path`, writable or not, and preopens it; returns its descriptor.
+    /// A writable mount's files count against `output_bytes`; see [`Vfs::add_mount`].
+    pub fn mount<I>(&mut self, guest_path: &str, files: I, writable: bool) -> Result<u32, MountError>
+    where
+        I: IntoIterator<Item = (String, Arc<[u8]>)>,
+    {
+        self.check_preopen_slot(guest_path)?;
+        let mount = self.vfs.add_mount(guest_path, files, writable)?;
+        self.preopen(mount, guest_path)
+    }
+
+    /// Every writable mount, in the order they were added: its guest path and every regular file
+    /// the job left in it, by path relative to the mount (see [`Vfs::collect_mount`]).
+    pub fn writable_mounts(&self) -> impl Iterator<Item = (&str, BTreeMap<String, Vec<u8>>)> + '_ {
+        (0..self.vfs.mount_count()).filter(|&index| self.vfs.mount_is_writable(index) == Some(true)).filter_map(|index| {
+            let path = self.vfs.mount_path(index)?;
+            Some((path, self.vfs.collect_mount(index)?))
+        })
+    }
+
     /// Everything the job wrote to stdout.
     pub fn stdout(&self) -> &[u8] {
         &self.stdout

@@ -1,6 +1,6 @@
 //! A test job that does one thing per subcommand, for gridbox's integration tests:
 //! `probe hello | exit CODE | trap | spin | work ROUNDS | alloc | print BYTES |
-//! write-files COUNT SIZE | report | stdin | fs-ops`.
+//! write-files COUNT SIZE | report | stdin | fs-ops | rooted`.
 
 use std::io::{Read, Write};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -55,6 +55,7 @@ fn main() {
             println!("stdin: {} bytes: {}", bytes.len(), String::from_utf8_lossy(&bytes));
         }
         "fs-ops" => fs_ops(),
+        "rooted" => rooted(),
         other => {
             eprintln!("probe: unknown subcommand {other:?}");
             std::process::exit(2);
@@ -131,4 +132,44 @@ fn fs_ops() {
     let escape = std::fs::read("/input/../etc/passwd");
     println!("escape: {}", if escape.is_err() { "refused" } else { "allowed" });
     println!("fs-ops ok");
+}
+
+/// A program written for `wasmtime run --dir data::/`: it works on its files at `/`, and prints
+/// what it finds, before and after.
+fn rooted() {
+    print!("{}", listing("/"));
+    let words = std::fs::read_to_string("/words.txt").expect("read /words.txt");
+    std::fs::create_dir_all("/counts").expect("mkdir /counts");
+    std::fs::write("/counts/summary.txt", format!("{} words\n", words.split_whitespace().count())).expect("write summary");
+    let mut log = std::fs::OpenOptions::new().append(true).open("/log.txt").expect("open /log.txt");
+    log.write_all(b"counted\n").expect("append to /log.txt");
+    drop(log);
+    std::fs::create_dir("/archive").expect("mkdir /archive");
+    std::fs::rename("/old.txt", "/archive/old.txt").expect("rename");
+    std::fs::remove_file("/remove-me.txt").expect("remove");
+    println!("--- after");
+    print!("{}", listing("/"));
+}
+
+/// Every entry under `root`, sorted, with sizes and the text of small files.
+fn listing(root: &str) -> String {
+    let mut lines = Vec::new();
+    let mut pending = vec![root.trim_end_matches('/').to_string()];
+    while let Some(dir) = pending.pop() {
+        let path = if dir.is_empty() { "/".to_string() } else { dir.clone() };
+        for entry in std::fs::read_dir(&path).expect("read_dir") {
+            let entry = entry.expect("dir entry");
+            let path = format!("{dir}/{}", entry.file_name().to_string_lossy());
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                lines.push(format!("{path}/"));
+                pending.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).expect("read");
+                lines.push(format!("{path} {} {text:?}", meta.len()));
+            }
+        }
+    }
+    lines.sort();
+    lines.iter().map(|line| format!("{line}\n")).collect()
 }

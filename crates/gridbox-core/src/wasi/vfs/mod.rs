@@ -14,7 +14,8 @@
 //!
 //! There are no symbolic or hard links: every node has exactly one name (nlink = 1) until it is
 //! unlinked. A mount is either read-only (the job's inputs, whose bytes are shared with the host
-//! through `Arc<[u8]>` and never copied) or writable (the job's outputs). Writable mounts are
+//! through `Arc<[u8]>` and never copied) or writable (the job's outputs; it may start with
+//! files, shared in the same way until the job first writes to one). Writable mounts are
 //! subject to two quotas, which stop the job with a [`LimitExceeded`] rather than an errno:
 //!
 //! - `output_bytes`: the total size of all files in writable mounts, at any moment (files that
@@ -161,21 +162,50 @@ impl Vfs {
 
     /// Adds a read-only mount at `guest_path` (such as `/input`) holding `files`, each a relative
     /// path with `/` separators (`a.txt`, `data/b.bin`) and its bytes, which are shared, not
-    /// copied. Intermediate directories are created. Files are inserted sorted by path whatever
-    /// order they come in, so inode numbers depend only on the set of files. Returns the mount's
-    /// index (its `dev`).
+    /// copied. See [`Vfs::add_mount`].
     pub fn add_read_only_mount<I>(&mut self, guest_path: &str, files: I) -> Result<usize, MountError>
+    where
+        I: IntoIterator<Item = (String, Arc<[u8]>)>,
+    {
+        self.add_mount(guest_path, files, false)
+    }
+
+    /// Adds an empty writable mount at `guest_path` (such as `/output`). Returns the mount's index
+    /// (its `dev`).
+    pub fn add_writable_mount(&mut self, guest_path: &str) -> Result<usize, MountError> {
+        self.add_mount(guest_path, [], true)
+    }
+
+    /// Adds a mount at `guest_path` holding `files`, each a relative path with `/` separators
+    /// (`a.txt`, `data/b.bin`) and its bytes, shared until the job first writes to the file.
+    /// Intermediate directories are created. Files are inserted sorted by path whatever order
+    /// they come in, so inode numbers depend only on the set of files. Returns the mount's index
+    /// (its `dev`).
+    ///
+    /// The files of a writable mount count against the `output_bytes` quota from the start (they
+    /// are part of what the job leaves behind), but not against `output_files`, which counts what
+    /// the job creates; their paths must fit [`MAX_OUTPUT_PATH`]. A refused mount leaves the
+    /// filesystem unchanged.
+    pub fn add_mount<I>(&mut self, guest_path: &str, files: I, writable: bool) -> Result<usize, MountError>
     where
         I: IntoIterator<Item = (String, Arc<[u8]>)>,
     {
         self.check_mount_path(guest_path)?;
         let mut sorted = BTreeMap::new();
+        let mut total_bytes = 0u64;
         for (path, bytes) in files {
             check_relative_file_path(&path)?;
+            if writable && path.len() > MAX_OUTPUT_PATH {
+                return Err(MountError::BadFilePath { path, reason: "it is longer than the 1024 bytes a writable mount allows" });
+            }
             if sorted.contains_key(&path) {
                 return Err(MountError::Conflict { path });
             }
+            total_bytes = total_bytes.saturating_add(bytes.len() as u64);
             sorted.insert(path, bytes);
+        }
+        if writable && self.output_bytes_used.saturating_add(total_bytes) > self.output_bytes_limit {
+            return Err(MountError::OverQuota { path: guest_path.to_string(), bytes: total_bytes, limit: self.output_bytes_limit });
         }
         // Check for a file that is also needed as a directory before creating anything, so that
         // a refused mount leaves the filesystem unchanged.
@@ -193,7 +223,10 @@ impl Vfs {
         }
         let mount = self.mounts.len();
         let root = self.new_root(mount);
-        self.mounts.push(Mount { guest_path: guest_path.to_string(), root, writable: false });
+        self.mounts.push(Mount { guest_path: guest_path.to_string(), root, writable });
+        if writable {
+            self.output_bytes_used = self.output_bytes_used.saturating_add(total_bytes);
+        }
         for (path, bytes) in sorted {
             let mut dir = root;
             let mut components = path.split('/').peekable();
@@ -203,6 +236,7 @@ impl Vfs {
                     // Conflicts were ruled out above, so the name is free.
                     let node = self.new_node(mount, dir, NodeKind::File(FileData::shared(bytes)), self.start_ns);
                     self.insert_child(dir, component, node);
+                    self.grew(node, component.len());
                     break;
                 }
                 dir = match existing {
@@ -210,21 +244,12 @@ impl Vfs {
                     None => {
                         let child = self.new_node(mount, dir, NodeKind::Dir(BTreeMap::new()), self.start_ns);
                         self.insert_child(dir, component, child);
+                        self.grew(child, component.len());
                         child
                     }
                 };
             }
         }
-        Ok(mount)
-    }
-
-    /// Adds an empty writable mount at `guest_path` (such as `/output`). Returns the mount's index
-    /// (its `dev`).
-    pub fn add_writable_mount(&mut self, guest_path: &str) -> Result<usize, MountError> {
-        self.check_mount_path(guest_path)?;
-        let mount = self.mounts.len();
-        let root = self.new_root(mount);
-        self.mounts.push(Mount { guest_path: guest_path.to_string(), root, writable: true });
         Ok(mount)
     }
 
@@ -361,8 +386,9 @@ impl Vfs {
         match self.kind(node)? {
             FileKind::Directory => {
                 // Write rights on a directory are ignored (some guests ask for every right when
-                // opening anything); only a truncation is refused.
-                if options.truncate {
+                // opening anything); a truncation is refused, and so is `O_CREAT` without
+                // `O_DIRECTORY`, as POSIX says (`EISDIR`, what Linux and wasmtime-wasi return).
+                if options.truncate || (options.create && !options.directory) {
                     return Err(Errno::Isdir.into());
                 }
             }

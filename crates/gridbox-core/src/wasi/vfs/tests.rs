@@ -358,3 +358,38 @@ fn output_paths_stay_within_their_bound_whatever_the_moves() {
         assert!(relative.len() <= MAX_OUTPUT_PATH, "{} bytes", relative.len());
     }
 }
+
+#[test]
+fn a_writable_mount_starts_with_its_files_inside_the_quota_and_copies_them_on_write() {
+    let shared = bytes(b"shared bytes");
+    let mut vfs = Vfs::new(T0, 100, 10);
+    let too_big = vfs.add_mount("/", [("big".to_string(), bytes(&[0; 101]))], true);
+    assert!(matches!(too_big, Err(MountError::OverQuota { bytes: 101, limit: 100, .. })), "{too_big:?}");
+    assert_eq!(vfs.mount_count(), 0, "a refused mount leaves nothing behind");
+    let long = format!("{}/x", ["d"; 600].join("/"));
+    assert!(matches!(vfs.add_mount("/", [(long, bytes(b""))], true), Err(MountError::BadFilePath { .. })));
+
+    let mount = vfs.add_mount("/", [("a/file".to_string(), shared.clone()), ("b".to_string(), bytes(b"bb"))], true).unwrap();
+    let root = vfs.mount_root(mount).unwrap();
+    assert_eq!(vfs.output_bytes_used(), 14);
+    assert_eq!(vfs.output_files_created(), 0, "the job made none of them");
+    // Nothing is copied until the job writes.
+    assert_eq!(Arc::strong_count(&shared), 2);
+    let file = vfs.lookup(root, "a/file").unwrap();
+    vfs.write_at(file, 0, b"S", T0 + 1).unwrap();
+    assert_eq!(Arc::strong_count(&shared), 1, "copied on the first write");
+    assert_eq!(vfs.file_bytes(file).unwrap(), b"Shared bytes");
+    // Deleting a starting file gives its bytes back; growing past the quota is refused.
+    vfs.unlink_file(root, "b", T0 + 2).unwrap();
+    assert_eq!(vfs.output_bytes_used(), 12);
+    assert!(matches!(vfs.set_size(file, 101, T0 + 3), Err(FsError::Limit(_))));
+    // Starting files count towards the output path bound like made ones: a folder 1,003 bytes
+    // deep takes a 20-byte name but not a 21-byte one, and cannot be moved under a longer name.
+    let deep = ["a", "b", "c", "d"].map(|c| c.repeat(250)).join("/");
+    let deep_mount = vfs.add_mount("/deep", [(format!("{deep}/f"), bytes(b""))], true).unwrap();
+    let deep_root = vfs.mount_root(deep_mount).unwrap();
+    assert_eq!(vfs.create_dir(deep_root, &format!("{deep}/{}", "x".repeat(20)), T0 + 4).map_err(|e| format!("{e:?}")), Ok(()));
+    assert!(matches!(vfs.create_dir(deep_root, &format!("{deep}/{}", "y".repeat(21)), T0 + 4), Err(FsError::Errno(Errno::Nametoolong))));
+    assert_eq!(vfs.rename(deep_root, &"a".repeat(250), deep_root, &"a".repeat(252), T0 + 5), Err(Errno::Nametoolong));
+    assert_eq!(vfs.collect_mount(mount).unwrap().into_iter().collect::<Vec<_>>(), [("a/file".to_string(), b"Shared bytes".to_vec())]);
+}

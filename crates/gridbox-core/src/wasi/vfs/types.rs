@@ -119,6 +119,16 @@ pub enum MountError {
         /// The path given.
         path: String,
     },
+    /// A writable mount's files are larger than the `output_bytes` quota left.
+    #[error("the files of writable mount {path:?} hold {bytes} bytes, more than the {limit} bytes `output_bytes` allows")]
+    OverQuota {
+        /// The mount's guest path.
+        path: String,
+        /// The files' total size.
+        bytes: u64,
+        /// The `output_bytes` quota.
+        limit: u64,
+    },
     /// No file descriptor is free for the mount's preopen.
     #[error("too many open file descriptors to preopen {path:?}")]
     TooManyDescriptors {
