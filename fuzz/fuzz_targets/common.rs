@@ -25,6 +25,8 @@ pub struct Function {
     pub module: &'static str,
     pub name: &'static str,
     pub params: Vec<&'static str>,
+    /// The parameters' names (WASI only; empty for the bridge).
+    pub param_names: Vec<&'static str>,
     pub returns: bool,
 }
 
@@ -32,17 +34,24 @@ pub struct Function {
 pub fn functions(bridge_only: bool) -> Vec<Function> {
     if bridge_only {
         let mut all: Vec<Function> = vec![
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[0], params: vec!["i32"; 6], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[1], params: vec!["i32"; 3], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[2], params: vec!["i32"; 5], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[3], params: vec!["i32"; 1], returns: true },
+            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[0], params: vec!["i32"; 6], param_names: vec![], returns: true },
+            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[1], params: vec!["i32"; 3], param_names: vec![], returns: true },
+            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[2], params: vec!["i32"; 5], param_names: vec![], returns: true },
+            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[3], params: vec!["i32"; 1], param_names: vec![], returns: true },
         ];
-        all.extend(Op::ALL.iter().map(|op| Function { module: IMPORT_MODULE, name: op.name(), params: vec!["i32"; 5], returns: true }));
+        all.extend(Op::ALL.iter().map(|op| Function { module: IMPORT_MODULE, name: op.name(), params: vec!["i32"; 5], param_names: vec![], returns: true }));
         all
     } else {
         wasi::SIGNATURES
             .iter()
-            .map(|(name, types, returns)| Function { module: PREVIEW1_MODULE, name, params: types.split_whitespace().collect(), returns: *returns })
+            .zip(wasi::PARAMETER_NAMES)
+            .map(|((name, types, returns), (_, names))| Function {
+                module: PREVIEW1_MODULE,
+                name,
+                params: types.split_whitespace().collect(),
+                param_names: names.split_whitespace().collect(),
+                returns: *returns,
+            })
             .collect()
     }
 }
@@ -196,6 +205,7 @@ pub fn run_calls(bridge_only: bool, data: &[u8]) {
         // the argument checks; the rest are raw calls with arbitrary arguments.
         let (index, args) = match input.byte() % 4 {
             0 | 1 if bridge_only => well_formed_call(harness, &mut input, &mut store, memory),
+            0 | 1 => well_formed_wasi_call(harness, &mut input, &mut store, memory),
             _ => {
                 let index = usize::from(input.byte()) % harness.functions.len();
                 let args: Vec<Val> = harness.functions[index].params.iter().map(|ty| input.value(ty)).collect();
@@ -256,4 +266,92 @@ fn well_formed_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<
         let args = vec![at(0), Val::I32(n_inputs as i32), at(16), Val::I32(n_params as i32), at(56)];
         (op, args)
     }
+}
+
+/// Paths a well-formed WASI call uses: names that exist in the harness's tree, new ones, and
+/// the awkward ones (dots, trailing slashes, escapes, empty, long).
+const PATHS: &[&str] = &[
+    "a.txt",
+    "sub",
+    "sub/b.txt",
+    "sub/deeper",
+    "sub/deeper/c.bin",
+    "new",
+    "new/",
+    "new/x",
+    "x",
+    "y/",
+    ".",
+    "..",
+    "../x",
+    "/abs",
+    "",
+    "sub/../a.txt",
+    "sub/./deeper/",
+    "a.txt/",
+    "new/../../x",
+];
+
+/// A call of a random WASI function whose arguments are chosen by name: descriptors 0-9,
+/// paths from [`PATHS`] (or a 255- or 256-byte name) with their lengths, iovecs over a small
+/// buffer, result pointers into spare memory, small flags, offsets and sizes.
+fn well_formed_wasi_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<State>, memory: wasmtime::Memory) -> (usize, Vec<Val>) {
+    let index = usize::from(input.byte()) % harness.functions.len();
+    let function = &harness.functions[index];
+    let mut put = |offset: usize, bytes: &[u8]| memory.data_mut(&mut *store)[ARGS_AT + offset..ARGS_AT + offset + bytes.len()].copy_from_slice(bytes);
+    // Layout of the second page: two path strings at 0 and 512, an iovec array at 1024
+    // pointing at a 256-byte buffer at 2048, results at 4096.
+    let mut next_path = 0usize;
+    let mut last_len = 0i64;
+    let mut args = Vec::new();
+    for (ty, name) in function.params.iter().zip(&function.param_names) {
+        let value: i64 = match *name {
+            "fd" | "old_fd" | "new_fd" | "to" => i64::from(input.byte() % 10),
+            "path" | "old_path" | "new_path" => {
+                let path = match input.byte() % 24 {
+                    22 => "n".repeat(255),
+                    23 => "n".repeat(256),
+                    pick => PATHS[usize::from(pick) % PATHS.len()].to_string(),
+                };
+                let at = next_path * 512;
+                next_path = (next_path + 1) % 2;
+                put(at, path.as_bytes());
+                last_len = path.len() as i64;
+                (ARGS_AT + at) as i64
+            }
+            "path_len" | "old_path_len" | "new_path_len" => last_len,
+            "iovs" => {
+                let count = 1 + usize::from(input.byte() % 2);
+                for i in 0..count {
+                    let len = u32::from(input.byte());
+                    put(1024 + i * 8, &((ARGS_AT + 2048 + i * 128) as u32).to_le_bytes());
+                    put(1024 + i * 8 + 4, &len.min(128).to_le_bytes());
+                }
+                put(2048, &[input.byte(); 8]);
+                last_len = count as i64;
+                (ARGS_AT + 1024) as i64
+            }
+            "iovs_len" => last_len,
+            "buf" => {
+                last_len = i64::from(input.byte());
+                (ARGS_AT + 2048) as i64
+            }
+            "buf_len" => last_len,
+            "result" | "events" | "subs" => (ARGS_AT + 4096) as i64,
+            "oflags" => i64::from(input.byte() % 16),
+            "fdflags" | "flags" | "fst_flags" => i64::from(input.byte() % 32),
+            "dirflags" | "old_flags" => i64::from(input.byte() % 2),
+            "whence" => i64::from(input.byte() % 3),
+            "offset" => i64::from(input.byte() as i8),
+            "size" | "cookie" | "nsubscriptions" => i64::from(input.byte() % 16),
+            "base" | "inheriting" => -1,
+            _ => match input.value(ty) {
+                Val::I64(v) => v,
+                Val::I32(v) => i64::from(v),
+                _ => 0,
+            },
+        };
+        args.push(if *ty == "i64" { Val::I64(value) } else { Val::I32(value as i32) });
+    }
+    (index, args)
 }

@@ -12,6 +12,7 @@ mod hardening;
 mod layout;
 mod limits;
 mod mounts;
+mod receipts;
 mod refusals;
 mod serve;
 mod tensor;

@@ -3,6 +3,7 @@
 //! One module per subcommand in [`commands`]; the flags they share in [`flags`]; exit statuses
 //! in [`exit`]. The only crate of gridbox that uses `anyhow`.
 
+mod allocator;
 mod commands;
 mod device;
 mod exit;

@@ -11,6 +11,7 @@ use gridbox_compute::TraceLevel;
 
 use crate::digest::Digest;
 use crate::limits::LimitKind;
+use crate::manifest_text::canonical_text;
 use crate::mounts::{MountSpec, check_mounts};
 
 /// The manifest format this gridbox reads and writes.
@@ -219,9 +220,6 @@ pub enum ManifestError {
         /// The TOML parser's error, which names the line and key.
         source: toml::de::Error,
     },
-    /// The manifest could not be written as canonical TOML (a value TOML cannot hold).
-    #[error("the manifest cannot be written as TOML: {0}")]
-    Canonical(#[source] toml::ser::Error),
     /// `format` is not one this gridbox reads.
     #[error("manifest key `format` is {found}; this gridbox reads format {MANIFEST_FORMAT}")]
     UnsupportedFormat {
@@ -286,6 +284,25 @@ impl Manifest {
         for name in self.inputs.keys() {
             if let Err(reason) = check_input_name(name) {
                 return Err(invalid(format!("inputs.{name:?}"), &reason));
+            }
+        }
+        // TOML integers are signed 64-bit: a larger value could not be written in the canonical
+        // text, nor read by another implementation.
+        let toml_max = i64::MAX as u64;
+        for (key, value) in [("seed", self.seed), ("start_time_unix", self.start_time_unix)] {
+            if value > toml_max {
+                return Err(invalid(key.into(), &format!("{value} is above {toml_max}, the largest TOML integer")));
+            }
+        }
+        for kind in LimitKind::ALL {
+            match self.limits.get(kind) {
+                Some(value) if value > toml_max => {
+                    return Err(invalid(format!("limits.{kind}"), &format!("{value} is above {toml_max}, the largest TOML integer")));
+                }
+                Some(0) if kind == LimitKind::WallTimeMs => {
+                    return Err(invalid(format!("limits.{kind}"), "must be at least 1 (a job with no time cannot start)"));
+                }
+                _ => {}
             }
         }
         check_mounts(&self.mounts, self.inputs.keys()).map_err(|(key, reason)| invalid(key, &reason))?;
@@ -392,7 +409,7 @@ pub struct ResolvedManifest {
 
 impl ResolvedManifest {
     fn new(manifest: Manifest) -> Result<Self, ManifestError> {
-        let text = toml::to_string(&manifest).map_err(ManifestError::Canonical)?;
+        let text = canonical_text(&manifest);
         let hash = Digest::of(text.as_bytes());
         Ok(ResolvedManifest { limits: LimitValues(manifest.limits), manifest, text, hash })
     }

@@ -2,11 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use gridbox_compute::TraceLevel;
 
 use crate::digest::{BlobRef, Digest};
 use crate::job::{Job, JobRun, Outcome};
+use crate::strict_json;
 
 /// The receipt format this gridbox writes and reads.
 pub const RECEIPT_FORMAT: &str = "gridbox-receipt/1";
@@ -86,18 +87,32 @@ pub struct Receipt {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiptError {
-    /// Not a receipt: bad JSON, unknown or missing keys.
+    /// Not a receipt: bad JSON, a key given twice, unknown or missing keys.
     #[error("not a gridbox receipt: {0}")]
     Malformed(#[source] serde_json::Error),
+    /// The JSON does not re-serialise to the same bytes, so two readers could disagree on what
+    /// it says or on what was signed: receipts are canonical JSON (spec/receipt.md).
+    #[error(
+        "receipt is not in canonical form at byte {offset}: expected `{expected}`, found `{found}` (receipts are canonical JSON: keys sorted, no whitespace, lower-case hex)"
+    )]
+    NotCanonical {
+        /// Where the bytes first differ from the canonical encoding.
+        offset: usize,
+        /// The canonical bytes from there (a few).
+        expected: String,
+        /// The given bytes from there (a few).
+        found: String,
+    },
     /// The receipt has no `format` string, so its schema is unknown.
     #[error("not a gridbox receipt: it has no `format` string")]
     NoFormat,
     /// A format this gridbox does not read.
     #[error("receipt format {0:?} is not supported; this gridbox reads {RECEIPT_FORMAT:?}")]
     UnsupportedFormat(String),
-    /// The public key is not a valid Ed25519 key.
-    #[error("receipt `public_key` is not a valid Ed25519 public key")]
-    BadPublicKey,
+    /// The public key is not a valid Ed25519 key in canonical encoding, or it is a weak
+    /// (small-order) key, for which signatures prove nothing.
+    #[error("receipt `public_key` is not a usable Ed25519 public key: {0}")]
+    BadPublicKey(&'static str),
     /// The signature does not verify.
     #[error("receipt `signature` does not verify against its `public_key`: the receipt was altered or signed by someone else")]
     BadSignature,
@@ -140,16 +155,31 @@ impl Receipt {
         receipt
     }
 
-    /// Parses a receipt. The signature is not checked here: see [`Receipt::check_signature`].
+    /// Parses a receipt, which must be exactly its canonical encoding: no key twice, none
+    /// unknown or missing, hex in lower case, nothing that reads two ways. The signature is not
+    /// checked here: see [`Receipt::check_signature`].
     pub fn from_json(bytes: &[u8]) -> Result<Receipt, ReceiptError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ReceiptError::Malformed)?;
+        let value = strict_json::parse(bytes).map_err(ReceiptError::Malformed)?;
         // The format decides the schema, so it is checked first.
         match value.get("format").and_then(|f| f.as_str()) {
             Some(RECEIPT_FORMAT) => {}
             Some(other) => return Err(ReceiptError::UnsupportedFormat(other.into())),
             None => return Err(ReceiptError::NoFormat),
         }
-        serde_json::from_value(value).map_err(ReceiptError::Malformed)
+        let receipt: Receipt = serde_json::from_value(value).map_err(ReceiptError::Malformed)?;
+        for (field, text, digits) in [("public_key", &receipt.public_key, 64), ("signature", &receipt.signature, 128)] {
+            if text.len() != digits || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                let found = text.chars().take(16).collect();
+                return Err(ReceiptError::NotCanonical { offset: 0, expected: format!("{field}: {digits} lower-case hex digits"), found });
+            }
+        }
+        let canonical = receipt.to_canonical_json();
+        if canonical != bytes {
+            let offset = canonical.iter().zip(bytes).take_while(|(a, b)| a == b).count();
+            let excerpt = |b: &[u8]| String::from_utf8_lossy(&b[offset.min(b.len())..(offset + 24).min(b.len())]).into_owned();
+            return Err(ReceiptError::NotCanonical { offset, expected: excerpt(&canonical), found: excerpt(bytes) });
+        }
+        Ok(receipt)
     }
 
     /// The canonical encoding of the whole receipt, signature included: what `receipt.json` holds.
@@ -157,14 +187,15 @@ impl Receipt {
         canonical_json(&serde_json::to_value(self).unwrap_or_default())
     }
 
-    /// Checks the signature over the canonical body.
+    /// Checks the signature over the canonical body, strictly (RFC 8032 with the checks of
+    /// `verify_strict`): the key must be a canonically encoded point of large order, and the
+    /// signature's `R` canonical and of large order and its `S` below the group order. The
+    /// identity key with `R` = identity and `S` = 0 "verifies" any message under the lax rules.
     pub fn check_signature(&self) -> Result<(), ReceiptError> {
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(&self.public_key, &mut key).map_err(|_| ReceiptError::BadPublicKey)?;
-        let key = VerifyingKey::from_bytes(&key).map_err(|_| ReceiptError::BadPublicKey)?;
+        let key = public_key_from_hex(&self.public_key)?;
         let mut signature = [0u8; 64];
         hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| ReceiptError::BadSignature)?;
-        key.verify(&self.signed_message(), &Signature::from_bytes(&signature)).map_err(|_| ReceiptError::BadSignature)
+        key.verify_strict(&self.signed_message(), &Signature::from_bytes(&signature)).map_err(|_| ReceiptError::BadSignature)
     }
 
     /// The bytes the signature covers: a context string and the canonical JSON of every field
@@ -178,6 +209,24 @@ impl Receipt {
         message.extend(canonical_json(&body));
         message
     }
+}
+
+/// An Ed25519 public key from 64 lower-case hex digits, refused unless its encoding is canonical
+/// and the point is not of small order.
+pub fn public_key_from_hex(text: &str) -> Result<VerifyingKey, ReceiptError> {
+    let mut bytes = [0u8; 32];
+    if text.len() != 64 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ReceiptError::BadPublicKey("it is not 64 lower-case hex digits"));
+    }
+    hex::decode_to_slice(text, &mut bytes).map_err(|_| ReceiptError::BadPublicKey("it is not 64 lower-case hex digits"))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| ReceiptError::BadPublicKey("it is not a point on the curve"))?;
+    if key.to_edwards().compress().to_bytes() != bytes {
+        return Err(ReceiptError::BadPublicKey("its encoding is not canonical"));
+    }
+    if key.is_weak() {
+        return Err(ReceiptError::BadPublicKey("it is a small-order (weak) key, which any signature can match"));
+    }
+    Ok(key)
 }
 
 /// Canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace, strings escaped as

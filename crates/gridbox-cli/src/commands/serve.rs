@@ -33,6 +33,8 @@ pub(crate) struct ServeArgs {
 
 /// Serves until SIGTERM or SIGINT; a non-zero status if the service stopped itself.
 pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
+    // Before any thread starts (the engine's epoch ticker is the first).
+    crate::allocator::cap_arenas_for_serve();
     let text = read_text(&args.policy)?;
     let config = ServiceConfig::from_toml(&text).with_context(|| format!("policy {}", args.policy.display()))?;
     if config.tenants.is_empty() {

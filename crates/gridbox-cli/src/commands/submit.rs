@@ -12,7 +12,7 @@ use gridbox_core::verify::{self, Evidence};
 use gridbox_core::{BlobRef, Job, Policy, Receipt};
 use gridbox_service::client::Client;
 
-use super::verify::print_table;
+use super::verify::{print_table, trusted_keys, warn_if_unpinned};
 use crate::device::engine_on;
 use crate::exit;
 use crate::flags::{InputArgs, JobFlags, ServerArgs, job_manifest, read};
@@ -36,6 +36,10 @@ pub(crate) struct SubmitArgs {
     /// Replay the job here and check the receipt, as `gridbox verify` does.
     #[arg(long)]
     verify: bool,
+    /// With --verify: a provider key to trust (64 hex digits, or a file of keys such as a
+    /// keygen .pub file); repeatable. Without one the signer is not pinned, and it says so.
+    #[arg(long = "trust", value_name = "KEY|FILE")]
+    trust: Vec<String>,
     /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: DeviceChoice,
@@ -106,15 +110,18 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
         eprintln!("gridbox: {}", receipt.outcome);
     }
     if args.verify {
-        let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts) };
+        // The manifest this client built is the request: the receipt must show that it ran.
+        let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts), requested: Some(manifest) };
         let engine = engine_on(&Policy::default(), args.device)?;
-        let report = verify::verify(&engine, &receipt, &evidence, verify::VerifyOptions::default())?;
+        let options = verify::VerifyOptions { trusted_keys: trusted_keys(&args.trust)?, ..verify::VerifyOptions::default() };
+        let report = verify::verify(&engine, &receipt, &evidence, options)?;
         if let Some(check) = report.first_mismatch() {
             print_table(&report);
             eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
             return Ok(exit::MISMATCH);
         }
-        eprintln!("gridbox: replayed locally: every field of the receipt matches");
+        eprintln!("gridbox: replayed locally: every field of the receipt matches, and it ran the manifest sent");
+        warn_if_unpinned(&report);
     }
     Ok(exit::for_outcome(&receipt.outcome))
 }

@@ -97,6 +97,10 @@ macro_rules! function_names {
         /// Every function with its wasm parameter types (`"i32 i64 ..."`) and whether it
         /// returns an errno (`proc_exit` returns nothing): what a harness calling them needs.
         pub const SIGNATURES: &[(&str, &str, bool)] = &[$((stringify!($name), concat!($(stringify!($ty), " "),*), true $(&& returns(stringify!($noreturn)))?)),*];
+
+        /// Every function with the names of its parameters (`"fd path path_len"`), in the order
+        /// of [`SIGNATURES`]: a fuzzer uses them to make well-formed calls.
+        pub const PARAMETER_NAMES: &[(&str, &str)] = &[$((stringify!($name), concat!($(stringify!($arg), " "),*))),*];
     };
 }
 

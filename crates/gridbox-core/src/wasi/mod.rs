@@ -52,7 +52,7 @@ mod state;
 mod tests;
 pub mod vfs;
 
-pub use linker::{FUNCTIONS, SIGNATURES, add_to_linker};
+pub use linker::{FUNCTIONS, PARAMETER_NAMES, SIGNATURES, add_to_linker};
 pub use process::JobExit;
 pub use state::{DeterministicWasi, MAX_OPEN_FDS, WasiConfig};
 
