@@ -108,7 +108,15 @@ impl DeterministicWasi {
 
     pub(super) fn fd_filestat_set_size(&mut self, _mem: &mut GuestMemory<'_>, fd: u32, size: u64) -> HostResult {
         let node = match self.fd(fd)? {
-            Descriptor::File { node, write: true, .. } => *node,
+            // A size that is negative as an off_t is EINVAL, and so is a file not open for
+            // writing (as Linux's ftruncate says; POSIX allows EBADF or EINVAL).
+            &Descriptor::File { node, write, .. } => {
+                check_offset(size)?;
+                if !write {
+                    return Err(Errno::Inval.into());
+                }
+                node
+            }
             _ => return Err(Errno::Badf.into()),
         };
         self.vfs.check_set_size(node, size)?;
@@ -129,12 +137,19 @@ impl DeterministicWasi {
     pub(super) fn fd_pread(&mut self, mem: &mut GuestMemory<'_>, fd: u32, iovs: u32, iovs_len: u32, offset: u64, result: u32) -> HostResult {
         mem.check(result, 4)?;
         let node = match self.fd(fd)? {
-            Descriptor::File { node, read: true, .. } => *node,
-            Descriptor::File { .. } | Descriptor::Stdout | Descriptor::Stderr => return Err(Errno::Badf.into()),
+            &Descriptor::File { node, read, .. } => {
+                check_offset(offset)?;
+                if !read {
+                    return Err(Errno::Badf.into());
+                }
+                node
+            }
+            Descriptor::Stdout | Descriptor::Stderr => return Err(Errno::Badf.into()),
             Descriptor::Dir { .. } => return Err(Errno::Isdir.into()),
             Descriptor::Stdin => return Err(Errno::Spipe.into()),
         };
-        self.charged_iovecs(mem, iovs, iovs_len)?;
+        let total = self.charged_iovecs(mem, iovs, iovs_len)?;
+        check_range(offset, total)?;
         let vfs = &self.vfs;
         let mut position = offset;
         let n = read_into(mem, iovs, iovs_len, |buf| {
@@ -175,7 +190,13 @@ impl DeterministicWasi {
     pub(super) fn fd_pwrite(&mut self, mem: &mut GuestMemory<'_>, fd: u32, iovs: u32, iovs_len: u32, offset: u64, result: u32) -> HostResult {
         mem.check(result, 4)?;
         let node = match self.fd(fd)? {
-            Descriptor::File { node, write: true, .. } => *node,
+            &Descriptor::File { node, write, .. } => {
+                check_offset(offset)?;
+                if !write {
+                    return Err(Errno::Badf.into());
+                }
+                node
+            }
             Descriptor::Stdin | Descriptor::Stdout | Descriptor::Stderr => return Err(Errno::Spipe.into()),
             _ => return Err(Errno::Badf.into()),
         };
@@ -186,8 +207,14 @@ impl DeterministicWasi {
 
     pub(super) fn fd_read(&mut self, mem: &mut GuestMemory<'_>, fd: u32, iovs: u32, iovs_len: u32, result: u32) -> HostResult {
         mem.check(result, 4)?;
+        if let Some(Descriptor::File { position, .. }) = self.fds.get(&fd) {
+            check_offset(*position)?;
+        }
         if matches!(self.fds.get(&fd), Some(Descriptor::Stdin | Descriptor::File { read: true, .. })) {
-            self.charged_iovecs(mem, iovs, iovs_len)?;
+            let total = self.charged_iovecs(mem, iovs, iovs_len)?;
+            if let Some(Descriptor::File { position, .. }) = self.fds.get(&fd) {
+                check_range(*position, total)?;
+            }
         }
         let n = match self.fds.get_mut(&fd).ok_or(Errno::Badf)? {
             Descriptor::Stdin => {
@@ -307,7 +334,15 @@ impl DeterministicWasi {
         let n = match self.fd(fd)? {
             Descriptor::Stdout => self.write_stdio(mem, iovs, iovs_len, false)?,
             Descriptor::Stderr => self.write_stdio(mem, iovs, iovs_len, true)?,
-            &Descriptor::File { node, position, write: true, append, .. } => {
+            &Descriptor::File { node, position, write, append, .. } => {
+                // An append goes to the end whatever the position; otherwise the position is
+                // an offset like fd_pwrite's.
+                if !append {
+                    check_offset(position)?;
+                }
+                if !write {
+                    return Err(Errno::Badf.into());
+                }
                 let at = if append { self.vfs.size(node)? } else { position };
                 let n = self.write_file(mem, node, iovs, iovs_len, at)?;
                 if let Some(Descriptor::File { position, .. }) = self.fds.get_mut(&fd) {
@@ -325,6 +360,7 @@ impl DeterministicWasi {
     /// the quota (so that a refused write changes nothing).
     pub(super) fn write_file(&mut self, mem: &GuestMemory<'_>, node: NodeId, iovs: u32, iovs_len: u32, offset: u64) -> HostResult<u32> {
         let total = self.charged_iovecs(mem, iovs, iovs_len)?;
+        check_range(offset, total)?;
         self.vfs.check_write(node, offset, total)?;
         // Writing past the end fills the gap with zeros: that is work too (the quota bounds it).
         let gap = offset.saturating_sub(self.vfs.size(node).unwrap_or(0));
@@ -337,5 +373,21 @@ impl DeterministicWasi {
             at = at.saturating_add(u64::from(len));
         }
         Ok(total as u32)
+    }
+}
+
+/// File offsets and sizes are POSIX's `off_t`, signed 64 bits: one above `i64::MAX` is a negative
+/// one, `EINVAL` for a read, write or truncation whatever the descriptor allows (Linux checks it first, and
+/// wasmtime-wasi's positioned reads and writes meet that check).
+fn check_offset(offset: u64) -> Result<(), Errno> {
+    if offset > i64::MAX as u64 { Err(Errno::Inval) } else { Ok(()) }
+}
+
+/// A read or write of `len` bytes at `offset` whose end would pass `i64::MAX` is `EINVAL`, as in
+/// Linux (checked after the descriptor's access).
+fn check_range(offset: u64, len: u64) -> Result<(), Errno> {
+    match offset.checked_add(len) {
+        Some(end) if end <= i64::MAX as u64 => Ok(()),
+        _ => Err(Errno::Inval),
     }
 }

@@ -85,6 +85,12 @@ impl DeterministicWasi {
         if oflags & !abi::OFLAGS_ALL != 0 || fdflags & !abi::FDFLAGS_ALL != 0 {
             return Err(Errno::Inval.into());
         }
+        // As in wasmtime-wasi (and Linux for `O_CREAT`): `O_DIRECTORY` opens an existing
+        // directory only, so it cannot be combined with creating, `O_EXCL` or truncating,
+        // whether or not the path exists.
+        if oflags & abi::OFLAGS_DIRECTORY != 0 && oflags & (abi::OFLAGS_CREAT | abi::OFLAGS_EXCL | abi::OFLAGS_TRUNC) != 0 {
+            return Err(Errno::Inval.into());
+        }
         // Checked before opening, so that EMFILE leaves no file created behind.
         if self.fds.len() >= MAX_OPEN_FDS {
             return Err(Errno::Mfile.into());

@@ -367,6 +367,9 @@ impl Vfs {
                 }
                 node
             }
+            // `O_CREAT` with a trailing `/` is EISDIR before the name is looked up, whether it
+            // exists or not (as in Linux).
+            Last::Name { .. } if options.create && parsed.trailing_slash => return Err(Errno::Isdir.into()),
             Last::Name { parent, name } => match self.child(parent, name)? {
                 Some(node) => {
                     if options.create && options.exclusive {
@@ -378,7 +381,6 @@ impl Vfs {
                     node
                 }
                 None if !options.create => return Err(Errno::Noent.into()),
-                None if parsed.trailing_slash => return Err(Errno::Isdir.into()),
                 None if options.directory => return Err(Errno::Inval.into()),
                 None => self.create(parent, name, NodeKind::File(FileData::default()), now)?,
             },
@@ -599,30 +601,48 @@ impl Vfs {
     /// as `path_rename` does: an existing target is replaced if it is a file and the source is a
     /// file, or if both are directories and the target is empty. Between mounts: `EXDEV`.
     pub fn rename(&mut self, old_base: NodeId, old_path: &str, new_base: NodeId, new_path: &str, now: u64) -> Result<(), Errno> {
+        // When several checks fail, POSIX lets any of their errors be returned; these come in
+        // Linux's order, which jobs meet under wasmtime-wasi: the directory of each path (old,
+        // then new), the mounts, `.` and `..` as last components, the mount's writability, the
+        // names (old, then new), then their kinds.
         let old = parse_path(old_path)?;
+        let old_last = self.last(old_base, &old)?;
         let new = parse_path(new_path)?;
-        let (old_parent, old_name) = match self.last(old_base, &old)? {
-            Last::Dots(_) => return Err(Errno::Inval),
-            Last::Name { parent, name } => (parent, name),
+        let new_last = self.last(new_base, &new)?;
+        let dir_of = |last: &Last<'_>| match *last {
+            Last::Dots(node) | Last::Name { parent: node, .. } => node,
         };
-        let (new_parent, new_name) = match self.last(new_base, &new)? {
-            Last::Dots(_) => return Err(Errno::Inval),
-            Last::Name { parent, name } => (parent, name),
-        };
-        let source = self.child(old_parent, old_name)?.ok_or(Errno::Noent)?;
-        let old_mount = self.node(old_parent).ok_or(Errno::Badf)?.mount;
-        let new_mount = self.node(new_parent).ok_or(Errno::Badf)?.mount;
-        if old_mount != new_mount {
+        if self.node(dir_of(&old_last)).ok_or(Errno::Badf)?.mount != self.node(dir_of(&new_last)).ok_or(Errno::Badf)?.mount {
             return Err(Errno::Xdev);
         }
+        // POSIX's EINVAL for a last component `.` or `..` (Linux says EBUSY).
+        let (Last::Name { parent: old_parent, name: old_name }, Last::Name { parent: new_parent, name: new_name }) = (old_last, new_last) else {
+            return Err(Errno::Inval);
+        };
         if !self.is_writable(old_parent)? {
             return Err(Errno::Rofs);
+        }
+        let source = self.child(old_parent, old_name)?.ok_or(Errno::Noent)?;
+        let target = self.child(new_parent, new_name)?;
+        if !self.node(new_parent).is_some_and(|n| n.linked) {
+            // A removed directory (still open somewhere) has no names to look up.
+            return Err(Errno::Noent);
         }
         let source_kind = self.kind(source)?;
         if source_kind == FileKind::RegularFile && (old.trailing_slash || new.trailing_slash) {
             return Err(Errno::Notdir);
         }
-        let target = self.child(new_parent, new_name)?;
+        // Neither may hold the other: a directory cannot move into itself or below itself
+        // (EINVAL), nor replace a directory above it (which is not empty).
+        if self.is_within(new_parent, source) {
+            return Err(Errno::Inval);
+        }
+        if let Some(target) = target
+            && target != source
+            && self.is_within(old_parent, target)
+        {
+            return Err(Errno::Notempty);
+        }
         if let Some(target) = target {
             if target == source {
                 return Ok(());
@@ -637,19 +657,6 @@ impl Vfs {
                 }
                 (FileKind::RegularFile, FileKind::RegularFile) => {}
             }
-        }
-        if source_kind == FileKind::Directory {
-            // A directory cannot move into itself or below itself.
-            let mut cursor = Some(new_parent);
-            while let Some(dir) = cursor {
-                if dir == source {
-                    return Err(Errno::Inval);
-                }
-                cursor = self.node(dir).and_then(|n| n.parent);
-            }
-        }
-        if !self.node(new_parent).is_some_and(|n| n.linked) {
-            return Err(Errno::Noent);
         }
         let moved_below = self.node(source).map_or(0, |n| if n.below == 0 { 0 } else { n.below as usize + 1 });
         if self.relative_len(new_parent).saturating_add(1 + new_name.len() + moved_below) > MAX_OUTPUT_PATH + 1 {
@@ -671,6 +678,18 @@ impl Vfs {
         }
         self.grew(source, new_name.len());
         Ok(())
+    }
+
+    /// Whether `node` is `ancestor` or below it.
+    fn is_within(&self, node: NodeId, ancestor: NodeId) -> bool {
+        let mut cursor = Some(node);
+        while let Some(dir) = cursor {
+            if dir == ancestor {
+                return true;
+            }
+            cursor = self.node(dir).and_then(|n| n.parent);
+        }
+        false
     }
 
     /// How many entries directory `dir` has, `.` and `..` aside (0 for anything else).
@@ -711,9 +730,14 @@ impl Vfs {
         }
     }
 
-    /// The child `name` of directory `dir`, if any (`ENOTDIR` if `dir` is a file).
+    /// The child `name` of directory `dir`, if any (`ENOTDIR` if `dir` is a file,
+    /// `ENAMETOOLONG` for a name longer than [`MAX_NAME_LEN`]).
     fn child(&self, dir: NodeId, name: &str) -> Result<Option<NodeId>, Errno> {
-        Ok(self.children(dir).ok_or(Errno::Notdir)?.get(name).copied())
+        let children = self.children(dir).ok_or(Errno::Notdir)?;
+        if name.len() > MAX_NAME_LEN {
+            return Err(Errno::Nametoolong);
+        }
+        Ok(children.get(name).copied())
     }
 
     fn check_mount_path(&self, path: &str) -> Result<(), MountError> {
@@ -912,6 +936,10 @@ impl Vfs {
             return Ok(Last::Dots(self.walk(base, &path.components)?));
         }
         let parent = self.walk(base, init)?;
+        if self.children(parent).is_none() {
+            // `file/name`: the walk to the parent fails, whatever the name.
+            return Err(Errno::Notdir);
+        }
         Ok(Last::Name { parent, name: last })
     }
 }

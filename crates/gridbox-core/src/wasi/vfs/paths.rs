@@ -45,10 +45,9 @@ pub(super) fn parse_path(path: &str) -> Result<ParsedPath<'_>, Errno> {
     if path.contains('\0') {
         return Err(Errno::Inval);
     }
+    // A component longer than MAX_NAME_LEN is ENAMETOOLONG when the walk reaches it (as in
+    // Linux): a missing directory before it is ENOENT.
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    if components.iter().any(|c| c.len() > MAX_NAME_LEN) {
-        return Err(Errno::Nametoolong);
-    }
     Ok(ParsedPath { components, trailing_slash: path.ends_with('/') })
 }
 

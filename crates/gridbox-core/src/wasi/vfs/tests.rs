@@ -251,6 +251,47 @@ fn renames_follow_posix() {
     assert_eq!(vfs.lookup(e, "../.."), Ok(output), "parents follow the move");
 }
 
+/// Where several errors apply, the one Linux (so wasmtime-wasi) returns; and `O_CREAT` on a
+/// directory. Found by tests/wasi_differential.rs.
+#[test]
+fn errors_come_in_linux_order() {
+    let (mut vfs, _, output) = fs(1 << 20, 100);
+    vfs.create_dir(output, "d", T0).unwrap();
+    write_file(&mut vfs, output, "d/f", b"f").unwrap();
+    write_file(&mut vfs, output, "g", b"g").unwrap();
+    let long = "n".repeat(MAX_NAME_LEN + 1);
+    let create = OpenOptions { create: true, write: true, ..Default::default() };
+    // O_CREAT on a directory is EISDIR (O_EXCL first: EEXIST), and so is `name/`, existing or not.
+    for path in ["d", ".", "d/", "g/", "new/"] {
+        assert_eq!(vfs.open(output, path, create, T0), Err(Errno::Isdir.into()), "{path}");
+    }
+    assert_eq!(vfs.open(output, ".", OpenOptions { exclusive: true, ..create }, T0), Err(Errno::Exist.into()));
+    assert!(vfs.open(output, "d", OpenOptions { create: true, directory: true, ..Default::default() }, T0).is_ok());
+    // A name longer than NAME_MAX is refused when it is reached: a missing directory first.
+    assert_eq!(vfs.lookup(output, &format!("missing/{long}")), Err(Errno::Noent));
+    assert_eq!(vfs.lookup(output, &format!("{long}/missing")), Err(Errno::Nametoolong));
+    assert_eq!(vfs.create_dir(output, &long, T0), Err(Errno::Nametoolong.into()));
+    // The directory of a path is resolved before its last name: `file/name` is ENOTDIR.
+    assert_eq!(vfs.rename(output, "missing", output, "g/x", T0), Err(Errno::Notdir));
+    assert_eq!(vfs.unlink_file(output, "g/missing", T0), Err(Errno::Notdir));
+    // rename: old's directory, new's directory, dots, then the names, then their kinds.
+    assert_eq!(vfs.rename(output, "missing/x", output, "/abs", T0), Err(Errno::Noent));
+    assert_eq!(vfs.rename(output, "missing", output, &long, T0), Err(Errno::Noent));
+    assert_eq!(vfs.rename(output, &long, output, "missing/x", T0), Err(Errno::Noent));
+    assert_eq!(vfs.rename(output, "g", output, "..", T0), Err(Errno::Perm));
+    assert_eq!(vfs.rename(output, "missing", output, ".", T0), Err(Errno::Inval));
+    // A directory moved below itself is EINVAL whatever is there; a name above the source,
+    // ENOTEMPTY whatever the source is.
+    assert_eq!(vfs.rename(output, "d", output, "d/f", T0), Err(Errno::Inval));
+    assert_eq!(vfs.rename(output, "d/f", output, "d", T0), Err(Errno::Notempty));
+    // A removed directory has no names: ENOENT before the trailing slash's ENOTDIR.
+    vfs.create_dir(output, "gone", T0).unwrap();
+    let gone = vfs.open(output, "gone", OpenOptions::default(), T0).unwrap();
+    vfs.remove_dir(output, "gone", T0).unwrap();
+    assert_eq!(vfs.rename(output, "g", gone, "x/", T0), Err(Errno::Noent));
+    vfs.release(gone);
+}
+
 #[test]
 fn unlinked_open_files_live_until_closed() {
     let (mut vfs, _, output) = fs(100, 100);
