@@ -22,13 +22,16 @@ echo "== outputs: $(ls "$work/out" "$work/out/output" | tr '\n' ' ')"
 head -n 4 "$work/out/output/freq.tsv"
 
 echo "== gridbox verify"
-"$gridbox" verify "$work/out/receipt.json" --module "$job" --dir examples/wordfreq/data::/input
+# --trust pins the provider: a receipt signed by any other key would fail.
+"$gridbox" verify "$work/out/receipt.json" --module "$job" --dir examples/wordfreq/data::/input \
+    --trust "$work/provider.key.pub"
 
 echo "== the tensor bridge: an MLP classifier, run and verified"
 mlp=examples/target/wasm32-wasip1/release/mlp.wasm
 "$gridbox" run "$mlp" --capability tensor --dir examples/mlp/data::/input --key "$work/provider.key" \
     --out "$work/mlp"
-"$gridbox" verify "$work/mlp/receipt.json" --module "$mlp" --dir examples/mlp/data::/input >/dev/null
+"$gridbox" verify "$work/mlp/receipt.json" --module "$mlp" --dir examples/mlp/data::/input \
+    --trust "$work/provider.key.pub" >/dev/null
 
 echo "== a provider: gridbox serve; a client: gridbox submit --verify"
 cat > "$work/policy.toml" <<EOF
@@ -44,6 +47,6 @@ server=$!
 for _ in $(seq 300); do grep -q "serving on" "$work/serve.log" && break; sleep 0.1; done
 url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -n 1)
 "$gridbox" submit "$job" --dir examples/wordfreq/data::/input --server "$url" --token demo-token-0123456789 \
-    --out "$work/remote" --verify
+    --out "$work/remote" --verify --trust "$work/provider.key.pub"
 head -n 4 "$work/remote/output/freq.tsv"
 kill -TERM "$server" && wait "$server" && server=

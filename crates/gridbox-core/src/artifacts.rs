@@ -50,6 +50,13 @@ pub enum ArtifactError {
     /// An output path from the job is not a plain relative path.
     #[error("output path {0:?} is not a plain relative path")]
     BadPath(String),
+    /// A folder being read holds a symbolic link or a special file, which gridbox does not follow
+    /// or read.
+    #[error("{0} is a symbolic link or a special file: only regular files and folders are read, and links are not followed")]
+    NotAFile(PathBuf),
+    /// A file name that is not valid UTF-8, which no job path can hold.
+    #[error("{0} has a name that is not valid UTF-8")]
+    NotUtf8(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
@@ -164,8 +171,9 @@ pub fn read(dir: &Path) -> Result<Artifacts, ArtifactError> {
     Ok(artifacts)
 }
 
-/// Every regular file under `root`, by `/`-separated relative path, in sorted order. Symbolic
-/// links and other special files are refused rather than followed.
+/// Every regular file under `root`, by `/`-separated relative path, in sorted order: hidden files
+/// (names starting with `.`) included, empty folders left out (a job's inputs are files).
+/// Symbolic links and other special files are refused rather than followed.
 pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ArtifactError> {
     let mut found = Vec::new();
     let mut pending = vec![(String::new(), root.to_path_buf())];
@@ -173,7 +181,7 @@ pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ArtifactError> 
         for entry in std::fs::read_dir(&folder).map_err(io(&folder))? {
             let entry = entry.map_err(io(&folder))?;
             let path = entry.path();
-            let name = entry.file_name().into_string().map_err(|n| ArtifactError::BadPath(n.to_string_lossy().into_owned()))?;
+            let name = entry.file_name().into_string().map_err(|_| ArtifactError::NotUtf8(path.clone()))?;
             let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let kind = entry.file_type().map_err(io(&path))?;
             if kind.is_dir() {
@@ -181,7 +189,7 @@ pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ArtifactError> 
             } else if kind.is_file() {
                 found.push((relative, path));
             } else {
-                return Err(ArtifactError::BadPath(relative));
+                return Err(ArtifactError::NotAFile(path));
             }
         }
     }

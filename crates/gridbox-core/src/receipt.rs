@@ -147,12 +147,17 @@ impl Receipt {
                 length: run.trace.len(),
                 level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
             },
-            public_key: hex::encode(key.verifying_key().as_bytes()),
+            public_key: String::new(),
             signature: String::new(),
         };
-        let signature = key.sign(&receipt.signed_message());
-        receipt.signature = hex::encode(signature.to_bytes());
+        receipt.sign_with(key);
         receipt
+    }
+
+    /// Sets `public_key` to `key`'s and `signature` to its signature over [`Receipt::signed_bytes`].
+    pub fn sign_with(&mut self, key: &SigningKey) {
+        self.public_key = hex::encode(key.verifying_key().as_bytes());
+        self.signature = hex::encode(key.sign(&self.signed_bytes()).to_bytes());
     }
 
     /// Parses a receipt, which must be exactly its canonical encoding: no key twice, none
@@ -195,12 +200,12 @@ impl Receipt {
         let key = public_key_from_hex(&self.public_key)?;
         let mut signature = [0u8; 64];
         hex::decode_to_slice(&self.signature, &mut signature).map_err(|_| ReceiptError::BadSignature)?;
-        key.verify_strict(&self.signed_message(), &Signature::from_bytes(&signature)).map_err(|_| ReceiptError::BadSignature)
+        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&signature)).map_err(|_| ReceiptError::BadSignature)
     }
 
-    /// The bytes the signature covers: a context string and the canonical JSON of every field
-    /// except `signature`.
-    fn signed_message(&self) -> Vec<u8> {
+    /// The bytes the signature covers: `gridbox receipt signature v1` and a newline, then the
+    /// canonical JSON of every field except `signature` (spec/receipt.md).
+    pub fn signed_bytes(&self) -> Vec<u8> {
         let mut body = serde_json::to_value(self).unwrap_or_default();
         if let serde_json::Value::Object(map) = &mut body {
             map.remove("signature");
@@ -284,5 +289,11 @@ mod tests {
     fn canonical_json_sorts_keys_at_every_level() {
         let value = serde_json::json!({"b": {"z": 1, "a": [true, null, "x\ny"]}, "a": 2});
         assert_eq!(canonical_json(&value), br#"{"a":2,"b":{"a":[true,null,"x\ny"],"z":1}}"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_the_spec_says() {
+        let value = serde_json::json!("\"\\/\u{8}\t\n\u{c}\r\u{1}\u{1f}\u{7f}é\u{2028}");
+        assert_eq!(String::from_utf8(canonical_json(&value)).unwrap(), "\"\\\"\\\\/\\b\\t\\n\\f\\r\\u0001\\u001f\u{7f}é\u{2028}\"");
     }
 }
