@@ -98,7 +98,8 @@ impl Harness {
         })
     }
 
-    /// A fresh job: stdin, an input tree, an output folder, a small tensor quota.
+    /// A fresh job: stdin, an input tree (fd 3), an output folder (fd 4), a writable mount at `/`
+    /// holding the same files (fd 5), a small tensor quota.
     pub fn instantiate(&self, fuel: u64) -> (Store<State>, Instance) {
         let mut wasi = DeterministicWasi::new(WasiConfig {
             start_unix_ns: 1_767_225_600_000_000_000,
@@ -114,6 +115,9 @@ impl Harness {
         let inputs = [("a.txt", &b"alpha"[..]), ("sub/b.txt", b"bravo"), ("sub/deeper/c.bin", b"\x00\x01")];
         wasi.mount_read_only("/input", inputs.map(|(n, b)| (n.to_string(), Arc::from(b)))).expect("mount");
         wasi.mount_writable("/output").expect("mount");
+        // fd 5: a writable mount at `/` that starts with files (shared until written: copy on
+        // write, quota accounting of starting files, renames and unlinks over them).
+        wasi.mount("/", inputs.map(|(n, b)| (n.to_string(), Arc::from(b))), true).expect("mount");
         let grant = TensorGrant { ops: Op::ALL.iter().copied().collect(), max_bytes: 1 << 20, max_tensors: 64, trace_level: TraceLevel::Full };
         let session = TensorSession::new(grant, Backend::cpu(1).for_job(Stop::never()).expect("cpu"));
         let mut store = Store::new(&self.engine, State { wasi, bridge: BridgeHost::new(session) });

@@ -70,3 +70,34 @@ fn random_bytes_are_paid_for_before_they_are_made() {
     let receipt = std::fs::read_to_string(work.path().join("out/receipt.json")).unwrap();
     assert!(receipt.contains(r#""limit":"fuel""#), "{receipt}");
 }
+
+/// Output names that are ordinary on Linux but awkward elsewhere (a backslash, names that differ
+/// only in case) are written as they are, and the receipt with them verifies.
+#[test]
+fn awkward_output_names_are_written_and_verify() {
+    let work = tempfile::tempdir().unwrap();
+    let wat = r#"(module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "a\\b")
+      (data (i32.const 16) "Case")
+      (data (i32.const 32) "case")
+      (func (export "_start")
+        ;; path_open(fd 4 = /output, dirflags 0, path, len, O_CREAT, rights all, inheriting all, 0, &fd)
+        (if (call $open (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 3) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 64))
+          (then (call $exit (i32.const 11))))
+        (if (call $open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 4) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 64))
+          (then (call $exit (i32.const 12))))
+        (if (call $open (i32.const 4) (i32.const 0) (i32.const 32) (i32.const 4) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 64))
+          (then (call $exit (i32.const 13))))))"#;
+    let output = run_wat(work.path(), wat, &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = work.path().join("out");
+    for name in ["a\\b", "Case", "case"] {
+        assert!(out.join("output").join(name).is_file(), "{name} was written");
+    }
+    let verify = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &work.path().join("job.wasm")]);
+    assert!(verify.status.success(), "{}", stderr(&verify));
+}

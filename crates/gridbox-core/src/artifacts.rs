@@ -28,7 +28,10 @@ fn artifact_path(name: &str) -> Option<PathBuf> {
         Some(relative) => (MOUNTS_FOLDER, relative),
         None => (OUTPUT_FOLDER, name),
     };
-    let plain = relative.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\\') && !part.contains('\0'));
+    // `\` is an ordinary byte in a Unix file name (a job on Linux may make one); only where it
+    // separates paths could it move a file elsewhere.
+    let separator = |part: &str| cfg!(windows) && part.contains('\\');
+    let plain = relative.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !separator(part) && !part.contains('\0'));
     plain.then(|| Path::new(folder).join(relative))
 }
 
@@ -129,7 +132,9 @@ fn write_into(staging: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<S
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
-    let mut file = std::fs::File::create(path).map_err(io(path))?;
+    // `create_new`: on a case-folding filesystem two outputs (`A` and `a`) would otherwise end
+    // up as one file without a word.
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path))?;
     file.write_all(bytes).map_err(io(path))?;
     file.sync_all().map_err(io(path))
 }

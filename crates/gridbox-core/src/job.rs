@@ -417,7 +417,9 @@ impl JobEngine {
             random: JobRandom::new(hash, manifest.seed, "secure"),
         });
         let inputs = job.inputs.iter().map(|(name, bytes)| (name.clone(), bytes.clone()));
-        files.mount_read_only(INPUT_DIR, inputs).map_err(|e| RunError::Engine { what: "the input folder", source: e.into() })?;
+        // `Manifest::validate` rules out inputs that cannot share the folder; should one slip
+        // through, it is the job's manifest at fault, never the provider.
+        files.mount_read_only(INPUT_DIR, inputs).map_err(|source| RunError::Mount { guest: INPUT_DIR.into(), source })?;
         files.mount_writable(OUTPUT_DIR).map_err(|e| RunError::Engine { what: "the output folder", source: e.into() })?;
         for (guest, spec) in &manifest.mounts {
             files.mount(guest, mount_files(spec, &job.inputs), spec.writable).map_err(|source| RunError::Mount { guest: guest.clone(), source })?;

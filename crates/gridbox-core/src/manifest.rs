@@ -234,6 +234,14 @@ pub enum ManifestError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A policy key holds a value that is not allowed.
+    #[error("policy key `{key}` is invalid: {reason}")]
+    InvalidPolicyValue {
+        /// The key, as a dotted path.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The manifest asks for more than the policy allows.
     #[error("manifest key `limits.{limit}` asks for {requested}, above the provider policy's maximum of {max}")]
     LimitAbovePolicy {
@@ -294,17 +302,8 @@ impl Manifest {
                 return Err(invalid(key.into(), &format!("{value} is above {toml_max}, the largest TOML integer")));
             }
         }
-        for kind in LimitKind::ALL {
-            match self.limits.get(kind) {
-                Some(value) if value > toml_max => {
-                    return Err(invalid(format!("limits.{kind}"), &format!("{value} is above {toml_max}, the largest TOML integer")));
-                }
-                Some(0) if kind == LimitKind::WallTimeMs => {
-                    return Err(invalid(format!("limits.{kind}"), "must be at least 1 (a job with no time cannot start)"));
-                }
-                _ => {}
-            }
-        }
+        check_limit_values(&self.limits, "limits")?;
+        check_input_folders(&self.inputs)?;
         check_mounts(&self.mounts, self.inputs.keys()).map_err(|(key, reason)| invalid(key, &reason))?;
         if let Some(stdin) = &self.stdin
             && !self.inputs.contains_key(stdin)
@@ -373,6 +372,9 @@ impl Manifest {
             };
             self.limits.set(kind, value);
         }
+        // Values the policy filled in are checked too: a receipt must hold a manifest that
+        // `from_canonical_text` accepts.
+        check_limit_values(&self.limits, "limits")?;
         self.capabilities.sort();
         if self.capabilities.contains(&Capability::Tensor) {
             let tensor = self.tensor.get_or_insert_with(TensorSection::default);
@@ -382,6 +384,37 @@ impl Manifest {
         }
         ResolvedManifest::new(self)
     }
+}
+
+/// Checks every limit set in `limits` (the table `table` of a manifest or policy): within TOML's
+/// integers, and a wall-time limit of at least 1 ms.
+fn check_limit_values(limits: &Limits, table: &str) -> Result<(), ManifestError> {
+    let toml_max = i64::MAX as u64;
+    for kind in LimitKind::ALL {
+        let reason = match limits.get(kind) {
+            Some(value) if value > toml_max => format!("{value} is above {toml_max}, the largest TOML integer"),
+            Some(0) if kind == LimitKind::WallTimeMs => "must be at least 1 (a job with no time cannot start)".to_string(),
+            _ => continue,
+        };
+        return Err(ManifestError::InvalidValue { key: format!("{table}.{kind}"), reason });
+    }
+    Ok(())
+}
+
+/// Refuses an input name that is also the folder of another input (`a` and `a/b`): `/input`
+/// could not hold both.
+fn check_input_folders(inputs: &BTreeMap<String, Digest>) -> Result<(), ManifestError> {
+    for name in inputs.keys() {
+        // Names inside `name/` sort together, right from `name/` on.
+        let folder = format!("{name}/");
+        if let Some((inside, _)) = inputs.range(folder.clone()..).next().filter(|(other, _)| other.starts_with(&folder)) {
+            return Err(ManifestError::InvalidValue {
+                key: format!("inputs.{name:?}"),
+                reason: format!("{name:?} is a file, but input {inside:?} needs it to be a folder"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks that an input name is a plain relative path: `a.txt`, `data/b.bin`.
@@ -509,7 +542,14 @@ impl Policy {
 
     /// Parses a policy written in TOML.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
-        toml::from_str(text).map_err(|e| ManifestError::Parse { what: "policy", source: e })
+        let policy: Policy = toml::from_str(text).map_err(|e| ManifestError::Parse { what: "policy", source: e })?;
+        for (limits, table) in [(&policy.max, "max"), (&policy.default, "default")] {
+            check_limit_values(limits, table).map_err(|e| match e {
+                ManifestError::InvalidValue { key, reason } => ManifestError::InvalidPolicyValue { key, reason },
+                other => other,
+            })?;
+        }
+        Ok(policy)
     }
 
     /// The cap for `kind`.
@@ -572,6 +612,8 @@ mod tests {
             ("format = 1\nmodule = \"M\"\n[env]\n\"A=B\" = \"1\"\n", "env"),
             ("format = 1\nmodule = \"M\"\ncapabilities = [\"wasi\", \"wasi\"]\n", "capabilities"),
             ("format = 1\nmodule = \"M\"\ncapabilities = [\"gpu\"]\n", "gpu"),
+            ("format = 1\nmodule = \"M\"\n[inputs]\n\"a\" = \"M\"\n\"a-b\" = \"M\"\n\"a/b\" = \"M\"\n", "`inputs.\"a\"`"),
+            ("format = 1\nmodule = \"M\"\n[limits]\nwall_time_ms = 0\n", "`limits.wall_time_ms`"),
         ];
         for (text, key) in cases {
             let message = parse_err(&text.replace('M', &module().to_hex()));
@@ -602,6 +644,8 @@ mod tests {
         let policy = Policy::from_toml("capabilities = []\n").unwrap();
         let message = Manifest::new(module()).resolve(&policy).unwrap_err().to_string();
         assert!(message.contains("`wasi`"), "{message}");
+        let zero = Policy::from_toml("[default]\nwall_time_ms = 0\n").unwrap_err().to_string();
+        assert!(zero.contains("policy key `default.wall_time_ms`"), "{zero}");
         let message = Policy::from_toml("[max]\nbogus = 1\n").unwrap_err().to_string();
         assert!(message.contains("bogus"), "{message}");
     }

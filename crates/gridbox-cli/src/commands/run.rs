@@ -1,7 +1,7 @@
 //! `gridbox run`: run a job here and sign its receipt.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -71,18 +71,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     }
     if let Some(out) = &args.out {
         if let Err(error) = artifacts::write(out, &run, &receipt) {
-            // The run happened and is signed: its receipt must not be lost with the folder.
-            let fallback = PathBuf::from(format!("{}.receipt.json", out.display()));
-            match std::fs::write(&fallback, receipt.to_canonical_json()) {
-                Ok(()) => eprintln!("gridbox: {}; cannot write {}; the receipt is in {}", run.outcome, out.display(), fallback.display()),
-                Err(_) => eprintln!(
-                    "gridbox: {}; cannot write {} or {}; the receipt:\n{}",
-                    run.outcome,
-                    out.display(),
-                    fallback.display(),
-                    String::from_utf8_lossy(&receipt.to_canonical_json())
-                ),
-            }
+            keep_receipt(out, &receipt);
             return Err(error.into());
         }
         eprintln!("gridbox: {}; receipt in {}", run.outcome, out.join(RECEIPT_FILE).display());
@@ -96,4 +85,20 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         eprintln!("gridbox: {detail}");
     }
     Ok(exit::for_outcome(&run.outcome))
+}
+
+/// After the artifacts of a signed run could not be written to `out`: the receipt must not be
+/// lost with the folder, so it goes to `OUT.receipt.json`, or to stderr if even that fails.
+pub(crate) fn keep_receipt(out: &Path, receipt: &Receipt) {
+    let fallback = PathBuf::from(format!("{}.receipt.json", out.display()));
+    match std::fs::write(&fallback, receipt.to_canonical_json()) {
+        Ok(()) => eprintln!("gridbox: {}; cannot write {}; the receipt is in {}", receipt.outcome, out.display(), fallback.display()),
+        Err(_) => eprintln!(
+            "gridbox: {}; cannot write {} or {}; the receipt:\n{}",
+            receipt.outcome,
+            out.display(),
+            fallback.display(),
+            String::from_utf8_lossy(&receipt.to_canonical_json())
+        ),
+    }
 }

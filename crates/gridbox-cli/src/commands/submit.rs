@@ -102,7 +102,10 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     };
     let receipt = Receipt::from_json(&receipt_bytes).context("the server's receipt")?;
     if let Some(out) = &args.out {
-        artifacts::write_parts(out, &parts, &receipt)?;
+        if let Err(error) = artifacts::write_parts(out, &parts, &receipt) {
+            super::run::keep_receipt(out, &receipt);
+            return Err(error.into());
+        }
         eprintln!("gridbox: {}; receipt in {}", receipt.outcome, out.join(RECEIPT_FILE).display());
     } else {
         std::io::stdout().write_all(parts.stdout.as_deref().unwrap_or_default()).context("writing stdout")?;
