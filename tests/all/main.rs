@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod authoring;
 mod common;
 mod determinism;
 mod faults;

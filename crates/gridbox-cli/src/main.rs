@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{load, run, serve, submit, verify};
+use commands::{hash, load, manifest, run, serve, submit, verify};
 
 #[derive(Parser)]
 #[command(name = "gridbox", version, about = "Deterministic, verifiable WebAssembly compute jobs")]
@@ -43,6 +43,11 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Measure a server: run many tiny jobs from concurrent clients; print jobs/s and latency.
     Load(load::LoadArgs),
+    /// Print the manifest `run`'s flags would make (resolved against a policy, or with --request
+    /// as a client sends it), to keep, review or pass to --manifest.
+    Manifest(manifest::ManifestArgs),
+    /// Print the BLAKE3 of files (or of every file under folders), as manifests name them.
+    Hash(hash::HashArgs),
     /// Write a new provider key pair: KEYFILE (mode 0600) and KEYFILE.pub.
     Keygen {
         /// Where to write the secret key.
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => (serve::serve(args), exit::REFUSED),
         Command::Submit(args) => (submit::submit(args), exit::REFUSED),
         Command::Load(args) => (load::load(args), exit::REFUSED),
+        Command::Manifest(args) => (manifest::manifest(args), exit::REFUSED),
+        Command::Hash(args) => (hash::hash(args), exit::REFUSED),
         Command::Keygen { keyfile } => (commands::keygen::keygen(&keyfile), exit::REFUSED),
     };
     match result {

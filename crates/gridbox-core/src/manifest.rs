@@ -276,6 +276,12 @@ impl Manifest {
         }
     }
 
+    /// The manifest as canonical TOML (spec/manifest.md, Canonical form), whether resolved or
+    /// not: what `gridbox manifest` prints and `submit` sends.
+    pub fn to_canonical_toml(&self) -> String {
+        canonical_text(self)
+    }
+
     /// Parses and checks a manifest written in TOML.
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse { what: "manifest", source: e })?;

@@ -1,7 +1,9 @@
 //! One module per subcommand: its flags and what it does.
 
+pub(crate) mod hash;
 pub(crate) mod keygen;
 pub(crate) mod load;
+pub(crate) mod manifest;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod submit;

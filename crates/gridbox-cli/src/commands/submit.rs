@@ -51,7 +51,7 @@ pub(crate) struct SubmitArgs {
 pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     let module = read(&args.module)?;
     let (manifest, inputs) = job_manifest(args.manifest.as_deref(), &args.job, &args.inputs, &module)?;
-    let manifest_text = toml::to_string(&manifest).context("writing the manifest")?;
+    let manifest_text = manifest.to_canonical_toml();
     // Check locally what the server would refuse anyway, before uploading anything.
     Job::new(module.clone().into(), manifest.clone().resolve(&Policy::default())?, inputs.clone())?;
     if let Some(out) = &args.out {
