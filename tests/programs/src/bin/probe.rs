@@ -1,6 +1,7 @@
 //! A test job that does one thing per subcommand, for gridbox's integration tests:
 //! `probe hello | exit CODE | trap | spin | work ROUNDS | alloc | print BYTES |
-//! write-files COUNT SIZE | report | stdin | fs-ops | rooted`.
+//! write-files COUNT SIZE | report | stdin | fs-ops | rooted | floats | nan-bits | panic MESSAGE |
+//! read PATH`.
 
 use std::io::{Read, Write};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -56,6 +57,14 @@ fn main() {
         }
         "fs-ops" => fs_ops(),
         "rooted" => rooted(),
+        "floats" => floats(arg(2).max(1)),
+        "nan-bits" => nan_bits(),
+        "panic" => panic!("{}", args.get(2).map(String::as_str).unwrap_or("no message")),
+        "read" => {
+            let path = args.get(2).map(String::as_str).unwrap_or("/input/missing");
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+            println!("read {} bytes from {path}", bytes.len());
+        }
         other => {
             eprintln!("probe: unknown subcommand {other:?}");
             std::process::exit(2);
@@ -172,4 +181,61 @@ fn listing(root: &str) -> String {
     }
     lines.sort();
     lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// Float-heavy pure wasm: arithmetic, square roots, fused multiply-adds (a libm call on wasm),
+/// conversions, rounding, min/max and transcendental functions from the Rust's libm, `rounds`
+/// times over values that include -0, subnormals, infinities and huge and tiny numbers. Prints
+/// a checksum of every result's bits per kind, so any difference shows.
+fn floats(rounds: u64) {
+    let seeds32: [f32; 10] = [0.0, -0.0, 1.0e-45, -1.17e-38, 3.4e38, f32::INFINITY, -2.5, 0.1, 1.0 / 3.0, 7.0e-3];
+    let seeds64: [f64; 10] = [0.0, -0.0, 5.0e-324, -2.2e-308, 1.7e308, f64::NEG_INFINITY, -2.5, 0.1, 1.0 / 3.0, 7.0e-3];
+    let mut sums = [0u64; 6];
+    let mix = |sum: &mut u64, bits: u64| *sum = (*sum ^ bits).wrapping_mul(0x100000001b3).rotate_left(5);
+    for round in 0..rounds {
+        let r = round as f32 * 0.618;
+        for (i, &a) in seeds32.iter().enumerate() {
+            let b = seeds32[(i + 3) % 10] + r;
+            mix(&mut sums[0], u64::from((a + b).to_bits() ^ (a * b).to_bits() ^ (a / b).to_bits() ^ (a - b).to_bits()));
+            mix(&mut sums[1], u64::from(a.abs().sqrt().to_bits() ^ a.mul_add(b, r).to_bits() ^ a.min(b).to_bits() ^ a.max(b).to_bits()));
+            mix(&mut sums[2], u64::from((a as i32) as u32 ^ (b as u64) as u32 ^ a.round().to_bits() ^ b.trunc().to_bits() ^ (f64::from(a) as f32).to_bits()));
+        }
+        for (i, &a) in seeds64.iter().enumerate() {
+            let b = seeds64[(i + 7) % 10] + f64::from(r);
+            mix(&mut sums[3], (a + b).to_bits() ^ (a * b).to_bits() ^ (a / b).to_bits() ^ a.abs().sqrt().to_bits());
+            mix(&mut sums[4], a.mul_add(b, 1.5).to_bits() ^ b.floor().to_bits() ^ (b as f32 as f64).to_bits() ^ (b as i64) as u64);
+            mix(&mut sums[5], b.sin().to_bits() ^ b.exp().to_bits() ^ b.abs().ln().to_bits() ^ b.atan2(a).to_bits() ^ b.powf(0.75).to_bits());
+        }
+    }
+    for (name, sum) in ["f32 arith", "f32 sqrt/fma/min/max", "f32 conversions", "f64 arith", "f64 fma/round/conv", "f64 libm"].iter().zip(sums) {
+        println!("{name}: {sum:016x}");
+    }
+}
+
+/// The bits of NaNs made every way wasm can: arithmetic NaNs (canonical under gridbox's NaN
+/// canonicalisation, so the same on every CPU) and bit operations on NaN payloads (neg, abs,
+/// copysign, reinterpretation: exact by definition).
+fn nan_bits() {
+    let zero = std::hint::black_box(0.0f32);
+    let payload = std::hint::black_box(f32::from_bits(0x7fa0_0001));
+    let payload64 = std::hint::black_box(f64::from_bits(0x7ff4_0000_0000_0001));
+    let cases32 = [
+        ("0/0", zero / zero),
+        ("inf-inf", f32::INFINITY - std::hint::black_box(f32::INFINITY)),
+        ("sqrt(-1)", std::hint::black_box(-1.0f32).sqrt()),
+        ("payload+1", payload + 1.0),
+        ("payload*0", payload * zero),
+        ("min(payload,1)", payload.min(1.0)),
+        ("-payload", -payload),
+        ("abs(-payload)", (-payload).abs()),
+        ("copysign", payload.copysign(-1.0)),
+        ("demote", payload64 as f32),
+    ];
+    for (name, value) in cases32 {
+        println!("f32 {name}: {:08x}", value.to_bits());
+    }
+    let cases64 = [("0/0", f64::from(zero) / f64::from(zero)), ("promote", f64::from(payload)), ("payload-1", payload64 - 1.0), ("-payload", -payload64)];
+    for (name, value) in cases64 {
+        println!("f64 {name}: {:016x}", value.to_bits());
+    }
 }

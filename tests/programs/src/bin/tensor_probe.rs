@@ -1,5 +1,5 @@
 //! A test job for the tensor bridge, one scenario per subcommand:
-//! `tensor-probe ops | quota-bytes | quota-count | errors | chain N`.
+//! `tensor-probe ops | edges | quota-bytes | quota-count | errors | chain N`.
 
 use gridbox_sdk::{Error, Tensor};
 
@@ -7,6 +7,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str).unwrap_or("ops") {
         "ops" => ops(),
+        "edges" => edges(),
         "quota-bytes" => quota_bytes(),
         "quota-count" => quota_count(),
         "errors" => errors(),
@@ -123,5 +124,77 @@ fn chain(n: usize) -> Result<(), Error> {
         x = x.matmul(&x)?.tanh()?;
     }
     show("chain", &x)?;
+    Ok(())
+}
+
+/// A checksum of a tensor's shape and element bits, printed one line per result: enough to show
+/// any difference in a few bytes of stdout (the receipt's trace hashes every tensor anyway).
+fn check(name: &str, t: &Tensor) -> Result<(), Error> {
+    let mut sum = 0xcbf29ce484222325u64;
+    for bits in t.to_vec()?.iter().map(|x| x.to_bits()) {
+        sum = (sum ^ u64::from(bits)).wrapping_mul(0x100000001b3);
+    }
+    println!("{name} {:?} {sum:016x}", t.shape());
+    Ok(())
+}
+
+/// `n` values cycling through the awkward ones (NaN, infinities, -0, subnormals, the largest and
+/// smallest normals) and ordinary ones of both signs.
+fn awkward(n: usize, salt: usize) -> Vec<f32> {
+    let special = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 1.0e-45, -1.1e-38, f32::MAX, f32::MIN_POSITIVE, 88.7, -104.0, 9.5, -9.6];
+    (0..n)
+        .map(|i| {
+            let k = i * 7 + salt * 13;
+            if k % 5 == 0 { special[(k / 5) % special.len()] } else { ((k % 37) as f32 - 18.0) * 0.173 }
+        })
+        .collect()
+}
+
+/// Every op over edge sizes (around the SIMD widths and block sizes of the kernels) with NaN,
+/// infinities, -0 and subnormals among the inputs: what must give the same bits on every CPU.
+fn edges() -> Result<(), Error> {
+    for n in [1usize, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 257] {
+        let v = Tensor::from_slice(&awkward(n, 1), &[n])?;
+        let m = Tensor::from_slice(&awkward(3 * n, 2), &[3, n])?;
+        for (name, t) in [("neg", -&m), ("relu", m.relu()), ("gelu", m.gelu()), ("sigmoid", m.sigmoid()), ("tanh", m.tanh()), ("exp", m.exp()), ("log", m.log()), ("sqrt", m.sqrt())] {
+            check(&format!("{name}[3,{n}]"), &t?)?;
+        }
+        for (name, t) in [("add", &m + &v), ("sub", &m - &v), ("mul", &m * &v), ("div", &m / &v)] {
+            check(&format!("{name}[3,{n}]+[{n}]"), &t?)?;
+        }
+        check(&format!("softmax[3,{n}]"), &m.softmax()?)?;
+        check(&format!("layer_norm[3,{n}]"), &m.layer_norm(&v, &v, 1e-5)?)?;
+        check(&format!("rms_norm[3,{n}]"), &m.rms_norm(&v, 1e-6)?)?;
+        for axis in [0, 1] {
+            check(&format!("sum[3,{n}]@{axis}"), &m.sum(axis, false)?)?;
+            check(&format!("mean[3,{n}]@{axis}"), &m.mean(axis, true)?)?;
+            check(&format!("max[3,{n}]@{axis}"), &m.max(axis, false)?)?;
+        }
+        check(&format!("permute[3,{n}]"), &m.permute(&[1, 0])?)?;
+        check(&format!("slice[3,{n}]"), &m.slice(1, n / 3, n)?)?;
+        check(&format!("concat[3,{n}]"), &Tensor::concat(&[&m, &m, &m], 1)?)?;
+    }
+    // Matmuls whose sizes straddle the kernels' register and cache blocks, with and without
+    // specials in the operands.
+    for (index, (m, k, n)) in [(1, 1, 1), (7, 9, 17), (16, 16, 16), (33, 65, 31), (64, 64, 64), (65, 127, 33), (130, 70, 9)].into_iter().enumerate() {
+        let a = Tensor::from_slice(&awkward(m * k, index), &[m, k])?;
+        let ordinary: Vec<f32> = (0..k * n).map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.021).collect();
+        let b = Tensor::from_slice(&ordinary, &[k, n])?;
+        check(&format!("matmul[{m},{k}]x[{k},{n}]"), &a.matmul(&b)?)?;
+        check(&format!("matmul_plain[{k},{n}]T"), &b.permute(&[1, 0])?.matmul(&b)?)?;
+    }
+    let batched = Tensor::from_slice(&awkward(2 * 5 * 9, 3), &[2, 5, 9])?;
+    let right = Tensor::from_slice(&awkward(9 * 17, 4), &[9, 17])?;
+    check("matmul[2,5,9]x[9,17]", &batched.matmul(&right)?)?;
+    for (stride, pad, size) in [((1, 1), (0, 0), 5), ((2, 2), (1, 1), 9), ((1, 2), (2, 0), 17), ((3, 1), (1, 2), 33)] {
+        let image = Tensor::from_slice(&awkward(2 * 3 * size * size, 5), &[2, 3, size, size])?;
+        let kernel = Tensor::from_slice(&awkward(4 * 3 * 3 * 3, 6), &[4, 3, 3, 3])?;
+        let bias = Tensor::from_slice(&awkward(4, 7), &[4])?;
+        check(&format!("conv2d[2,3,{size},{size}] s{stride:?} p{pad:?}"), &image.conv2d(&kernel, Some(&bias), stride, pad)?)?;
+    }
+    let table = Tensor::from_slice(&awkward(10 * 7, 8), &[10, 7])?;
+    let ids = Tensor::from_i32(&[9, 0, 3, 3, 1, 8], &[3, 2])?;
+    check("gather[10,7]", &table.gather(&ids)?)?;
+    check("reshape", &table.reshape(&[7, 10])?)?;
     Ok(())
 }
