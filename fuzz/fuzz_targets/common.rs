@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use gridbox_abi::{CORE_FUNCTIONS, IMPORT_MODULE, Op};
+use gridbox_abi::{CORE_FUNCTIONS, CORE_PARAMS, FN_CREATE, IMPORT_MODULE, OP_PARAMS, Op};
 use gridbox_compute::{Backend, Stop, TensorGrant, TensorSession, TraceLevel};
 use gridbox_core::bridge::{self, BridgeHost};
 use gridbox_core::wasi::random::JobRandom;
@@ -33,13 +33,11 @@ pub struct Function {
 /// Every WASI function, or every tensor bridge function.
 pub fn functions(bridge_only: bool) -> Vec<Function> {
     if bridge_only {
-        let mut all: Vec<Function> = vec![
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[0], params: vec!["i32"; 6], param_names: vec![], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[1], params: vec!["i32"; 3], param_names: vec![], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[2], params: vec!["i32"; 5], param_names: vec![], returns: true },
-            Function { module: IMPORT_MODULE, name: CORE_FUNCTIONS[3], params: vec!["i32"; 1], param_names: vec![], returns: true },
-        ];
-        all.extend(Op::ALL.iter().map(|op| Function { module: IMPORT_MODULE, name: op.name(), params: vec!["i32"; 5], param_names: vec![], returns: true }));
+        // The ABI's own lists: the core functions first (in `CORE_FUNCTIONS` order), then the ops.
+        let bridge =
+            |name: &'static str, params: usize| Function { module: IMPORT_MODULE, name, params: vec!["i32"; params], param_names: vec![], returns: true };
+        let mut all: Vec<Function> = CORE_FUNCTIONS.iter().zip(CORE_PARAMS).map(|(name, params)| bridge(name, params)).collect();
+        all.extend(Op::ALL.iter().map(|op| bridge(op.name(), OP_PARAMS)));
         all
     } else {
         wasi::SIGNATURES
@@ -242,7 +240,7 @@ const ARGS_AT: usize = 65536;
 fn well_formed_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<State>, memory: wasmtime::Memory) -> (usize, Vec<Val>) {
     let mut put = |offset: usize, bytes: &[u8]| memory.data_mut(&mut *store)[ARGS_AT + offset..ARGS_AT + offset + bytes.len()].copy_from_slice(bytes);
     let at = |offset: usize| Val::I32((ARGS_AT + offset) as i32);
-    if input.byte() % 2 == 0 {
+    if input.byte().is_multiple_of(2) {
         // create(dtype, shape_ptr, rank, data_ptr, data_len, out_handle_ptr)
         let dtype = i32::from(input.byte() % 2);
         let rank = usize::from(input.byte() % 5);
@@ -254,10 +252,12 @@ fn well_formed_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<
         let data: Vec<u8> = (0..elements * 4).map(|_| input.byte()).collect();
         put(64, &data);
         let args = vec![Val::I32(dtype), at(0), Val::I32(rank as i32), at(64), Val::I32(data.len() as i32), at(32)];
-        (0, args)
+        let create = CORE_FUNCTIONS.iter().position(|&name| name == FN_CREATE).unwrap_or(0);
+        (create, args)
     } else {
         // op(inputs_ptr, n_inputs, params_ptr, n_params, out_handle_ptr)
-        let op = 4 + usize::from(input.byte()) % (harness.functions.len() - 4);
+        // The ops follow the core functions in `functions(true)`.
+        let op = CORE_FUNCTIONS.len() + usize::from(input.byte()) % (harness.functions.len() - CORE_FUNCTIONS.len());
         let n_inputs = 1 + usize::from(input.byte() % 3);
         for i in 0..n_inputs {
             put(i * 4, &u32::from(1 + input.byte() % 8).to_le_bytes());

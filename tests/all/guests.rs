@@ -28,6 +28,8 @@ pub(crate) const WORDFREQ: Guest = Guest { workspace: "examples", bin: "wordfreq
 pub(crate) const MLP: Guest = Guest { workspace: "examples", bin: "mlp" };
 /// One transformer block on the tensor bridge (examples/transformer).
 pub(crate) const TRANSFORMER: Guest = Guest { workspace: "examples", bin: "transformer" };
+/// Column statistics of a CSV table, configured by JSON, arguments and environment (examples/csvstats).
+pub(crate) const CSVSTATS: Guest = Guest { workspace: "examples", bin: "csvstats" };
 
 /// The repository's root.
 pub(crate) fn repo_root() -> PathBuf {

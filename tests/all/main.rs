@@ -7,7 +7,10 @@
 mod authoring;
 mod common;
 mod determinism;
+mod examples;
+mod explain;
 mod faults;
+mod first_job;
 mod guests;
 mod hardening;
 mod layout;

@@ -84,7 +84,7 @@ fn the_cli_refuses_with_exit_136_and_names_the_problem() {
     std::fs::write(&garbage, b"definitely not wasm").unwrap();
     let output = gridbox_output(&[&"run", &garbage]);
     assert_eq!(output.status.code(), Some(136));
-    assert!(stderr(&output).contains("invalid wasm module"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not WebAssembly: build the job for wasm32-wasip1"), "{}", stderr(&output));
 }
 
 #[test]

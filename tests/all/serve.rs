@@ -29,6 +29,11 @@ struct Server {
 impl Server {
     /// Starts a server over `data` with the tenants alice and bob and `[serve]` settings `serve`.
     fn start(data: &Path, serve: &str) -> Server {
+        Self::start_with(data, serve, &[])
+    }
+
+    /// [`Server::start`] with more flags for `gridbox serve`.
+    fn start_with(data: &Path, serve: &str, flags: &[&str]) -> Server {
         let policy = data.with_extension("policy.toml");
         std::fs::write(
             &policy,
@@ -40,6 +45,7 @@ impl Server {
             .arg(data)
             .arg("--policy")
             .arg(&policy)
+            .args(flags)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start gridbox serve");
@@ -65,6 +71,20 @@ impl Server {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The log's lines about job `id`, once one of them contains `last` (the reading thread may
+    /// lag behind the server).
+    fn job_log(&self, id: &str, last: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines: Vec<String> = self.log().lines().filter(|line| line.contains(id)).map(str::to_string).collect();
+            if lines.iter().any(|line| line.contains(last)) {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "no {last:?} for job {id} in the log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` and waits for the process to end.
@@ -383,12 +403,28 @@ fn gridbox_submit_uploads_waits_downloads_and_verifies() {
     assert!(stderr(&output).contains("every field of the receipt matches"), "{}", stderr(&output));
     assert_eq!(std::fs::read(out.join("stdout")).unwrap(), b"stdin: 15 bytes: from the client\n");
     assert!(out.join("receipt.json").exists());
+    // The job's output is echoed with --out too, as `gridbox run` does.
+    assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
+    // The server logged the job's life, one line per event, without the token.
+    let id = stderr(&output).lines().find_map(|line| line.strip_prefix("gridbox: job ")?.split_whitespace().next().map(str::to_string)).unwrap();
+    let lines = server.job_log(&id, " ended: ");
+    assert_eq!(lines[0], format!("gridbox: job {id} accepted (tenant alice)"), "{lines:?}");
+    assert!(lines[1].starts_with(&format!("gridbox: job {id} started (queued ")), "{lines:?}");
+    assert!(lines[2].starts_with(&format!("gridbox: job {id} ended: succeeded: exited with code 0 (fuel ")) && lines[2].ends_with(" ms)"), "{lines:?}");
+    assert!(!server.log().contains(ALICE), "a token in the log: {}", server.log());
 
     // Again, into stdout: the server has both blobs now.
     let output = gridbox_output(&args[..args.len() - 5]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stderr(&output).contains("uploaded 0 of 2 blobs"), "{}", stderr(&output));
     assert_eq!(output.stdout, b"stdin: 15 bytes: from the client\n");
+    assert!(!stderr(&output).contains("tensor ops on"), "no tensors, no --device: {}", stderr(&output));
+    // --quiet: no echo, with --out or without.
+    let mut quiet = args[..args.len() - 5].to_vec();
+    quiet.push(&"-q");
+    let output = gridbox_output(&quiet);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
 
     // Without a manifest, the flags describe the job as for `gridbox run`; the exit status is the job's.
     let exited =
@@ -466,8 +502,12 @@ fn a_blob_damaged_on_disk_is_never_served_and_its_job_fails_with_the_reason() {
         let reason = status.reason.unwrap_or_default();
         assert!(reason.contains("failed to run it 3 times") && reason.contains("corrupted"), "{reason}");
         assert!(status.receipt.is_none());
+        let lines = server.job_log(&id, " ended: ");
+        let requeued: Vec<&String> = lines.iter().filter(|line| line.contains(" requeued: the provider failed (")).collect();
+        assert_eq!(requeued.len(), 2, "two tries again, then it fails: {lines:?}");
+        assert!(requeued[0].contains("(1 of 3 tries)") && requeued[0].contains("corrupted"), "{lines:?}");
+        assert!(lines.last().unwrap().contains("ended: failed: the provider failed to run it 3 times"), "{lines:?}");
     });
-    assert!(server.log().contains("corrupted"), "{}", server.log());
 }
 
 #[test]
@@ -566,6 +606,7 @@ fn finished_jobs_expire_and_their_blobs_are_collected() {
         }
         for id in &ids {
             assert!(matches!(client.status(id, Duration::ZERO).await, Err(ClientError::Api { status: 404, .. })), "job {id} did not expire");
+            server.job_log(id, &format!("job {id} expired (tenant alice)"));
         }
         let kept_status = client.status(&kept, Duration::ZERO).await.unwrap();
         for blob in kept_status.outputs.values().chain(kept_status.receipt.iter()) {
@@ -630,4 +671,41 @@ fn a_job_with_a_writable_mount_at_root_runs_on_a_server_and_its_mount_outputs_co
     assert!(!out.join("mounts/remove-me.txt").exists());
     let verify = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &probe_path, &"--dir", &mount, &"--device", &"cpu"]);
     assert!(verify.status.success(), "{}", stderr(&verify));
+}
+
+#[test]
+fn with_log_format_json_every_job_event_is_one_json_object_per_line() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&data.path().join("data"), "workers = 1\n", &["--log-format", "json"]);
+    let module = probe();
+    let (ok, trapped) = runtime().block_on(async {
+        let alice = server.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        let ok = alice.submit(&manifest(&module, &["hello"], 0)).await.unwrap().id;
+        let trapped = alice.submit(&manifest(&module, &["trap"], 1)).await.unwrap().id;
+        for id in [&ok, &trapped] {
+            wait_for_end(&alice, id).await;
+        }
+        (ok, trapped)
+    });
+    let events = |id: &str| -> Vec<serde_json::Value> {
+        server.job_log(id, "\"ended\"").iter().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"))).collect()
+    };
+    let ok_events = events(&ok);
+    let names: Vec<&str> = ok_events.iter().map(|event| event["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["accepted", "started", "ended"], "{ok_events:?}");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for event in &ok_events {
+        assert_eq!((event["job"].as_str(), event["tenant"].as_str()), (Some(ok.as_str()), Some("alice")), "{event}");
+        let at = event["at_ms"].as_u64().unwrap();
+        assert!(now_ms - 600_000 < at && at <= now_ms, "at_ms is Unix milliseconds: {event}");
+    }
+    assert!(ok_events[1]["waited_ms"].is_u64(), "{:?}", ok_events[1]);
+    let ended = &ok_events[2];
+    assert_eq!((ended["state"].as_str(), ended["outcome"].as_str()), (Some("succeeded"), Some("exited with code 0")), "{ended}");
+    assert!(ended["fuel_used"].as_u64().unwrap() > 0 && ended["wall_ms"].is_u64() && ended["reason"].is_null(), "{ended}");
+    let trap_end = events(&trapped).pop().unwrap();
+    assert_eq!(trap_end["state"], "failed", "{trap_end}");
+    assert!(trap_end["reason"].as_str().unwrap().starts_with("trapped"), "{trap_end}");
+    assert!(!server.log().contains(ALICE), "a token in the log: {}", server.log());
 }

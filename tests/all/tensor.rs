@@ -58,15 +58,23 @@ fn every_op_runs_through_the_sdk_and_matches_the_kernels_called_directly() {
 }
 
 #[test]
-fn handleable_errors_come_back_as_values() {
+fn handleable_errors_come_back_as_values_with_the_hosts_detail() {
     let run = run_tensor_probe(&["errors"], &[]);
     let text = String::from_utf8_lossy(&run.stdout);
+    // The SDK fetches each code's detail through `last_error` and prints it after the code's name.
+    let long = format!("permute: takes one axis per dim: x [2, 3] has rank 2, got 64 axes [{}]", vec!["4294967295"; 64].join(", "));
     for expected in [
-        "matmul 2x3 by 2x3: Some(ShapeMismatch)",
-        "axis 5: Some(InvalidParameter)",
-        "slice past end: Some(InvalidParameter)",
-        "gather out of range: Some(InvalidParameter)",
-        "exp of i32: Some(UnsupportedDType)",
+        "matmul 2x3 by 2x3: Some(ShapeMismatch): shape mismatch: matmul: shapes [2, 3] and [2, 3] do not fit: the inner dims 3 and 2 differ\n",
+        "matmul 64x32 by 16x4: Some(ShapeMismatch): shape mismatch: matmul: shapes [64, 32] and [16, 4] do not fit: the inner dims 32 and 16 differ\n",
+        "axis 5: Some(InvalidParameter): invalid parameter: sum: axis 5 is out of range for a rank-2 tensor [2, 3]: its axes are -2..=1\n",
+        "slice past end: Some(InvalidParameter): invalid parameter: slice: [2, 9) on axis 1 of [2, 3] is not a range within 0..=3\n",
+        "gather out of range: Some(InvalidParameter): invalid parameter: gather: indices[1] (flat) is 7, outside 0..2, the rows of the table [2, 3]\n",
+        "exp of i32: Some(UnsupportedDType): unsupported dtype: exp: takes f32 only, but input 0 is i32 [2]\n",
+        "relu: ok [2, 3]\n",
+        "reshape 6 to 4: Some(ShapeMismatch): shape mismatch: reshape: cannot reshape [2, 3] (6 elements) to [4] (4 elements)\n",
+        &format!("long detail: {} bytes, ends \" 4294967295]\"\n", long.len()),
+        "transpose of a vector: Some(ShapeMismatch): shape mismatch: transpose: needs rank >= 2, got [2]\n",
+        "to_vec of i32: Some(\"unsupported dtype: to_vec: the tensor is i32 [2]; read it with to_vec_i32\")\n",
     ] {
         assert!(text.contains(expected), "{expected} not in {text}");
     }
@@ -76,9 +84,37 @@ fn handleable_errors_come_back_as_values() {
 fn quotas_are_error_codes_the_job_handles() {
     let run = run_tensor_probe(&["quota-bytes"], &[(LimitKind::TensorBytes, 10 * 4096)]);
     let text = String::from_utf8_lossy(&run.stdout);
-    assert!(text.contains("quota after 10 tensors") && text.contains("allocated again"), "{text}");
+    let detail = "tensor memory quota exceeded: create: the result needs 4096 bytes and 40960 are in use, above limits.tensor_bytes 40960";
+    assert!(text.contains(&format!("quota after 10 tensors: {detail}\n")) && text.contains("allocated again"), "{text}");
     let run = run_tensor_probe(&["quota-count"], &[(LimitKind::TensorCount, 7)]);
-    assert!(String::from_utf8_lossy(&run.stdout).contains("count quota after 7 tensors"));
+    let text = String::from_utf8_lossy(&run.stdout);
+    let detail = "tensor count quota exceeded: create: the tensors the job holds (7) reach limits.tensor_count 7";
+    assert!(text.contains(&format!("count quota after 7 tensors: {detail}\n")), "{text}");
+}
+
+/// Through the real binary: the job prints the host's details, and two runs give byte-identical
+/// receipts that verify. The details come from the planning code every backend shares (and a
+/// gather's bad index from the one constructor both use), so a CUDA run prints the same words.
+#[test]
+fn a_job_that_prints_error_details_has_a_reproducible_receipt() {
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("provider.key");
+    assert!(gridbox_output(&[&"keygen", &key]).status.success());
+    let module = guests::TENSOR_PROBE.path();
+    let run = |out: &str| {
+        let out = work.path().join(out);
+        let output = gridbox_output(&[&"run", &module, &"--capability", &"tensor", &"--quiet", &"--key", &key, &"--out", &out, &"--", &"errors"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        // The job's stdout as the `--out` folder keeps it (`--quiet` echoes nothing).
+        (std::fs::read_to_string(out.join("stdout")).unwrap(), std::fs::read(out.join("receipt.json")).unwrap(), out)
+    };
+    let (stdout, receipt, out) = run("one");
+    assert!(stdout.contains("shape mismatch: matmul: shapes [64, 32] and [16, 4] do not fit: the inner dims 32 and 16 differ"), "{stdout}");
+    let (again, receipt_again, _) = run("two");
+    assert_eq!(stdout, again);
+    assert_eq!(String::from_utf8_lossy(&receipt), String::from_utf8_lossy(&receipt_again));
+    let verified = gridbox_output(&[&"verify", &out.join("receipt.json"), &"--module", &module]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
 }
 
 #[test]
@@ -202,6 +238,50 @@ fn huge_and_overflowing_shapes_get_codes_before_any_allocation() {
     assert_eq!(run_raw(&wat_text).outcome, Outcome::Exited { code: 0 });
 }
 
+#[test]
+fn last_error_fills_a_short_buffer_returns_the_full_length_and_traps_outside_memory() {
+    // A create with dtype 7 is refused (unsupported_dtype); `last_error` gets a 4-byte buffer in a
+    // row of dots, the job writes the 16 bytes there to stdout and exits with the returned length.
+    let wat_text = r#"(module
+        (import "gridbox_tensor_v1" "create" (func $create (param i32 i32 i32 i32 i32 i32) (result i32)))
+        (import "gridbox_tensor_v1" "last_error" (func $last_error (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 256) "................")
+        (data (i32.const 300) "\00\01\00\00\10\00\00\00")
+        (func (export "_start")
+            (local $len i32)
+            (drop (call $create (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 32)))
+            (local.set $len (call $last_error (i32.const 256) (i32.const 4)))
+            (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 320)))
+            (call $exit (local.get $len))))"#;
+    let run = run_raw(wat_text);
+    let detail = "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1)";
+    assert_eq!(run.outcome, Outcome::Exited { code: detail.len() as u32 });
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "crea............");
+    // The buffer must lie in memory, whatever the detail's length (here empty).
+    assert_trap(&run_raw(&raw_call("last_error", 2, &[65530, 16])), "last_error: buf at 65530 with 16 bytes is outside the job's memory");
+    assert_trap(&run_raw(&raw_call("last_error", 2, &[-4, 1])), "outside the job's memory");
+}
+
+#[test]
+fn last_error_comes_with_the_tensor_capability_and_needs_no_op_grant() {
+    let wat_text = r#"(module
+        (import "gridbox_tensor_v1" "last_error" (func $last_error (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start") (drop (call $last_error (i32.const 0) (i32.const 8)))))"#;
+    let module: Arc<[u8]> = wat::parse_str(wat_text).unwrap().into();
+    let only_add = TensorSection { ops: vec!["add".into()], ..TensorSection::default() };
+    let run = run_with(engine(), module.clone(), tensor_manifest(&module, &[], &[], Some(only_add))).unwrap();
+    assert_eq!(run.outcome, Outcome::Exited { code: 0 });
+    assert_eq!(run.trace.len(), 0, "last_error is not traced");
+    let mut manifest = tensor_manifest(&module, &[], &[], None);
+    manifest.capabilities = vec![Capability::Wasi];
+    let message = run_with(engine(), module, manifest).err().unwrap().to_string();
+    assert!(message.contains("gridbox_tensor_v1::last_error") && message.contains("`tensor` capability"), "{message}");
+}
+
 /// Runs an example through the real binary with its data, then verifies the receipt.
 fn run_example(module: std::path::PathBuf, data: &str, trace: &str) -> (String, std::path::PathBuf, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
@@ -267,5 +347,39 @@ fn cuda_receipts_verify_on_the_cpu_or_asking_for_cuda_without_one_is_an_error() 
         }
         let verified = gridbox_output(&[&"verify", &cuda_out.join("receipt.json"), &"--module", &module, &"--dir", &dir, &"--device", &"cpu"]);
         assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    }
+}
+
+/// The device line ("gridbox: tensor ops on ...") is for jobs that use tensors, or when
+/// `--device` was asked for; it never comes before an error that has nothing to do with it.
+#[test]
+fn the_device_line_shows_only_for_tensor_jobs_or_an_explicit_device_and_never_before_unrelated_errors() {
+    let probe = guests::PROBE.path();
+    let device_line = |output: &std::process::Output| stderr(output).lines().any(|line| line.starts_with("gridbox: tensor ops on"));
+
+    let plain = gridbox_output(&[&"run", &probe, &"--", &"hello"]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(!device_line(&plain), "no tensors, no --device: {}", stderr(&plain));
+
+    let tensors = gridbox_output(&[&"run", &probe, &"--capability", &"tensor", &"--", &"hello"]);
+    assert!(tensors.status.success() && device_line(&tensors), "{}", stderr(&tensors));
+    let asked = gridbox_output(&[&"run", &probe, &"--device", &"cpu", &"--", &"hello"]);
+    assert!(asked.status.success() && stderr(&asked).contains("gridbox: tensor ops on cpu"), "{}", stderr(&asked));
+
+    // Errors of the job's own files and manifest: only the error, even for a tensor job.
+    let work = tempfile::tempdir().unwrap();
+    let missing = format!("x={}", work.path().join("missing.txt").display());
+    let not_wasm = work.path().join("job.wasm");
+    std::fs::write(&not_wasm, b"(module)").unwrap();
+    let cases: [Vec<&dyn AsRef<std::ffi::OsStr>>; 3] = [
+        vec![&"run", &probe, &"--capability", &"tensor", &"--input", &missing],
+        vec![&"run", &probe, &"--capability", &"tensor", &"--limit", &"no_such_limit=1"],
+        vec![&"run", &not_wasm, &"--capability", &"tensor"],
+    ];
+    for args in cases {
+        let output = gridbox_output(&args);
+        assert_eq!(output.status.code(), Some(136), "{}", stderr(&output));
+        assert!(!device_line(&output), "{}", stderr(&output));
+        assert!(stderr(&output).starts_with("gridbox: error:"), "the error comes first: {}", stderr(&output));
     }
 }

@@ -178,3 +178,50 @@ fn a_replay_that_outlasts_the_verifiers_time_limit_is_not_a_verdict() {
     assert_eq!(verified.status.code(), Some(2), "{}", stderr(&verified));
     assert!(stderr(&verified).contains("did not end within"), "{}", stderr(&verified));
 }
+
+/// The table, without `--json`.
+fn verify_table(example: &Example, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> (Option<i32>, String) {
+    let dir = format!("{}::/input", example.data.display());
+    let receipt = example.out.join("receipt.json");
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"verify", &receipt, &"--module", &example.module, &"--dir", &dir];
+    args.extend_from_slice(extra);
+    let output = gridbox_output(&args);
+    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn the_default_table_fits_100_columns_with_short_hashes_and_wide_shows_them_whole() {
+    let example = run_wordfreq();
+    let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(example.out.join("receipt.json")).unwrap()).unwrap();
+    let stdout_hash = receipt["stdout"]["blake3"].as_str().unwrap().to_string();
+    let module_hash = receipt["module"]["blake3"].as_str().unwrap().to_string();
+
+    let (code, table) = verify_table(&example, &[]);
+    assert_eq!(code, Some(0), "{table}");
+    for line in table.lines() {
+        assert!(line.chars().count() <= 100, "{} columns: {line}", line.chars().count());
+    }
+    let header: Vec<&str> = table.lines().next().unwrap().split("  ").filter(|cell| !cell.is_empty()).map(str::trim).collect();
+    assert_eq!(header, ["field", "expected", "got", "ok", "checked by"], "{table}");
+    assert!(!table.contains(&stdout_hash) && !table.contains(&module_hash), "no hash in full by default:\n{table}");
+    let stdout_row = table.lines().find(|line| line.starts_with("stdout ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(stdout_row.contains(&format!("{}…", &stdout_hash[..12])) && stdout_row.contains(" B)"), "{stdout_row}");
+    assert!(stdout_row.trim_end().ends_with("yes  replay"), "{stdout_row}");
+    let signer_row = table.lines().find(|line| line.starts_with("signer ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(signer_row.trim_end().ends_with("-    claim"), "the provider's word, checked by nothing: {signer_row}");
+
+    let (code, wide) = verify_table(&example, &[&"--wide"]);
+    assert_eq!(code, Some(0), "{wide}");
+    assert!(wide.contains(&stdout_hash) && wide.contains(&module_hash), "--wide has every hash in full:\n{wide}");
+    assert!(wide.lines().any(|line| line.chars().count() > 100), "{wide}");
+
+    // A mismatch stands out: NO, and two short hashes that differ.
+    flip_byte(&example.out.join("output/freq.tsv"), 12);
+    let (code, table) = verify_table(&example, &[]);
+    assert_eq!(code, Some(1), "{table}");
+    let row = table.lines().find(|line| line.starts_with("delivered outputs[\"freq.tsv\"]")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.chars().count() <= 100 && row.contains("  NO  "), "{row}");
+    let hashes: Vec<&str> = row.split_whitespace().filter(|word| word.ends_with('…')).collect();
+    assert_eq!(hashes.len(), 2, "{row}");
+    assert_ne!(hashes[0], hashes[1], "{row}");
+}

@@ -2,8 +2,9 @@
 //! and by jobs (`gridbox-sdk`). No constant here is written anywhere else.
 //!
 //! Jobs import core-wasm functions from the module [`IMPORT_MODULE`]. Tensors live on the host;
-//! the guest holds opaque `u32` handles. Every function returns an `i32` [`ErrorCode`] (0 for
-//! success) and writes results through guest pointers.
+//! the guest holds opaque `u32` handles. Every function but `last_error` returns an `i32`
+//! [`ErrorCode`] (0 for success) and writes results through guest pointers; after a code, the
+//! host's words for it (the op, the shapes or parameters involved) come from `last_error`.
 //!
 //! | import | signature | does |
 //! | --- | --- | --- |
@@ -11,6 +12,7 @@
 //! | `read` | `(handle, data_ptr, data_len) -> i32` | copies the tensor's bytes out; `data_len` must equal its size |
 //! | `info` | `(handle, out_dtype_ptr, shape_ptr, max_rank, out_rank_ptr) -> i32` | dtype, rank and up to `max_rank` dims (u32 each) |
 //! | `free` | `(handle) -> i32` | releases the tensor |
+//! | `last_error` | `(buf_ptr, buf_len) -> i32` | copies up to `buf_len` bytes of the detail of the job's most recent failed call; returns its full length |
 //! | one per [`Op`] (its [`Op::name`]) | `(inputs_ptr, n_inputs, params_ptr, n_params, out_handle_ptr) -> i32` | runs the op on `n_inputs` u32 handles with `n_params` i64 parameters |
 //!
 //! Shapes are arrays of `u32` dims. Parameters are `i64`; float parameters (epsilon) are the
@@ -30,8 +32,18 @@ pub const FN_READ: &str = "read";
 pub const FN_INFO: &str = "info";
 /// Import name: free a tensor.
 pub const FN_FREE: &str = "free";
-/// The non-op imports, in a fixed order.
-pub const CORE_FUNCTIONS: [&str; 4] = [FN_CREATE, FN_READ, FN_INFO, FN_FREE];
+/// Import name: the detail of the job's most recent call that returned an error code (UTF-8,
+/// empty if none did), copied into guest memory; it returns the detail's full length, not a code.
+pub const FN_LAST_ERROR: &str = "last_error";
+/// The non-op imports, in a fixed order. They come with the `tensor` capability; `tensor.ops`
+/// grants only ops.
+pub const CORE_FUNCTIONS: [&str; 5] = [FN_CREATE, FN_READ, FN_INFO, FN_FREE, FN_LAST_ERROR];
+/// How many parameters each of [`CORE_FUNCTIONS`] takes, in the same order. Every parameter and
+/// every result of a bridge import is an `i32`.
+pub const CORE_PARAMS: [usize; 5] = [6, 3, 5, 1, 2];
+/// How many parameters every op import takes: `(inputs_ptr, n_inputs, params_ptr, n_params,
+/// out_handle_ptr)`.
+pub const OP_PARAMS: usize = 5;
 
 /// Most dimensions a tensor may have.
 pub const MAX_RANK: usize = 8;
@@ -259,6 +271,8 @@ pub mod guest {
         pub fn info(handle: u32, out_dtype: *mut u32, shape: *mut u32, max_rank: u32, out_rank: *mut u32) -> i32;
         #[link_name = "free"]
         pub fn free(handle: u32) -> i32;
+        #[link_name = "last_error"]
+        pub fn last_error(buf: *mut u8, buf_len: u32) -> i32;
     }
 
     macro_rules! op_imports {

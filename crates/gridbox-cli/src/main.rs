@@ -7,6 +7,7 @@ mod allocator;
 mod commands;
 mod device;
 mod exit;
+mod explain;
 mod flags;
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ enum Command {
         #[arg(default_value = "provider.key")]
         keyfile: PathBuf,
     },
+    /// Write a new job project (Rust for wasm32-wasip1, the SDK copied in): see docs/first-job.md.
+    New(commands::new::NewArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Manifest(args) => (manifest::manifest(args), exit::REFUSED),
         Command::Hash(args) => (hash::hash(args), exit::REFUSED),
         Command::Keygen { keyfile } => (commands::keygen::keygen(&keyfile), exit::REFUSED),
+        Command::New(args) => (commands::new::new(args), exit::REFUSED),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,7 +5,11 @@ use gridbox_abi::{DType, ErrorCode, Op};
 
 use crate::tensor::{TensorMeta, checked_product};
 
-/// Why an op call was refused. Each maps to an ABI [`ErrorCode`] the job can handle.
+/// Why an op call was refused. Each maps to an ABI [`ErrorCode`] the job can handle, and
+/// carries the detail the job reads through `last_error` (spec/abi.md): the shapes or parameters
+/// that failed the check, written from the call's arguments alone (never from the backend, the
+/// host or the time), so it is the same on every machine. The detail leaves out the op's name,
+/// which the session puts in front.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpError {
@@ -28,6 +32,20 @@ impl OpError {
             OpError::UnsupportedDType(_) => ErrorCode::UnsupportedDType,
             OpError::InvalidParameter(_) => ErrorCode::InvalidParameter,
         }
+    }
+
+    /// What failed, without the code's name: `shapes [64, 32] and [16, 4] do not fit: ...`.
+    pub fn detail(&self) -> &str {
+        match self {
+            OpError::ShapeMismatch(detail) | OpError::UnsupportedDType(detail) | OpError::InvalidParameter(detail) => detail,
+        }
+    }
+
+    /// A gather index outside the table's rows. Both backends find the first bad index in the
+    /// same (row-major) order and describe it here, so the detail is the same on either.
+    pub fn gather_index(position: usize, index: i32, table: &[usize]) -> OpError {
+        let rows = table.first().copied().unwrap_or(0);
+        OpError::InvalidParameter(format!("indices[{position}] (flat) is {index}, outside 0..{rows}, the rows of the table {table:?}"))
     }
 }
 
@@ -144,16 +162,16 @@ impl OpCall {
         if let Some(expected) = op.input_count()
             && expected != n_inputs
         {
-            return Err(OpError::InvalidParameter(format!("{} takes {expected} inputs, got {n_inputs}", op.name())));
+            return Err(OpError::InvalidParameter(format!("takes {}, got {n_inputs}", count(expected, "input"))));
         }
         if let Some(expected) = op.param_count()
             && expected != params.len()
         {
-            return Err(OpError::InvalidParameter(format!("{} takes {expected} parameters, got {}", op.name(), params.len())));
+            return Err(OpError::InvalidParameter(format!("takes {}, got {}", count(expected, "parameter"), params.len())));
         }
         let eps = |raw: i64| {
             let eps = f32::from_bits(raw as u32);
-            if eps.is_finite() && eps >= 0.0 { Ok(eps) } else { Err(OpError::InvalidParameter(format!("epsilon {eps} must be finite and >= 0"))) }
+            if eps.is_finite() && eps >= 0.0 { Ok(eps) } else { Err(OpError::InvalidParameter(format!("epsilon {eps:?} must be finite and >= 0"))) }
         };
         let flag = |raw: i64| match raw {
             0 => Ok(false),
@@ -186,18 +204,18 @@ impl OpCall {
             Op::Slice => OpCall::Slice { axis: params[0], start: params[1], end: params[2] },
             Op::Concat => {
                 if n_inputs == 0 {
-                    return Err(OpError::InvalidParameter("concat takes at least one input".into()));
+                    return Err(OpError::InvalidParameter("takes at least one input, got none".into()));
                 }
                 OpCall::Concat { axis: params[0] }
             }
             Op::Gather => OpCall::Gather,
             Op::Conv2d => {
                 if !(2..=3).contains(&n_inputs) {
-                    return Err(OpError::InvalidParameter(format!("conv2d takes 2 or 3 inputs, got {n_inputs}")));
+                    return Err(OpError::InvalidParameter(format!("takes 2 or 3 inputs (x, weight, optional bias), got {n_inputs}")));
                 }
                 let positive = |raw: i64, what: &str, min: i64| {
                     if raw < min || raw > u32::MAX as i64 {
-                        Err(OpError::InvalidParameter(format!("conv2d {what} {raw} must be in {min}..=2^32-1")))
+                        Err(OpError::InvalidParameter(format!("{what} {raw} must be in {min}..={}", u32::MAX)))
                     } else {
                         Ok(raw as usize)
                     }
@@ -209,64 +227,67 @@ impl OpCall {
                     pad_w: positive(params[3], "pad_w", 0)?,
                 }
             }
-            _ => return Err(OpError::InvalidParameter(format!("op {} is not supported by this host", op.name()))),
+            _ => return Err(OpError::InvalidParameter("is not supported by this host".into())),
         })
     }
 
     /// The output's dtype and shape, checking every input. Nothing is allocated.
     pub fn infer(&self, inputs: &[TensorMeta]) -> Result<TensorMeta, OpError> {
         let out = self.infer_unchecked(inputs)?;
-        out.checked_bytes()?;
+        out.checked_bytes().map_err(|_| OpError::ShapeMismatch(format!("the result {:?} has more bytes than fit in memory", out.shape)))?;
         Ok(out)
     }
 
     fn infer_unchecked(&self, inputs: &[TensorMeta]) -> Result<TensorMeta, OpError> {
-        let first = inputs.first().ok_or_else(|| OpError::InvalidParameter("no inputs".into()))?;
+        let first = inputs.first().ok_or_else(|| OpError::InvalidParameter("takes at least one input, got none".into()))?;
         match self {
             OpCall::Matmul => {
                 let (a, b) = (&inputs[0], &inputs[1]);
-                all_f32(inputs, "matmul")?;
+                all_f32(inputs)?;
+                let fit = |why: String| OpError::ShapeMismatch(format!("shapes {:?} and {:?} do not fit: {why}", a.shape, b.shape));
                 if a.shape.len() < 2 || b.shape.len() < 2 {
-                    return Err(OpError::ShapeMismatch(format!("matmul needs rank >= 2, got {:?} and {:?}", a.shape, b.shape)));
+                    return Err(fit("both need rank >= 2 ([..., M, K] and [..., K, N])".into()));
                 }
                 let (ar, br) = (a.shape.len(), b.shape.len());
                 let (m, k) = (a.shape[ar - 2], a.shape[ar - 1]);
                 let (k2, n) = (b.shape[br - 2], b.shape[br - 1]);
                 if k != k2 {
-                    return Err(OpError::ShapeMismatch(format!("matmul inner dims differ: {:?} x {:?}", a.shape, b.shape)));
+                    return Err(fit(format!("the inner dims {k} and {k2} differ")));
                 }
-                let mut shape = broadcast_shapes(&a.shape[..ar - 2], &b.shape[..br - 2])?;
+                let (batch_a, batch_b) = (&a.shape[..ar - 2], &b.shape[..br - 2]);
+                let mut shape = broadcast_shapes(batch_a, batch_b).map_err(|_| fit(format!("the batch dims {batch_a:?} and {batch_b:?} do not broadcast")))?;
                 shape.extend([m, n]);
                 Ok(TensorMeta::new(DType::F32, shape))
             }
             OpCall::Binary(_) => {
-                all_f32(inputs, "elementwise ops")?;
+                all_f32(inputs)?;
                 Ok(TensorMeta::new(DType::F32, broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?))
             }
             OpCall::Unary(_) => {
-                all_f32(inputs, "elementwise ops")?;
+                all_f32(inputs)?;
                 Ok(first.clone())
             }
             OpCall::Softmax => {
-                all_f32(inputs, "softmax")?;
+                all_f32(inputs)?;
                 if first.shape.is_empty() {
-                    return Err(OpError::ShapeMismatch("softmax needs rank >= 1".into()));
+                    return Err(OpError::ShapeMismatch("needs rank >= 1 (it works over the last axis), got a scalar".into()));
                 }
                 Ok(first.clone())
             }
             OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => {
-                all_f32(inputs, "norms")?;
-                let last = *first.shape.last().ok_or_else(|| OpError::ShapeMismatch("norms need rank >= 1".into()))?;
-                for param in &inputs[1..] {
+                all_f32(inputs)?;
+                let last =
+                    *first.shape.last().ok_or_else(|| OpError::ShapeMismatch("needs x of rank >= 1 (it works over the last axis), got a scalar".into()))?;
+                for (param, name) in inputs[1..].iter().zip(["gamma", "beta"]) {
                     if param.shape != [last] {
-                        return Err(OpError::ShapeMismatch(format!("norm parameters must be [{last}], got {:?}", param.shape)));
+                        return Err(OpError::ShapeMismatch(format!("{name} must be [{last}], the last dim of x {:?}, got {:?}", first.shape, param.shape)));
                     }
                 }
                 Ok(first.clone())
             }
             OpCall::Reduce { axis, keepdims, .. } => {
-                all_f32(inputs, "reductions")?;
-                let axis = resolve_axis(*axis, first.shape.len())?;
+                all_f32(inputs)?;
+                let axis = axis_of(*axis, &first.shape)?;
                 let mut shape = first.shape.clone();
                 if *keepdims {
                     shape[axis] = 1;
@@ -279,12 +300,16 @@ impl OpCall {
                 let rank = first.shape.len();
                 let mut seen = vec![false; rank];
                 if perm.len() != rank {
-                    return Err(OpError::InvalidParameter(format!("permute of rank {rank} needs {rank} axes, got {}", perm.len())));
+                    return Err(OpError::InvalidParameter(format!(
+                        "takes one axis per dim: x {:?} has rank {rank}, got {} {perm:?}",
+                        first.shape,
+                        count(perm.len(), "axis")
+                    )));
                 }
                 let mut shape = Vec::with_capacity(rank);
                 for &p in perm {
                     let axis = usize::try_from(p).ok().filter(|&a| a < rank && !seen[a]);
-                    let axis = axis.ok_or_else(|| OpError::InvalidParameter(format!("{perm:?} is not a permutation of 0..{rank}")))?;
+                    let axis = axis.ok_or_else(|| OpError::InvalidParameter(format!("{perm:?} is not a permutation of 0..{rank} (x {:?})", first.shape)))?;
                     seen[axis] = true;
                     shape.push(first.shape[axis]);
                 }
@@ -292,80 +317,104 @@ impl OpCall {
             }
             OpCall::Reshape { shape } => {
                 if shape.len() > gridbox_abi::MAX_RANK {
-                    return Err(OpError::InvalidParameter(format!("rank {} is above {}", shape.len(), gridbox_abi::MAX_RANK)));
+                    return Err(OpError::InvalidParameter(format!("the new shape has rank {}, above the maximum of {}", shape.len(), gridbox_abi::MAX_RANK)));
                 }
                 let dims: Vec<usize> = shape
                     .iter()
-                    .map(|&d| usize::try_from(d).map_err(|_| OpError::InvalidParameter(format!("dimension {d} is negative"))))
+                    .map(|&d| usize::try_from(d).map_err(|_| OpError::InvalidParameter(format!("dim {d} of the new shape {shape:?} is negative"))))
                     .collect::<Result<_, _>>()?;
-                if checked_product(&dims)? != first.checked_len()? {
-                    return Err(OpError::ShapeMismatch(format!("cannot reshape {:?} to {dims:?}", first.shape)));
+                let (to, from) = (checked_product(&dims)?, first.checked_len()?);
+                if to != from {
+                    return Err(OpError::ShapeMismatch(format!("cannot reshape {:?} ({from} elements) to {dims:?} ({to} elements)", first.shape)));
                 }
                 Ok(TensorMeta::new(first.dtype, dims))
             }
             OpCall::Slice { axis, start, end } => {
-                let axis = resolve_axis(*axis, first.shape.len())?;
+                let axis = axis_of(*axis, &first.shape)?;
                 let dim = first.shape[axis] as i64;
                 if !(0 <= *start && start <= end && *end <= dim) {
-                    return Err(OpError::InvalidParameter(format!("slice [{start}, {end}) is outside 0..={dim} on axis {axis}")));
+                    return Err(OpError::InvalidParameter(format!("[{start}, {end}) on axis {axis} of {:?} is not a range within 0..={dim}", first.shape)));
                 }
                 let mut shape = first.shape.clone();
                 shape[axis] = (end - start) as usize;
                 Ok(TensorMeta::new(first.dtype, shape))
             }
             OpCall::Concat { axis } => {
-                let axis = resolve_axis(*axis, first.shape.len())?;
+                let axis = axis_of(*axis, &first.shape)?;
                 let mut shape = first.shape.clone();
                 shape[axis] = 0;
-                for input in inputs {
+                for (index, input) in inputs.iter().enumerate() {
                     if input.dtype != first.dtype {
-                        return Err(OpError::UnsupportedDType("concat inputs must share one dtype".into()));
+                        return Err(OpError::UnsupportedDType(format!(
+                            "inputs must share one dtype: input 0 is {}, input {index} is {}",
+                            first.dtype.name(),
+                            input.dtype.name()
+                        )));
                     }
                     let same =
                         input.shape.len() == first.shape.len() && input.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
                     if !same {
-                        return Err(OpError::ShapeMismatch(format!("concat on axis {axis}: {:?} vs {:?}", first.shape, input.shape)));
+                        return Err(OpError::ShapeMismatch(format!(
+                            "on axis {axis}, input {index} {:?} does not fit input 0 {:?}: the ranks and every other dim must match",
+                            input.shape, first.shape
+                        )));
                     }
-                    shape[axis] = shape[axis].checked_add(input.shape[axis]).ok_or_else(|| OpError::ShapeMismatch("concat result too large".into()))?;
+                    shape[axis] = shape[axis]
+                        .checked_add(input.shape[axis])
+                        .ok_or_else(|| OpError::ShapeMismatch(format!("the result's axis {axis} is longer than fits in memory")))?;
                 }
                 Ok(TensorMeta::new(first.dtype, shape))
             }
             OpCall::Gather => {
                 let (table, indices) = (&inputs[0], &inputs[1]);
                 if indices.dtype != DType::I32 {
-                    return Err(OpError::UnsupportedDType("gather indices must be i32".into()));
+                    return Err(OpError::UnsupportedDType(format!(
+                        "indices (input 1) must be {}, got {} {:?}",
+                        DType::I32.name(),
+                        indices.dtype.name(),
+                        indices.shape
+                    )));
                 }
                 if table.shape.is_empty() {
-                    return Err(OpError::ShapeMismatch("gather needs a table of rank >= 1".into()));
+                    return Err(OpError::ShapeMismatch("the table (input 0) needs rank >= 1, got a scalar".into()));
                 }
                 let mut shape = indices.shape.clone();
                 shape.extend_from_slice(&table.shape[1..]);
                 if shape.len() > gridbox_abi::MAX_RANK {
-                    return Err(OpError::ShapeMismatch(format!("gather result rank {} is above {}", shape.len(), gridbox_abi::MAX_RANK)));
+                    return Err(OpError::ShapeMismatch(format!(
+                        "the result (the indices' dims, then the table's after the first) would have rank {}, above {}: table {:?}, indices {:?}",
+                        shape.len(),
+                        gridbox_abi::MAX_RANK,
+                        table.shape,
+                        indices.shape
+                    )));
                 }
                 Ok(TensorMeta::new(table.dtype, shape))
             }
             OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
-                all_f32(inputs, "conv2d")?;
+                all_f32(inputs)?;
                 let (x, w) = (&inputs[0], &inputs[1]);
-                let [n, c, h, wd] = dims4(&x.shape, "input")?;
-                let [o, c2, kh, kw] = dims4(&w.shape, "weight")?;
+                let [n, c, h, wd] = dims4(&x.shape, "x (input 0) must be [N, C, H, W]")?;
+                let [o, c2, kh, kw] = dims4(&w.shape, "the weight (input 1) must be [O, C, KH, KW]")?;
                 if c != c2 {
-                    return Err(OpError::ShapeMismatch(format!("conv2d channels differ: input {:?}, weight {:?}", x.shape, w.shape)));
+                    return Err(OpError::ShapeMismatch(format!("x {:?} has {c} channels, the weight {:?} takes {c2}", x.shape, w.shape)));
                 }
                 if let Some(bias) = inputs.get(2)
                     && bias.shape != [o]
                 {
-                    return Err(OpError::ShapeMismatch(format!("conv2d bias must be [{o}], got {:?}", bias.shape)));
+                    return Err(OpError::ShapeMismatch(format!("the bias must be [{o}], the weight {:?}'s output channels, got {:?}", w.shape, bias.shape)));
                 }
-                let out_dim = |size: usize, pad: usize, kernel: usize, stride: usize| -> Result<usize, OpError> {
+                let out_dim = |what: &str, size: usize, pad: usize, kernel: usize, stride: usize| -> Result<usize, OpError> {
                     let padded = pad.checked_mul(2).and_then(|p| p.checked_add(size));
                     match padded {
                         Some(padded) if padded >= kernel && kernel > 0 => Ok((padded - kernel) / stride + 1),
-                        _ => Err(OpError::ShapeMismatch(format!("conv2d kernel {kernel} does not fit input {size} with padding {pad}"))),
+                        _ => Err(OpError::ShapeMismatch(format!(
+                            "the kernel's {what} {kernel} does not fit x's {what} {size} with padding {pad} (x {:?}, weight {:?})",
+                            x.shape, w.shape
+                        ))),
                     }
                 };
-                let shape = vec![n, o, out_dim(h, *pad_h, kh, *stride_h)?, out_dim(wd, *pad_w, kw, *stride_w)?];
+                let shape = vec![n, o, out_dim("height", h, *pad_h, kh, *stride_h)?, out_dim("width", wd, *pad_w, kw, *stride_w)?];
                 Ok(TensorMeta::new(DType::F32, shape))
             }
         }
@@ -403,15 +452,27 @@ pub fn transfer_fuel(bytes: usize) -> u64 {
     CALL_BASE_FUEL.saturating_add(bytes as u64 / 4)
 }
 
-fn all_f32(inputs: &[TensorMeta], what: &str) -> Result<(), OpError> {
-    match inputs.iter().find(|m| m.dtype != DType::F32) {
-        Some(bad) => Err(OpError::UnsupportedDType(format!("{what} take f32, got {}", bad.dtype.name()))),
+/// `1 input`, `2 inputs`, `1 axis`, `2 axes`.
+fn count(n: usize, noun: &str) -> String {
+    match (n, noun) {
+        (1, _) => format!("1 {noun}"),
+        (_, "axis") => format!("{n} axes"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+/// Arithmetic ops take f32 only: the first input of another dtype is named.
+fn all_f32(inputs: &[TensorMeta]) -> Result<(), OpError> {
+    match inputs.iter().enumerate().find(|(_, m)| m.dtype != DType::F32) {
+        Some((index, bad)) => {
+            Err(OpError::UnsupportedDType(format!("takes {} only, but input {index} is {} {:?}", DType::F32.name(), bad.dtype.name(), bad.shape)))
+        }
         None => Ok(()),
     }
 }
 
 fn dims4(shape: &[usize], what: &str) -> Result<[usize; 4], OpError> {
-    <[usize; 4]>::try_from(shape).map_err(|_| OpError::ShapeMismatch(format!("conv2d {what} must have rank 4, got {shape:?}")))
+    <[usize; 4]>::try_from(shape).map_err(|_| OpError::ShapeMismatch(format!("{what} (rank 4), got {shape:?}")))
 }
 
 /// Resolves a possibly negative axis against `rank`.
@@ -420,7 +481,15 @@ pub fn resolve_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
     resolved
         .and_then(|a| usize::try_from(a).ok())
         .filter(|&a| a < rank)
-        .ok_or_else(|| OpError::InvalidParameter(format!("axis {axis} is out of range for rank {rank}")))
+        .ok_or_else(|| OpError::InvalidParameter(format!("axis {axis} is out of range for a rank-{rank} tensor")))
+}
+
+/// [`resolve_axis`] against a tensor's `shape`, whose detail names the shape and the axes it has.
+fn axis_of(axis: i64, shape: &[usize]) -> Result<usize, OpError> {
+    resolve_axis(axis, shape.len()).map_err(|error| match shape.len() {
+        0 => OpError::InvalidParameter(format!("{}: a scalar has no axes", error.detail())),
+        rank => OpError::InvalidParameter(format!("{} {shape:?}: its axes are -{rank}..={}", error.detail(), rank - 1)),
+    })
 }
 
 /// NumPy broadcasting of two shapes: trailing dims aligned, each pair equal or one of them 1.
@@ -434,7 +503,11 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError>
             (x, y) if x == y => x,
             (1, y) => y,
             (x, 1) => x,
-            _ => return Err(OpError::ShapeMismatch(format!("shapes {a:?} and {b:?} do not broadcast"))),
+            _ => {
+                return Err(OpError::ShapeMismatch(format!(
+                    "shapes {a:?} and {b:?} do not broadcast: on axis {i} of the result, {da} and {db} differ and neither is 1"
+                )));
+            }
         };
     }
     Ok(out)

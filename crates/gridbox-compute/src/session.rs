@@ -5,6 +5,13 @@
 //! Each call either succeeds, fails in a way the job can handle ([`CallError::Code`]), is a
 //! misuse of the ABI that stops the job ([`CallError::Misuse`]), or fails because the provider's
 //! device failed ([`CallError::Fault`]), which is never the job's outcome.
+//!
+//! A code comes with a detail naming the call and what failed its check (`matmul: shapes [64, 32]
+//! and [16, 4] do not fit: the inner dims 32 and 16 differ`), which the bridge keeps for the job's
+//! `last_error` ([`TensorSession::last_error`]). Details are written from the call's arguments
+//! and the job's own state (its shapes, parameters, quotas in use) by the planning code every
+//! backend shares, never from a backend, the host or the time, so they are the same on every
+//! machine and a job that prints one still has a reproducible receipt.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -12,7 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use gridbox_abi::{DType, ErrorCode, MAX_DIM, Op};
 
 use crate::backend::{Buffer, CudaError, ExecError, JobBackend};
-use crate::ops::OpCall;
+use crate::ops::{OpCall, OpError};
 use crate::stop::StopReason;
 use crate::tensor::{Tensor, TensorMeta};
 use crate::trace::{TraceChain, TraceLink};
@@ -56,9 +63,16 @@ pub struct TensorGrant {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
-    /// A failure the job can handle: the ABI code it gets back.
-    #[error("{}", .0.describe())]
-    Code(ErrorCode),
+    /// A failure the job can handle: the ABI code it gets back, and the detail `last_error` gives
+    /// it (`{call}: {what failed}`).
+    #[error("{}: {detail}", .code.describe())]
+    Code {
+        /// The code returned to the job.
+        code: ErrorCode,
+        /// What failed, naming the call and the shapes or parameters involved. Deterministic: it
+        /// depends only on the call's arguments and the job's own state.
+        detail: String,
+    },
     /// A misuse of the ABI (an unknown handle, a size that does not match): the job traps with
     /// this message.
     #[error("{0}")]
@@ -69,12 +83,6 @@ pub enum CallError {
     /// The job's stop came while the call ran: its wall-time limit passed, or its host stopped it.
     #[error("the job was stopped during the call")]
     Stopped(StopReason),
-}
-
-impl From<ErrorCode> for CallError {
-    fn from(code: ErrorCode) -> Self {
-        CallError::Code(code)
-    }
 }
 
 #[cold]
@@ -89,6 +97,18 @@ fn not_live(handle: u32) -> CallError {
 }
 
 impl CallError {
+    /// A failure the job can handle, with its detail.
+    #[cold]
+    pub fn refused(code: ErrorCode, detail: String) -> CallError {
+        CallError::Code { code, detail }
+    }
+
+    /// The refusal of `call` for `error`, which leaves out the call's name.
+    #[cold]
+    fn op(call: &str, error: OpError) -> CallError {
+        CallError::refused(error.code(), format!("{call}: {}", error.detail()))
+    }
+
     /// The misuse of naming a handle that is not a live tensor.
     #[cold]
     pub fn not_live(handle: u32) -> CallError {
@@ -157,12 +177,14 @@ pub struct TensorSession {
     next_handle: u32,
     bytes_used: u64,
     trace: TraceChain,
+    /// The detail of the most recent call that returned a code: what `last_error` copies out.
+    last_error: String,
 }
 
 impl TensorSession {
     /// A session for one job, on the job's own backend handle.
     pub fn new(grant: TensorGrant, backend: JobBackend) -> Self {
-        TensorSession { grant, backend, tensors: HashMap::default(), next_handle: 1, bytes_used: 0, trace: TraceChain::new() }
+        TensorSession { grant, backend, tensors: HashMap::default(), next_handle: 1, bytes_used: 0, trace: TraceChain::new(), last_error: String::new() }
     }
 
     /// The trace so far.
@@ -181,15 +203,39 @@ impl TensorSession {
         self.tensors.len()
     }
 
-    /// Checks quotas for a new tensor of `bytes`.
+    /// The detail of the job's most recent call that returned a code, or `""` if none has: what
+    /// the `last_error` import copies out. A successful call leaves it as it was.
+    pub fn last_error(&self) -> &str {
+        &self.last_error
+    }
+
+    /// What the job gets back for `error`: a code (its detail kept for [`Self::last_error`]), or
+    /// the error itself when it is not the job's to handle (a misuse, a fault, a stop).
+    pub fn refusal(&mut self, error: CallError) -> Result<ErrorCode, CallError> {
+        match error {
+            CallError::Code { code, detail } => {
+                self.last_error = detail;
+                Ok(code)
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Checks quotas for a new tensor of `bytes`, made by `call`.
     #[inline]
-    fn admit(&self, bytes: usize) -> Result<(), ErrorCode> {
+    fn admit(&self, call: &str, bytes: usize) -> Result<(), CallError> {
         // Handles are never reused: after 2^32 - 1 of them a job can make no more tensors.
-        if self.tensors.len() as u64 >= self.grant.max_tensors || self.next_handle == 0 {
-            return Err(ErrorCode::TensorCountQuota);
+        if self.next_handle == 0 {
+            return Err(CallError::refused(ErrorCode::TensorCountQuota, format!("{call}: the job has used all {} handles, which are never reused", u32::MAX)));
+        }
+        if self.tensors.len() as u64 >= self.grant.max_tensors {
+            let detail = format!("{call}: the tensors the job holds ({}) reach limits.tensor_count {}", self.tensors.len(), self.grant.max_tensors);
+            return Err(CallError::refused(ErrorCode::TensorCountQuota, detail));
         }
         if self.bytes_used.saturating_add(bytes as u64) > self.grant.max_bytes {
-            return Err(ErrorCode::TensorMemoryQuota);
+            let (max, used) = (self.grant.max_bytes, self.bytes_used);
+            let detail = format!("{call}: the result needs {bytes} bytes and {used} are in use, above limits.tensor_bytes {max}");
+            return Err(CallError::refused(ErrorCode::TensorMemoryQuota, detail));
         }
         Ok(())
     }
@@ -224,17 +270,24 @@ impl TensorSession {
     /// Checks a create of `shape` with `data_len` bytes of data against the shape and the
     /// quotas. `dtype` is the ABI's raw code.
     pub fn plan_create(&self, dtype: u32, shape: &[u32], data_len: u32) -> Result<PlannedCreate, CallError> {
-        let Some(dtype) = DType::from_code(dtype) else {
-            return Err(ErrorCode::UnsupportedDType.into());
-        };
+        let dtype = Self::create_dtype(dtype)?;
         let meta = TensorMeta::new(dtype, shape.iter().map(|&d| d as usize).collect());
         let bytes = match meta.checked_bytes() {
             Ok(bytes) if bytes == data_len as usize => bytes,
             Ok(bytes) => return Err(misuse(format!("shape {:?} of {} needs {bytes} bytes, data_len is {data_len}", meta.shape, dtype.name()))),
-            Err(e) => return Err(e.code().into()),
+            Err(e) => return Err(CallError::op("create", e)),
         };
-        self.admit(bytes)?;
+        self.admit("create", bytes)?;
         Ok(PlannedCreate { meta })
+    }
+
+    /// The dtype a create names by its ABI code: an unknown code is `unsupported_dtype`.
+    pub fn create_dtype(code: u32) -> Result<DType, CallError> {
+        DType::from_code(code).ok_or_else(|| {
+            let (f32, i32) = (DType::F32, DType::I32);
+            let known = format!("{} is {}, {} is {}", f32.name(), f32.code(), i32.name(), i32.code());
+            CallError::refused(ErrorCode::UnsupportedDType, format!("create: dtype code {code} is not a dtype ({known})"))
+        })
     }
 
     /// Creates a tensor from its little-endian bytes, as planned, and returns its handle.
@@ -312,11 +365,12 @@ impl TensorSession {
         for handle in &handles {
             metas.push(self.entry(*handle)?.meta.clone());
         }
-        let call = OpCall::decode(op, &params, handles.len()).map_err(|e| CallError::Code(e.code()))?;
-        let out_meta = call.infer(&metas).map_err(|e| CallError::Code(e.code()))?;
-        if out_meta.shape.iter().any(|&dim| dim > MAX_DIM) {
+        let call = OpCall::decode(op, &params, handles.len()).map_err(|e| CallError::op(op.name(), e))?;
+        let out_meta = call.infer(&metas).map_err(|e| CallError::op(op.name(), e))?;
+        if let Some(dim) = out_meta.shape.iter().find(|&&dim| dim > MAX_DIM) {
             // spec/abi.md: every dim fits the u32 that `info` reports it in.
-            return Err(ErrorCode::ShapeMismatch.into());
+            let detail = format!("{}: the result {:?} has a dim {dim}, above {MAX_DIM}, the most a shape's u32 holds", op.name(), out_meta.shape);
+            return Err(CallError::refused(ErrorCode::ShapeMismatch, detail));
         }
         let fuel = call.fuel(&metas, &out_meta);
         Ok(PlannedOp { op, call, handles, params, out_meta, fuel })
@@ -327,12 +381,14 @@ impl TensorSession {
         let PlannedOp { op, call, handles, params, out_meta, .. } = plan;
         // `infer` checked the size fits in memory arithmetic.
         let bytes = out_meta.checked_bytes().map_err(|e| misuse(e.to_string()))?;
-        self.admit(bytes)?;
+        self.admit(op.name(), bytes)?;
         let output = {
             let inputs: Vec<&Buffer> = handles.iter().filter_map(|h| self.tensors.get(h).map(|e| &e.buffer)).collect();
             match self.backend.execute(&call, &inputs, &out_meta) {
                 Ok(output) => output,
-                Err(ExecError::Op(e)) => return Err(CallError::Code(e.code())),
+                // A kernel's refusal (a gather index out of range) is described by the code both
+                // backends share (`OpError::gather_index`), so its detail is backend-independent.
+                Err(ExecError::Op(e)) => return Err(CallError::op(op.name(), e)),
                 Err(ExecError::Device(e)) => return Err(CallError::Fault(e)),
                 Err(ExecError::Stopped(reason)) => return Err(CallError::Stopped(reason)),
             }
@@ -435,7 +491,7 @@ mod tests {
                     Ok(handle) => {
                         let _ = session.free(handle);
                     }
-                    Err(CallError::Code(_)) => {}
+                    Err(CallError::Code { .. }) => {}
                     Err(other) => panic!("{op:?}: {other:?}"),
                 }
             }
@@ -444,6 +500,137 @@ mod tests {
         assert!(calls > 10_000, "{calls} calls tried");
         // A regression here hangs for hours or aborts; the bound only turns that into a message.
         assert!(started.elapsed().as_secs() < 120, "hostile shapes took {:?}", started.elapsed());
+    }
+
+    /// The code and detail of a refused call, as the job gets them through `last_error`.
+    fn refused(session: &mut TensorSession, result: Result<u32, CallError>) -> (ErrorCode, String) {
+        match result {
+            Err(error) => {
+                let code = session.refusal(error).unwrap_or_else(|other| panic!("not a code: {other:?}"));
+                (code, session.last_error().to_string())
+            }
+            Ok(handle) => panic!("handle {handle}: the call was expected to fail"),
+        }
+    }
+
+    fn create_i32(session: &mut TensorSession, shape: &[u32], values: &[i32]) -> u32 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let plan = session.plan_create(DType::I32.code(), shape, bytes.len() as u32).unwrap();
+        session.create(plan, &bytes).unwrap()
+    }
+
+    /// Every kind of refusal has a detail naming the call and what failed, the same on every
+    /// run; the code is the one the ABI has always returned for it.
+    #[test]
+    fn refusals_name_the_call_and_the_shapes_or_parameters() {
+        use ErrorCode::{InvalidParameter, ShapeMismatch, UnsupportedDType};
+        let mut s = session(Stop::never());
+        let a = create(&mut s, &[64, 32], &[0.5; 64 * 32]);
+        let b = create(&mut s, &[16, 4], &[0.5; 64]);
+        let m = create(&mut s, &[2, 3], &[1.0; 6]);
+        let t = create(&mut s, &[3, 2], &[1.0; 6]);
+        let v = create(&mut s, &[4], &[1.0; 4]);
+        let ids = create_i32(&mut s, &[2], &[1, 7]);
+        let image = create(&mut s, &[1, 3, 5, 5], &[0.0; 75]);
+        let filter = create(&mut s, &[2, 4, 3, 3], &[0.0; 72]);
+        let empty = create(&mut s, &[0], &[]);
+        let f = |bits: f32| bits.to_bits() as i64;
+        /// The call (op, inputs, params) and the code and detail it must get.
+        type Case = (Op, Vec<u32>, Vec<i64>, ErrorCode, &'static str);
+        let cases: Vec<Case> = vec![
+            (Op::Matmul, vec![a, b], vec![], ShapeMismatch, "matmul: shapes [64, 32] and [16, 4] do not fit: the inner dims 32 and 16 differ"),
+            (Op::Matmul, vec![v, m], vec![], ShapeMismatch, "matmul: shapes [4] and [2, 3] do not fit: both need rank >= 2 ([..., M, K] and [..., K, N])"),
+            (
+                Op::Add,
+                vec![m, t],
+                vec![],
+                ShapeMismatch,
+                "add: shapes [2, 3] and [3, 2] do not broadcast: on axis 0 of the result, 2 and 3 differ and neither is 1",
+            ),
+            (Op::Exp, vec![ids], vec![], UnsupportedDType, "exp: takes f32 only, but input 0 is i32 [2]"),
+            (Op::Slice, vec![m], vec![3, 0, 1], InvalidParameter, "slice: axis 3 is out of range for a rank-2 tensor [2, 3]: its axes are -2..=1"),
+            (Op::Slice, vec![m], vec![1, 2, 9], InvalidParameter, "slice: [2, 9) on axis 1 of [2, 3] is not a range within 0..=3"),
+            (Op::Sum, vec![m], vec![-3, 0], InvalidParameter, "sum: axis -3 is out of range for a rank-2 tensor [2, 3]: its axes are -2..=1"),
+            (Op::Sum, vec![m], vec![0, 2], InvalidParameter, "sum: keepdims must be 0 or 1, got 2"),
+            (Op::Sum, vec![m], vec![0], InvalidParameter, "sum: takes 2 parameters, got 1"),
+            (Op::Relu, vec![m, m], vec![], InvalidParameter, "relu: takes 1 input, got 2"),
+            (Op::LayerNorm, vec![m, v, v], vec![f(f32::NAN)], InvalidParameter, "layer_norm: epsilon NaN must be finite and >= 0"),
+            (Op::RmsNorm, vec![m, v], vec![f(1e-6)], ShapeMismatch, "rms_norm: gamma must be [3], the last dim of x [2, 3], got [4]"),
+            (Op::Permute, vec![m], vec![1], InvalidParameter, "permute: takes one axis per dim: x [2, 3] has rank 2, got 1 axis [1]"),
+            (Op::Permute, vec![m], vec![1, 1], InvalidParameter, "permute: [1, 1] is not a permutation of 0..2 (x [2, 3])"),
+            (Op::Reshape, vec![m], vec![4, 2], ShapeMismatch, "reshape: cannot reshape [2, 3] (6 elements) to [4, 2] (8 elements)"),
+            (Op::Reshape, vec![m], vec![2, -3], InvalidParameter, "reshape: dim -3 of the new shape [2, -3] is negative"),
+            (
+                Op::Reshape,
+                vec![empty],
+                vec![0, 1 << 32],
+                ShapeMismatch,
+                "reshape: the result [0, 4294967296] has a dim 4294967296, above 4294967295, the most a shape's u32 holds",
+            ),
+            (
+                Op::Concat,
+                vec![m, t],
+                vec![1],
+                ShapeMismatch,
+                "concat: on axis 1, input 1 [3, 2] does not fit input 0 [2, 3]: the ranks and every other dim must match",
+            ),
+            (Op::Concat, vec![m, ids], vec![0], UnsupportedDType, "concat: inputs must share one dtype: input 0 is f32, input 1 is i32"),
+            (Op::Gather, vec![m, v], vec![], UnsupportedDType, "gather: indices (input 1) must be i32, got f32 [4]"),
+            // Found by the kernel, not the planning: described by the code both backends share.
+            (Op::Gather, vec![m, ids], vec![], InvalidParameter, "gather: indices[1] (flat) is 7, outside 0..2, the rows of the table [2, 3]"),
+            (Op::Conv2d, vec![image, filter], vec![1, 1, 0, 0], ShapeMismatch, "conv2d: x [1, 3, 5, 5] has 3 channels, the weight [2, 4, 3, 3] takes 4"),
+            (Op::Conv2d, vec![image, m], vec![1, 1, 0, 0], ShapeMismatch, "conv2d: the weight (input 1) must be [O, C, KH, KW] (rank 4), got [2, 3]"),
+            (Op::Conv2d, vec![image, filter], vec![0, 1, 0, 0], InvalidParameter, "conv2d: stride_h 0 must be in 1..=4294967295"),
+        ];
+        for (op, inputs, params, code, detail) in cases {
+            let result = call(&mut s, op, &inputs, &params);
+            assert_eq!(refused(&mut s, result), (code, detail.to_string()), "{op:?} {params:?}");
+        }
+        // Create's own refusals: an unknown dtype and a shape too large to hold.
+        let result = s.plan_create(7, &[2], 8).map(|_| 0);
+        assert_eq!(refused(&mut s, result), (UnsupportedDType, "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1)".into()));
+        let result = s.plan_create(DType::F32.code(), &[u32::MAX; 3], 0).map(|_| 0);
+        let (code, detail) = refused(&mut s, result);
+        assert_eq!((code, detail.starts_with("create: shape [4294967295, 4294967295, 4294967295]")), (ShapeMismatch, true), "{detail}");
+    }
+
+    #[test]
+    fn quota_refusals_say_what_is_held_and_the_limit() {
+        let grant = TensorGrant { ops: Op::ALL.iter().copied().collect(), max_bytes: 1024, max_tensors: 3, trace_level: TraceLevel::Full };
+        let mut s = TensorSession::new(grant, Backend::cpu(1).for_job(Stop::never()).unwrap());
+        let x = create(&mut s, &[250], &[1.0; 250]);
+        let result = s.plan_create(DType::F32.code(), &[1024], 4096).map(|_| 0);
+        let expected = "create: the result needs 4096 bytes and 1000 are in use, above limits.tensor_bytes 1024";
+        assert_eq!(refused(&mut s, result), (ErrorCode::TensorMemoryQuota, expected.into()));
+        // An op's result is checked after it is priced: the same words, with the op's name.
+        let result = call(&mut s, Op::Relu, &[x], &[]);
+        let expected = "relu: the result needs 1000 bytes and 1000 are in use, above limits.tensor_bytes 1024";
+        assert_eq!(refused(&mut s, result), (ErrorCode::TensorMemoryQuota, expected.into()));
+        create(&mut s, &[1], &[1.0]);
+        create(&mut s, &[1], &[1.0]);
+        let result = call(&mut s, Op::Neg, &[x], &[]);
+        let expected = "neg: the tensors the job holds (3) reach limits.tensor_count 3";
+        assert_eq!(refused(&mut s, result), (ErrorCode::TensorCountQuota, expected.into()));
+    }
+
+    #[test]
+    fn the_last_error_is_the_last_refusal_and_misuse_is_not_one() {
+        let mut s = session(Stop::never());
+        assert_eq!(s.last_error(), "");
+        let m = create(&mut s, &[2, 3], &[1.0; 6]);
+        let result = call(&mut s, Op::Softmax, &[m], &[]).and_then(|h| call(&mut s, Op::Sum, &[h], &[9, 0]));
+        let (_, detail) = refused(&mut s, result);
+        assert!(detail.starts_with("sum: axis 9"), "{detail}");
+        // Successful calls leave it; a misuse traps instead and is not recorded.
+        call(&mut s, Op::Relu, &[m], &[]).unwrap();
+        assert!(matches!(s.refusal(CallError::not_live(99)), Err(CallError::Misuse(_))));
+        assert_eq!(s.last_error(), detail);
+        // The same calls give the same words on a fresh session: nothing but the job's own state
+        // goes into them.
+        let mut again = session(Stop::never());
+        let m = create(&mut again, &[2, 3], &[1.0; 6]);
+        let result = call(&mut again, Op::Softmax, &[m], &[]).and_then(|h| call(&mut again, Op::Sum, &[h], &[9, 0]));
+        assert_eq!(refused(&mut again, result).1, detail);
     }
 
     fn big_square(session: &mut TensorSession, n: u32) -> u32 {

@@ -128,6 +128,9 @@ impl JobEngine {
         let prepared = match cached {
             Some(prepared) => prepared,
             None => {
+                if !module.starts_with(b"\0asm") {
+                    return Err(RunError::NotWasm { looks_like: looks_like(module) });
+                }
                 let compiled = Module::new(&self.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
                 check_imports(&compiled)?;
                 match compiled.get_export("_start") {
@@ -214,4 +217,16 @@ fn check_imports(module: &Module) -> Result<(), RunError> {
         return Err(RunError::UnknownImport { import: name });
     }
     Ok(())
+}
+
+/// What a file that is not wasm seems to be, for the error that says so.
+fn looks_like(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0x7f, b'E', b'L', b'F', ..] => "a native ELF executable",
+        [b'M', b'Z', ..] => "a Windows executable",
+        [0xcf, 0xfa, 0xed, 0xfe, ..] | [0xca, 0xfe, 0xba, 0xbe, ..] => "a macOS executable",
+        [b'(', ..] | [b'\n', b'(', ..] | [b' ', ..] => "text (WebAssembly text format? gridbox takes the binary format)",
+        [] => "an empty file",
+        _ => "not a WebAssembly binary",
+    }
 }

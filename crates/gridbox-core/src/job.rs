@@ -19,7 +19,7 @@ use crate::mounts::{mount_files, output_name};
 use crate::trap_names::trap_name;
 use crate::wasi::random::JobRandom;
 use crate::wasi::vfs::MountError;
-use crate::wasi::{DeterministicWasi, JobExit, WasiConfig};
+use crate::wasi::{DeterministicWasi, JobExit, StdioEcho, WasiConfig};
 
 /// Where the job's inputs are mounted, read-only.
 pub const INPUT_DIR: &str = "/input";
@@ -33,6 +33,14 @@ pub const ARGV0: &str = "job.wasm";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// The bytes are not a wasm binary at all.
+    #[error(
+        "the module is {looks_like}, not WebAssembly: build the job for wasm32-wasip1 (`cargo build --release --target wasm32-wasip1`) and pass the .wasm file"
+    )]
+    NotWasm {
+        /// What the bytes look like instead.
+        looks_like: &'static str,
+    },
     /// The bytes are not a valid wasm module, or its imports have the wrong types.
     #[error("invalid wasm module")]
     InvalidModule(#[source] BoxError),
@@ -58,7 +66,7 @@ pub enum RunError {
         import: String,
     },
     /// The module imports something from a capability the manifest did not ask for.
-    #[error("the module imports `{import}`, which needs the `{}` capability the manifest does not ask for", .capability.as_str())]
+    #[error("the module imports `{import}`, which needs the `{cap}` capability the manifest does not ask for: run with `--capability {cap}` or add \"{cap}\" to the manifest's `capabilities`", cap = .capability.as_str())]
     ImportNotGranted {
         /// `module::name`.
         import: String,
@@ -245,9 +253,13 @@ pub struct JobRun {
     pub outputs: BTreeMap<String, Vec<u8>>,
     /// The chain of bridge calls.
     pub trace: TraceChain,
-    /// The full error text when the job trapped, for people (not part of the receipt: it holds
-    /// a backtrace whose format belongs to wasmtime).
+    /// For people, never part of the receipt: the full error text when the job trapped (with a
+    /// backtrace whose format belongs to wasmtime), or what the job was doing when a memory or
+    /// table limit stopped it.
     pub detail: Option<String>,
+    /// The first paths the job tried to open that did not exist (for people, never part of the
+    /// receipt): often the reason a job failed.
+    pub missing_paths: Vec<String>,
 }
 
 /// Per-store state of a running job.
@@ -269,14 +281,16 @@ impl ResourceLimiter for JobLimiter {
         // Modules may have at most one memory (the pooling allocator enforces it), so the desired
         // size of this memory is the job's total.
         if desired as u64 > self.memory_limit {
-            return Err(LimitExceeded { limit: LimitKind::MemoryBytes, value: self.memory_limit }.into());
+            let exceeded = wasmtime::Error::new(LimitExceeded { limit: LimitKind::MemoryBytes, value: self.memory_limit });
+            return Err(exceeded.context(format!("the job's memory would grow to {desired} bytes")));
         }
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.table_limit {
-            return Err(LimitExceeded { limit: LimitKind::TableElements, value: self.table_limit }.into());
+            let exceeded = wasmtime::Error::new(LimitExceeded { limit: LimitKind::TableElements, value: self.table_limit });
+            return Err(exceeded.context(format!("the job's table would grow to {desired} elements")));
         }
         Ok(true)
     }
@@ -291,6 +305,9 @@ pub struct RunOptions {
     pub wall_time_ms: Option<u64>,
     /// Lets another thread watch the run's fuel and stop it.
     pub monitor: Option<Arc<RunMonitor>>,
+    /// Shown the job's stdout and stderr as it writes them (they are kept for the receipt
+    /// either way).
+    pub echo: Option<StdioEcho>,
 }
 
 /// A window onto a running job from another thread: the fuel it has used so far (updated every
@@ -339,7 +356,11 @@ impl JobEngine {
         // Kernels inside a bridge call stop at the same limit (epochs cannot reach them there).
         let deadline = Instant::now().checked_add(Duration::from_millis(wall_ms) + EPOCH_TICK);
         let stop = Stop::new(deadline, options.monitor.as_ref().map(|monitor| monitor.cancelled.clone()));
-        let mut store = Store::new(self.engine(), self.job_state(job, limits, stop)?);
+        let mut state = self.job_state(job, limits, stop)?;
+        if let Some(echo) = &options.echo {
+            state.files.set_echo(echo.clone());
+        }
+        let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
         let fuel = limits.get(LimitKind::Fuel);
         store.set_fuel(fuel).map_err(|e| RunError::Engine { what: "the job's fuel", source: e.into() })?;
@@ -393,6 +414,7 @@ impl JobEngine {
                 .collect(),
             trace: state.bridge.session().trace().clone(),
             detail,
+            missing_paths: state.files.missing_paths().to_vec(),
         })
     }
 
@@ -456,11 +478,15 @@ fn classify(result: wasmtime::Result<()>, limits: LimitValues) -> Result<(Outcom
     };
     let detail = Some(format!("{error:?}"));
     if let Some(exceeded) = error.downcast_ref::<LimitExceeded>() {
-        return Ok((Outcome::LimitExceeded { limit: exceeded.limit, value: exceeded.value }, detail));
+        // What the job was doing when it hit the limit, as the host put it ("the job's memory
+        // would grow to N bytes"), without the backtrace.
+        let what = error.chain().map(|cause| cause.to_string()).find(|message| message.starts_with("the job"));
+        return Ok((Outcome::LimitExceeded { limit: exceeded.limit, value: exceeded.value }, what));
     }
     let outcome = match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => Outcome::LimitExceeded { limit: LimitKind::Fuel, value: limits.get(LimitKind::Fuel) },
-        Some(Trap::Interrupt) => Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, value: limits.get(LimitKind::WallTimeMs) },
+        // The limit says it all; a backtrace of where the job happened to be would not help.
+        Some(Trap::OutOfFuel) => return Ok((Outcome::LimitExceeded { limit: LimitKind::Fuel, value: limits.get(LimitKind::Fuel) }, None)),
+        Some(Trap::Interrupt) => return Ok((Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, value: limits.get(LimitKind::WallTimeMs) }, None)),
         Some(trap) => Outcome::Trapped { trap: trap_name(*trap).into(), message: String::new() },
         None => Outcome::Trapped { trap: "host".into(), message: error.root_cause().to_string() },
     };

@@ -133,6 +133,9 @@ struct ServiceTables {
     serve: ServeSettings,
 }
 
+/// The top-level keys of a policy file.
+const POLICY_FILE_KEYS: [&str; 6] = ["capabilities", "kernel_threads", "max", "default", "tenants", "serve"];
+
 /// Most a limit in `[serve]` may be set to where a larger value is surely a mistake.
 const MAX_WORKERS: usize = 64;
 
@@ -141,6 +144,17 @@ impl ServiceConfig {
     pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
         let parse = |source| ManifestError::Parse { what: "policy", source };
         let mut table: toml::Table = toml::from_str(text).map_err(parse)?;
+        // Unknown top-level keys are named with their line and every key a policy file has: the
+        // two halves below would each list only their own.
+        if let Some(unknown) = table.keys().find(|key| !POLICY_FILE_KEYS.contains(&key.as_str())) {
+            let line =
+                text.lines().position(|line| line.trim_start().trim_start_matches('[').trim_start().trim_start_matches('"').starts_with(unknown.as_str()));
+            let at = line.map(|n| format!(" (line {})", n + 1)).unwrap_or_default();
+            return Err(ManifestError::InvalidPolicyValue {
+                key: unknown.clone(),
+                reason: format!("unknown key{at}; a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve]"),
+            });
+        }
         let mut service = toml::Table::new();
         for key in ["tenants", "serve"] {
             if let Some(value) = table.remove(key) {
@@ -155,7 +169,7 @@ impl ServiceConfig {
     }
 
     fn validate(&self) -> Result<(), ManifestError> {
-        let invalid = |key: String, reason: String| ManifestError::InvalidValue { key, reason };
+        let invalid = |key: String, reason: String| ManifestError::InvalidPolicyValue { key, reason };
         let mut names = BTreeSet::new();
         let mut tokens = BTreeSet::new();
         for (index, tenant) in self.tenants.iter().enumerate() {
@@ -238,10 +252,15 @@ mod tests {
             ("[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdeg\"\n", "listed twice"),
             ("[serve]\nmax_wait_s = 60\nrequest_timeout_s = 60\n", "serve.max_wait_s"),
             ("[max]\nfule = 1\n", "fule"),
+            (
+                "# a policy\n[[tenant]]\nname = \"a\"\n",
+                "policy key `tenant` is invalid: unknown key (line 2); a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve]",
+            ),
         ];
         for (text, needle) in cases {
             let message = ServiceConfig::from_toml(text).unwrap_err().to_string();
             assert!(message.contains(needle), "{needle}: {message}");
+            assert!(!message.contains("manifest key"), "a policy error is called a policy error: {message}");
         }
     }
 }

@@ -5,14 +5,15 @@
 //! the worker pool, running jobs on a `gridbox_core::JobEngine`), which stores jobs in [`db`]
 //! (redb, group commit) and bytes in [`blobs`] (content-addressed files). [`config`] reads the
 //! `[[tenants]]` and `[serve]` sections of the policy file, [`metrics`] renders Prometheus
-//! text, and [`wire`] holds the JSON bodies the server and [`client`] share. [`load`] is the load
-//! generator of `gridbox load`.
+//! text, [`events`] tells whoever logs them what happens to each job, and [`wire`] holds the
+//! JSON bodies the server and [`client`] share. [`load`] is the load generator of `gridbox load`.
 
 pub mod blobs;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod load;
 pub mod metrics;
@@ -21,5 +22,6 @@ pub mod wire;
 
 pub use config::ServiceConfig;
 pub use error::ServiceError;
+pub use events::{EventHook, JobEvent, JobEventKind};
 pub use http::serve;
 pub use service::Service;

@@ -13,6 +13,7 @@ use crate::blobs::{BlobStore, PendingBlobs};
 use crate::config::ServiceConfig;
 use crate::db::{JobDb, JobRecord, JobResult, JobState, Recovered, now_ms};
 use crate::error::ServiceError;
+use crate::events::{EventHook, JobEvent, JobEventKind, no_events};
 use crate::metrics::{Gauges, Metrics};
 use crate::wire::JobStatus;
 use gridbox_core::digest::Digest;
@@ -109,6 +110,8 @@ pub struct Service {
     stop_signal: watch::Sender<bool>,
     next_seq: AtomicU64,
     failure: Mutex<Option<String>>,
+    /// Told of every job event (see [`crate::events`]).
+    events: EventHook,
     /// Counters and histograms.
     pub metrics: Metrics,
 }
@@ -146,8 +149,20 @@ enum Attempt {
 
 impl Service {
     /// Opens the service over `data`, queueing again every job a previous process left
-    /// unfinished.
+    /// unfinished. Job events are dropped: see [`Service::open_with_events`].
     pub fn open(config: ServiceConfig, engine: JobEngine, data: &std::path::Path, key: SigningKey) -> Result<Arc<Self>, ServiceError> {
+        Self::open_with_events(config, engine, data, key, no_events())
+    }
+
+    /// [`Service::open`], telling `events` of every job event from here on: jobs recovered or
+    /// given up on at this start included.
+    pub fn open_with_events(
+        config: ServiceConfig,
+        engine: JobEngine,
+        data: &std::path::Path,
+        key: SigningKey,
+        events: EventHook,
+    ) -> Result<Arc<Self>, ServiceError> {
         std::fs::create_dir_all(data).map_err(|source| ServiceError::DataFolder { path: data.to_path_buf(), source })?;
         // The database first: its file lock keeps a second server off this folder before the
         // blob store clears `tmp/`.
@@ -155,8 +170,10 @@ impl Service {
             JobDb::open(&data.join("jobs.redb"), config.serve.retention_ms(), &|digest| crate::blobs::stored_size(data, digest).unwrap_or(0))?;
         let blobs = Arc::new(BlobStore::open(data)?);
         let Recovered { unfinished, finished, given_up, next_seq } = recovered;
-        for id in &given_up {
-            eprintln!("gridbox: job {id} failed: the server stopped while it ran {} times since it was first recovered", crate::db::MAX_STARTS);
+        for record in &given_up {
+            let result = record.result.as_ref();
+            let kind = JobEventKind::Ended { state: record.state, outcome: None, reason: result.and_then(|r| r.reason.as_deref()), fuel_used: 0, wall_ms: 0 };
+            events(&JobEvent { at_ms: now_ms(), job: &record.id, tenant: &record.tenant, kind });
         }
         let metrics = Metrics::default();
         metrics.succeeded.store(finished.get("succeeded").copied().unwrap_or(0), Ordering::Relaxed);
@@ -177,21 +194,35 @@ impl Service {
             stop_signal: watch::channel(false).0,
             next_seq: AtomicU64::new(next_seq),
             failure: Mutex::new(None),
+            events,
             metrics,
         });
+        let mut recovered = Vec::with_capacity(unfinished.len());
         {
             let mut queue = service.lock();
             for record in unfinished {
                 let mut live = LiveJob::new(record);
                 live.recovered = true;
-                queue.push(Arc::new(live));
+                let live = Arc::new(live);
+                queue.push(live.clone());
+                recovered.push(live);
             }
+        }
+        // Reported with the queue unlocked: a hook must never run under the service's lock.
+        for live in &recovered {
+            service.report(&live.record, JobEventKind::Recovered);
         }
         Ok(service)
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the event hook that `kind` happened to the job of `record`, now. Never call it
+    /// with the queue locked.
+    fn report(&self, record: &JobRecord, kind: JobEventKind<'_>) {
+        (self.events)(&JobEvent { at_ms: now_ms(), job: &record.id, tenant: &record.tenant, kind });
     }
 
     /// The settings.
@@ -280,7 +311,11 @@ impl Service {
         let mut report = GcReport::default();
         loop {
             let service = self.clone();
-            let (more, orphans) = tokio::task::spawn_blocking(move || service.db.expire(now_ms(), 1000)).await??;
+            let expiry = tokio::task::spawn_blocking(move || service.db.expire(now_ms(), 1000)).await??;
+            let (more, orphans) = (expiry.more, expiry.orphans);
+            for (id, tenant) in &expiry.jobs {
+                (self.events)(&JobEvent { at_ms: now_ms(), job: id, tenant, kind: JobEventKind::Expired });
+            }
             report.candidates += orphans.len();
             if !orphans.is_empty() {
                 let _exclusive = self.gc_lock.write().await;
@@ -362,6 +397,10 @@ impl Service {
         let service = self.clone();
         let queued = tokio::spawn(async move {
             let stored = service.db.insert(record.clone(), uses).await;
+            if stored.is_ok() {
+                // Durable now; said before it is queued, so that its `started` never comes first.
+                service.report(&record, JobEventKind::Accepted);
+            }
             let mut queue = service.lock();
             queue.reserved -= 1;
             if let Err(e) = stored {
@@ -492,6 +531,8 @@ impl Service {
         let storing = Arc::new(Semaphore::new(STORING_PER_WORKER as usize));
         let storing_kib = Arc::new(Semaphore::new(STORING_KIB_PER_WORKER as usize));
         while let Some(live) = self.next_job().await {
+            let waited_ms = live.started_at_ms.load(Ordering::Relaxed).saturating_sub(live.record.submitted_at_ms);
+            self.report(&live.record, JobEventKind::Started { waited_ms });
             // Only recovered jobs count their starts: a job that brings the server down comes
             // back as a recovered job, so its starts are counted from the first restart on, and
             // a healthy server pays nothing per job for the guard.
@@ -666,16 +707,17 @@ impl Service {
 
     async fn end_run(self: &Arc<Self>, live: &Arc<LiveJob>, attempt: Attempt) {
         let id = &live.record.id;
-        let host_fault = |reason: &str| {
-            let faults = live.host_faults.fetch_add(1, Ordering::Relaxed) + 1;
-            eprintln!("gridbox: job {id}: the provider failed ({faults} of {MAX_HOST_FAULTS} tries): {reason}");
-            faults
-        };
         let attempt = match attempt {
-            Attempt::HostFault(reason) if host_fault(&reason) >= MAX_HOST_FAULTS => {
-                let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
-                let reason = format!("the provider failed to run it {MAX_HOST_FAULTS} times; the last time: {reason}");
-                Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason))
+            Attempt::HostFault(reason) => {
+                let tries = live.host_faults.fetch_add(1, Ordering::Relaxed) + 1;
+                if tries >= MAX_HOST_FAULTS {
+                    let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
+                    let reason = format!("the provider failed to run it {MAX_HOST_FAULTS} times; the last time: {reason}");
+                    Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason))
+                } else {
+                    self.report(&live.record, JobEventKind::Requeued { reason: &reason, tries, max_tries: MAX_HOST_FAULTS });
+                    Attempt::HostFault(reason)
+                }
             }
             other => other,
         };
@@ -687,6 +729,8 @@ impl Service {
         }
         let next = match attempt {
             Attempt::Ended(state, result) => {
+                // Kept for the event: the database takes the record.
+                let (fuel_used, wall_ms, outcome, reason) = (result.fuel_used, wall_ms(&result), result.outcome.clone(), result.reason.clone());
                 let mut record = live.record.clone();
                 record.state = state;
                 record.result = Some(result);
@@ -694,6 +738,8 @@ impl Service {
                     Ok(true) => {
                         let counter = if state == JobState::Succeeded { &self.metrics.succeeded } else { &self.metrics.failed };
                         counter.fetch_add(1, Ordering::Relaxed);
+                        let kind = JobEventKind::Ended { state, outcome: outcome.as_deref(), reason: reason.as_deref(), fuel_used, wall_ms };
+                        self.report(&live.record, kind);
                         Next::Ended(state)
                     }
                     // It had ended already (cannot happen while one process owns the data
@@ -829,6 +875,11 @@ impl LiveJob {
             expires_at_ms: None,
         }
     }
+}
+
+/// How long a job's last attempt took, start to end; 0 for a job that never started.
+fn wall_ms(result: &JobResult) -> u64 {
+    if result.started_at_ms == 0 { 0 } else { result.finished_at_ms.saturating_sub(result.started_at_ms) }
 }
 
 fn stored_status(record: &JobRecord, expires_at_ms: Option<u64>) -> JobStatus {

@@ -4,6 +4,7 @@ pub(crate) mod hash;
 pub(crate) mod keygen;
 pub(crate) mod load;
 pub(crate) mod manifest;
+pub(crate) mod new;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod submit;

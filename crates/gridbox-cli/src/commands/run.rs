@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
+use gridbox_core::wasi::{StdStream, StdioEcho};
 use gridbox_core::{Job, Outcome, Policy, Receipt, RunOptions, keys};
 use gridbox_service::ServiceConfig;
 
@@ -39,9 +40,9 @@ pub(crate) struct RunArgs {
     /// Do not echo the job's stdout and stderr.
     #[arg(long, short)]
     quiet: bool,
-    /// Where tensor ops run: auto (a CUDA GPU if there is one), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    device: DeviceChoice,
+    /// Where tensor ops run: auto (the default: a CUDA GPU if there is one), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<DeviceChoice>,
 }
 
 /// Runs the job; the exit status is the job's own or what stopped it.
@@ -62,13 +63,12 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     };
     let engine = engine_on(&policy, args.device)?;
     let job = Job::new(module, resolved, inputs)?;
-    let run = engine.run(&job, RunOptions::default())?;
+    engine.announce(&job)?;
+    // The job's output is shown as it is written, so a long job shows signs of life.
+    let echo = (!args.quiet).then(|| StdioEcho(Arc::new(echo_to_terminal)));
+    let run = engine.run(&job, RunOptions { echo, ..RunOptions::default() })?;
     let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
 
-    if !args.quiet {
-        std::io::stdout().write_all(&run.stdout).context("writing stdout")?;
-        std::io::stderr().write_all(&run.stderr).context("writing stderr")?;
-    }
     if let Some(out) = &args.out {
         if let Err(error) = artifacts::write(out, &run, &receipt) {
             keep_receipt(out, &receipt);
@@ -81,8 +81,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     if args.key.is_none() && args.out.is_some() {
         eprintln!("gridbox: note: signed with a throwaway key; pass --key (see `gridbox keygen`) to sign as a provider");
     }
-    if let (Outcome::Trapped { .. }, Some(detail)) = (&run.outcome, &run.detail) {
-        eprintln!("gridbox: {detail}");
+    for line in crate::explain::explain(&job, &run, &policy) {
+        eprintln!("gridbox: {line}");
     }
     Ok(exit::for_outcome(&run.outcome))
 }
@@ -101,4 +101,13 @@ pub(crate) fn keep_receipt(out: &Path, receipt: &Receipt) {
             String::from_utf8_lossy(&receipt.to_canonical_json())
         ),
     }
+}
+
+/// Writes what the job wrote to gridbox's own stdout or stderr. A closed terminal or pipe is
+/// ignored: it must not change the job.
+fn echo_to_terminal(stream: StdStream, bytes: &[u8]) {
+    let _ = match stream {
+        StdStream::Stdout => std::io::stdout().lock().write_all(bytes).and_then(|()| std::io::stdout().flush()),
+        StdStream::Stderr => std::io::stderr().lock().write_all(bytes),
+    };
 }

@@ -9,10 +9,10 @@ use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
 use gridbox_core::verify::{self, Evidence};
-use gridbox_core::{BlobRef, Job, Policy, Receipt};
+use gridbox_core::{BlobRef, Capability, Job, Policy, Receipt};
 use gridbox_service::client::Client;
 
-use super::verify::{print_table, trusted_keys, warn_if_unpinned};
+use super::verify::{table, trusted_keys, warn_if_unpinned};
 use crate::device::engine_on;
 use crate::exit;
 use crate::flags::{InputArgs, JobFlags, ServerArgs, job_manifest, read};
@@ -29,10 +29,12 @@ pub(crate) struct SubmitArgs {
     inputs: InputArgs,
     #[command(flatten)]
     server: ServerArgs,
-    /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty); without
-    /// it, the job's stdout and stderr are echoed.
+    /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Do not echo the job's stdout and stderr.
+    #[arg(long, short)]
+    quiet: bool,
     /// Replay the job here and check the receipt, as `gridbox verify` does.
     #[arg(long)]
     verify: bool,
@@ -40,9 +42,9 @@ pub(crate) struct SubmitArgs {
     /// keygen .pub file); repeatable. Without one the signer is not pinned, and it says so.
     #[arg(long = "trust", value_name = "KEY|FILE")]
     trust: Vec<String>,
-    /// Where the replay's tensor ops run: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto", value_name = "DEVICE")]
-    device: DeviceChoice,
+    /// Where the replay's tensor ops run: auto (the default), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<DeviceChoice>,
     #[command(flatten)]
     job: JobFlags,
 }
@@ -101,6 +103,12 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
         return Ok(exit::REFUSED);
     };
     let receipt = Receipt::from_json(&receipt_bytes).context("the server's receipt")?;
+    // As `run` does: the job's output, with --out or without.
+    if !args.quiet {
+        std::io::stdout().write_all(parts.stdout.as_deref().unwrap_or_default()).context("writing stdout")?;
+        std::io::stdout().flush().context("writing stdout")?;
+        std::io::stderr().write_all(parts.stderr.as_deref().unwrap_or_default()).context("writing stderr")?;
+    }
     if let Some(out) = &args.out {
         if let Err(error) = artifacts::write_parts(out, &parts, &receipt) {
             super::run::keep_receipt(out, &receipt);
@@ -108,18 +116,17 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
         }
         eprintln!("gridbox: {}; receipt in {}", receipt.outcome, out.join(RECEIPT_FILE).display());
     } else {
-        std::io::stdout().write_all(parts.stdout.as_deref().unwrap_or_default()).context("writing stdout")?;
-        std::io::stderr().write_all(parts.stderr.as_deref().unwrap_or_default()).context("writing stderr")?;
         eprintln!("gridbox: {}", receipt.outcome);
     }
     if args.verify {
         // The manifest this client built is the request: the receipt must show that it ran.
         let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts), requested: Some(manifest) };
         let engine = engine_on(&Policy::default(), args.device)?;
+        engine.announce_if(evidence.requested.as_ref().is_some_and(|m| m.capabilities.contains(&Capability::Tensor)));
         let options = verify::VerifyOptions { trusted_keys: trusted_keys(&args.trust)?, ..verify::VerifyOptions::default() };
         let report = verify::verify(&engine, &receipt, &evidence, options)?;
         if let Some(check) = report.first_mismatch() {
-            print_table(&report);
+            print!("{}", table(&report, false));
             eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
             return Ok(exit::MISMATCH);
         }

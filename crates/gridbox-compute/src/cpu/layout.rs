@@ -150,8 +150,8 @@ pub(crate) fn gather(table: &Tensor, indices: &Tensor, out: &TensorMeta, workers
     let ids = indices.as_i32().ok_or_else(|| OpError::UnsupportedDType("gather indices must be i32".into()))?;
     let rows = table.shape().first().copied().ok_or_else(|| OpError::ShapeMismatch("gather needs a table of rank >= 1".into()))?;
     let row = checked_product(&table.shape()[1..])?;
-    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
-        return Err(OpError::InvalidParameter(format!("gather index {bad} is outside 0..{rows}")));
+    if let Some((position, &bad)) = ids.iter().enumerate().find(|&(_, &i)| i < 0 || i as usize >= rows) {
+        return Err(OpError::gather_index(position, bad, table.shape()));
     }
     check_len(out, checked_product(&[ids.len(), row])?)?;
     fn pick<T: Copy>(src: &[T], ids: &[i32], row: usize, workers: Workers<'_>) -> Vec<T> {

@@ -473,8 +473,9 @@ impl GpuJob for CudaJob {
                     // Indices are checked on the host before anything is written.
                     let host_ids = self.download(ids)?;
                     let host_ids = host_ids.as_i32().unwrap_or(&[]);
-                    if let Some(bad) = host_ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
-                        return Err(OpError::InvalidParameter(format!("gather index {bad} is outside 0..{rows}")).into());
+                    // The first bad index in row-major order, described as the CPU does.
+                    if let Some((position, &bad)) = host_ids.iter().enumerate().find(|&(_, &i)| i < 0 || i as usize >= rows) {
+                        return Err(OpError::gather_index(position, bad, &table.meta.shape).into());
                     }
                     let count = host_ids.len() as u64;
                     if len > 0 {
@@ -669,7 +670,8 @@ mod tests {
                     panic!("{what}: element {i} of {}: cpu {:08x} ({:e}), cuda {:08x} ({:e})", w.len(), w[i], f32::from_bits(w[i]), g[i], f32::from_bits(g[i]));
                 }
             }
-            (Err(w), Err(ExecError::Op(g))) => assert_eq!(w.code(), g.code(), "{what}"),
+            // The same code and the same detail: a job's `last_error` must not tell backends apart.
+            (Err(w), Err(ExecError::Op(g))) => assert_eq!(w, g, "{what}"),
             (w, g) => panic!("{what}: cpu {:?}, cuda {:?}", w.map(|_| ()), g.map(|_| ())),
         }
     }
@@ -769,7 +771,8 @@ mod tests {
         same(&job, &OpCall::Concat { axis: 1 }, &[&x, &y, &x], "concat");
         let ids = Tensor::i32(vec![2, 2], vec![1, 0, 1, 1]).unwrap();
         same(&job, &OpCall::Gather, &[&x, &ids], "gather");
-        let bad = Tensor::i32(vec![1], vec![2]).unwrap();
+        // Two bad indices: both backends name the first in row-major order (position 1, -1).
+        let bad = Tensor::i32(vec![2, 2], vec![1, -1, 2, 0]).unwrap();
         same(&job, &OpCall::Gather, &[&x, &bad], "gather out of range");
         let ints = Tensor::i32(vec![3, 4], (0..12).collect()).unwrap();
         same(&job, &OpCall::Permute { perm: vec![1, 0] }, &[&ints], "permute i32");

@@ -54,7 +54,7 @@ pub mod vfs;
 
 pub use linker::{FUNCTIONS, PARAMETER_NAMES, SIGNATURES, add_to_linker};
 pub use process::JobExit;
-pub use state::{DeterministicWasi, MAX_OPEN_FDS, WasiConfig};
+pub use state::{DeterministicWasi, EchoFn, MAX_OPEN_FDS, StdStream, StdioEcho, WasiConfig};
 
 /// The preview1 module name.
 pub const PREVIEW1_MODULE: &str = "wasi_snapshot_preview1";

@@ -3,7 +3,7 @@
 use super::abi::{self, decode_times, encode_filestat};
 use super::state::MAX_OPEN_FDS;
 use super::state::{Descriptor, DeterministicWasi, HostResult};
-use super::vfs::{Errno, FileKind, OpenOptions};
+use super::vfs::{Errno, FileKind, FsError, OpenOptions};
 use crate::guest_memory::GuestMemory;
 
 impl DeterministicWasi {
@@ -106,7 +106,14 @@ impl DeterministicWasi {
         };
         let now = self.clock.realtime();
         let path = self.guest_path(mem, path, path_len)?;
-        let node = self.vfs.open(dir, path, options, now)?;
+        let node = match self.vfs.open(dir, path, options, now) {
+            Err(FsError::Errno(Errno::Noent)) => {
+                let path = path.to_string();
+                self.note_missing(fd, &path);
+                return Err(Errno::Noent.into());
+            }
+            opened => opened?,
+        };
         let descriptor = match self.vfs.kind(node)? {
             FileKind::Directory => Descriptor::Dir { node, preopen: None },
             FileKind::RegularFile => Descriptor::File { node, position: 0, read, write, append: fdflags & abi::FDFLAGS_APPEND != 0 },

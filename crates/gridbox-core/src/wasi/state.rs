@@ -90,7 +90,38 @@ pub struct DeterministicWasi {
     pub(super) process: Process,
     /// Fuel the job has left during the current call (see [`super::fuel`]).
     pub(super) fuel_left: u64,
+    /// The first few paths the job tried to open and did not exist, for the person running it
+    /// (never part of a result).
+    pub(super) missing: Vec<String>,
+    /// Shown what the job writes to stdout and stderr as it writes it.
+    pub(super) echo: Option<StdioEcho>,
 }
+
+/// Which of the job's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdStream {
+    /// fd 1.
+    Stdout,
+    /// fd 2.
+    Stderr,
+}
+
+/// Where a job's stdout and stderr are shown as they are written (a terminal, a log), besides
+/// being kept for the receipt. It only watches: what it does never changes the job.
+#[derive(Clone)]
+pub struct StdioEcho(pub Arc<EchoFn>);
+
+/// What a [`StdioEcho`] calls with each write: the stream and the bytes written.
+pub type EchoFn = dyn Fn(StdStream, &[u8]) + Send + Sync;
+
+impl std::fmt::Debug for StdioEcho {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdioEcho")
+    }
+}
+
+/// How many missing paths [`DeterministicWasi::missing_paths`] remembers.
+const MISSING_PATHS_KEPT: usize = 8;
 
 /// Why a host function stops: an errno for the guest, or a trap that ends the job.
 pub(super) enum HostError {
@@ -139,6 +170,8 @@ impl DeterministicWasi {
                 Process { args_bytes: layout_bytes(&config.args), env_bytes: layout_bytes(&env), args: config.args, env, random: config.random }
             },
             fuel_left: 0,
+            missing: Vec::new(),
+            echo: None,
         }
     }
 
@@ -180,6 +213,31 @@ impl DeterministicWasi {
             let path = self.vfs.mount_path(index)?;
             Some((path, self.vfs.collect_mount(index)?))
         })
+    }
+
+    /// The first paths (up to 8) the job tried to open that did not exist, as guest paths when
+    /// they were opened from a preopened folder: for telling a person which file a job missed.
+    pub fn missing_paths(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// Shows what the job writes to stdout and stderr to `echo` as it writes it.
+    pub fn set_echo(&mut self, echo: StdioEcho) {
+        self.echo = Some(echo);
+    }
+
+    /// Remembers that opening `path` from descriptor `fd` found nothing.
+    pub(super) fn note_missing(&mut self, fd: u32, path: &str) {
+        if self.missing.len() >= MISSING_PATHS_KEPT {
+            return;
+        }
+        let full = match self.fds.get(&fd) {
+            Some(Descriptor::Dir { preopen: Some(root), .. }) => format!("{}/{path}", root.trim_end_matches('/')),
+            _ => path.to_string(),
+        };
+        if !self.missing.contains(&full) {
+            self.missing.push(full);
+        }
     }
 
     /// Everything the job wrote to stdout.
@@ -289,9 +347,13 @@ impl DeterministicWasi {
         let buffer = if to_stderr { &mut self.stderr } else { &mut self.stdout };
         // `total` is within the limit, so reserving it is bounded by the job's own limit.
         buffer.try_reserve(usize::try_from(total).map_err(|_| Errno::Nomem)?).map_err(|_| Errno::Nomem)?;
+        let start = buffer.len();
         for index in 0..iovs_len {
             let (buf, len) = mem.iovec(iovs, index)?;
             buffer.extend_from_slice(mem.bytes(buf, u64::from(len))?);
+        }
+        if let Some(echo) = &self.echo {
+            (echo.0)(if to_stderr { StdStream::Stderr } else { StdStream::Stdout }, &buffer[start..]);
         }
         Ok(total as u32)
     }

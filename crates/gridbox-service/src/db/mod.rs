@@ -222,14 +222,26 @@ struct Pending {
     reply: oneshot::Sender<Result<bool, DbError>>,
 }
 
+/// What one call of [`JobDb::expire`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Whether more may be due: the call stopped at its `max_jobs`.
+    pub more: bool,
+    /// The jobs it expired, as (id, tenant).
+    pub jobs: Vec<(String, String)>,
+    /// The blobs left with no row: candidates for [`JobDb::collectable`].
+    pub orphans: Vec<Digest>,
+}
+
 /// What [`JobDb::open`] found.
 pub struct Recovered {
     /// Unfinished jobs, in submission order: they are queued again.
     pub unfinished: Vec<JobRecord>,
     /// Finished jobs by final state, for metrics (including those given up on at this start).
     pub finished: BTreeMap<&'static str, u64>,
-    /// Jobs failed at this start because the server stopped [`MAX_STARTS`] times while they ran.
-    pub given_up: Vec<String>,
+    /// Jobs failed at this start because the server stopped [`MAX_STARTS`] times while they ran,
+    /// as now stored.
+    pub given_up: Vec<JobRecord>,
     /// The next sequence number.
     pub next_seq: u64,
 }
@@ -311,7 +323,7 @@ impl JobDb {
             commit(&db, &batch, retention_ms)?;
             for record in ended {
                 *recovered.finished.entry(record.state.as_str()).or_default() += 1;
-                recovered.given_up.push(record.id);
+                recovered.given_up.push(record);
             }
         }
 
@@ -454,12 +466,12 @@ impl JobDb {
 
     /// Expires what has outlived the retention time at `now`: finished jobs that are not kept
     /// (record and result rows) and uploads unused since. At most `max_jobs` jobs per call, so
-    /// that one transaction stays small; returns whether more may be due, and the blobs left
-    /// with no row (candidates for [`JobDb::collectable`]).
-    pub fn expire(&self, now: u64, max_jobs: usize) -> Result<(bool, Vec<Digest>), DbError> {
+    /// that one transaction stays small.
+    pub fn expire(&self, now: u64, max_jobs: usize) -> Result<Expiry, DbError> {
         let expire_before = now.saturating_sub(self.retention_ms);
         let txn = self.db.begin_write().map_err(storage)?;
         let mut orphans = Vec::new();
+        let mut expired = Vec::new();
         let more;
         {
             let mut jobs = txn.open_table(JOBS).map_err(storage)?;
@@ -485,6 +497,7 @@ impl JobDb {
                 };
                 tenant_jobs.remove((record.tenant.as_str(), record.seq)).map_err(storage)?;
                 orphans.extend(owned.job_refs(&record, Change::DropRef, expire_before)?);
+                expired.push((id, record.tenant));
             }
             // Uploads nobody has used within the retention time, and no job result names.
             let stale: Vec<(String, String, u64)> = owned
@@ -506,7 +519,7 @@ impl JobDb {
             }
         }
         txn.commit().map_err(storage)?;
-        Ok((more, orphans))
+        Ok(Expiry { more, jobs: expired, orphans })
     }
 
     /// Of `candidates`, the blobs nothing may read and no unfinished job reads: the blob store

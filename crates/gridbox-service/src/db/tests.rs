@@ -92,7 +92,7 @@ async fn unfinished_jobs_survive_reopening_and_jobs_end_once() {
     drop(db);
     let (db, recovered) = open(&path).unwrap();
     assert_eq!(recovered.unfinished.iter().map(|r| (r.id.as_str(), r.starts)).collect::<Vec<_>>(), [("c", 1)]);
-    assert_eq!(recovered.given_up, ["a"]);
+    assert_eq!(recovered.given_up.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a"]);
     let a = db.get("a").unwrap().unwrap();
     assert_eq!(a.state, JobState::Failed);
     assert!(a.result.unwrap().reason.unwrap().contains("running 3 times since it was first recovered"));
@@ -141,13 +141,14 @@ async fn uploads_and_results_count_toward_usage_and_expire_unless_kept() {
     assert_eq!(db.usage("alice").unwrap(), 1000 + receipt_size + outputs);
 
     // Nothing is due yet.
-    assert_eq!(db.expire(now, 100).unwrap(), (false, Vec::new()));
+    assert_eq!(db.expire(now, 100).unwrap(), Expiry::default());
     // A retention time later: the unkept job and the unused upload `b` go; `a` lives on through
     // the kept job's result, the receipt too (both jobs' receipts are the same bytes).
     // (The uses were noted a few ms after `now`.)
     let later = now + DAY_MS + 60_000;
-    let (more, mut orphans) = db.expire(later, 100).unwrap();
+    let Expiry { more, jobs, mut orphans } = db.expire(later, 100).unwrap();
     assert!(!more);
+    assert_eq!(jobs, [("expires".to_string(), "alice".to_string())]);
     orphans.sort();
     let mut expected = vec![Digest::of(b"output of expires"), b];
     expected.sort();
@@ -164,7 +165,7 @@ async fn uploads_and_results_count_toward_usage_and_expire_unless_kept() {
     // Deleting the kept job lets everything go; `a` was alice's upload, unused too: no rows left.
     assert!(db.forget("alice", "kept").await.unwrap());
     assert!(!db.forget("alice", "kept").await.unwrap());
-    let (_, orphans) = db.expire(later, 100).unwrap();
+    let orphans = db.expire(later, 100).unwrap().orphans;
     assert!(orphans.contains(&a), "{orphans:?}");
     assert_eq!(db.usage("alice").unwrap(), 0);
     assert!(!db.disown("alice", a).await.unwrap());

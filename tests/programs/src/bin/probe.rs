@@ -217,10 +217,11 @@ fn floats(rounds: u64) {
 /// copysign, reinterpretation: exact by definition).
 fn nan_bits() {
     let zero = std::hint::black_box(0.0f32);
+    let other_zero = std::hint::black_box(0.0f32);
     let payload = std::hint::black_box(f32::from_bits(0x7fa0_0001));
     let payload64 = std::hint::black_box(f64::from_bits(0x7ff4_0000_0000_0001));
     let cases32 = [
-        ("0/0", zero / zero),
+        ("0/0", zero / other_zero),
         ("inf-inf", f32::INFINITY - std::hint::black_box(f32::INFINITY)),
         ("sqrt(-1)", std::hint::black_box(-1.0f32).sqrt()),
         ("payload+1", payload + 1.0),
@@ -234,7 +235,7 @@ fn nan_bits() {
     for (name, value) in cases32 {
         println!("f32 {name}: {:08x}", value.to_bits());
     }
-    let cases64 = [("0/0", f64::from(zero) / f64::from(zero)), ("promote", f64::from(payload)), ("payload-1", payload64 - 1.0), ("-payload", -payload64)];
+    let cases64 = [("0/0", f64::from(zero) / f64::from(other_zero)), ("promote", f64::from(payload)), ("payload-1", payload64 - 1.0), ("-payload", -payload64)];
     for (name, value) in cases64 {
         println!("f64 {name}: {:016x}", value.to_bits());
     }

@@ -78,11 +78,13 @@ fn quota_bytes() -> Result<(), Error> {
     loop {
         match Tensor::from_slice(&block, &[1024]) {
             Ok(t) => held.push(t),
-            Err(Error::TensorMemoryQuota) => break,
+            Err(e @ Error::TensorMemoryQuota { .. }) => {
+                println!("quota after {} tensors: {e}", held.len());
+                break;
+            }
             Err(e) => return Err(e),
         }
     }
-    println!("quota after {} tensors", held.len());
     // Freeing gives the memory back.
     held.clear();
     Tensor::from_slice(&block, &[1024])?;
@@ -96,24 +98,45 @@ fn quota_count() -> Result<(), Error> {
     loop {
         match Tensor::scalar(1.0) {
             Ok(t) => held.push(t),
-            Err(Error::TensorCountQuota) => break,
+            Err(e @ Error::TensorCountQuota { .. }) => {
+                println!("count quota after {} tensors: {e}", held.len());
+                break;
+            }
             Err(e) => return Err(e),
         }
     }
-    println!("count quota after {} tensors", held.len());
     Ok(())
 }
 
-/// Errors the job can handle come back as values.
+/// Errors the job can handle come back as values, each with its code and the host's detail:
+/// one line per call, `what: Some(Code): message` (`ok` for a call that succeeded).
 fn errors() -> Result<(), Error> {
+    fn report(what: &str, result: Result<Tensor, Error>) {
+        match result {
+            Ok(t) => println!("{what}: ok {:?}", t.shape()),
+            Err(e) => println!("{what}: {:?}: {e}", e.code()),
+        }
+    }
     let a = Tensor::from_slice(&[1.0; 6], &[2, 3])?;
     let b = Tensor::from_slice(&[1.0; 6], &[2, 3])?;
-    println!("matmul 2x3 by 2x3: {:?}", a.matmul(&b).err());
-    println!("axis 5: {:?}", a.sum(5, false).err());
-    println!("slice past end: {:?}", a.slice(1, 2, 9).err());
-    let ids = Tensor::from_i32(&[7], &[1])?;
-    println!("gather out of range: {:?}", a.gather(&ids).err());
-    println!("exp of i32: {:?}", ids.exp().err());
+    report("matmul 2x3 by 2x3", a.matmul(&b));
+    let wide = Tensor::from_slice(&[0.5; 64 * 32], &[64, 32])?;
+    let narrow = Tensor::from_slice(&[0.5; 16 * 4], &[16, 4])?;
+    report("matmul 64x32 by 16x4", wide.matmul(&narrow));
+    report("axis 5", a.sum(5, false));
+    report("slice past end", a.slice(1, 2, 9));
+    let ids = Tensor::from_i32(&[1, 7], &[2])?;
+    report("gather out of range", a.gather(&ids));
+    report("exp of i32", ids.exp());
+    // A success in between leaves the host's last detail as it was; the next refusal replaces it.
+    report("relu", a.relu());
+    report("reshape 6 to 4", a.reshape(&[4]));
+    // A detail longer than the SDK's first buffer (256 bytes) is fetched again, whole.
+    let long = a.permute(&[u32::MAX as usize; 64]).err().map(|e| e.detail().to_string()).unwrap_or_default();
+    println!("long detail: {} bytes, ends {:?}", long.len(), &long[long.len().saturating_sub(12)..]);
+    // The SDK's own checks speak the same way.
+    report("transpose of a vector", ids.transpose());
+    println!("to_vec of i32: {:?}", ids.to_vec().err().map(|e| e.to_string()));
     Ok(())
 }
 
@@ -145,7 +168,7 @@ fn awkward(n: usize, salt: usize) -> Vec<f32> {
     (0..n)
         .map(|i| {
             let k = i * 7 + salt * 13;
-            if k % 5 == 0 { special[(k / 5) % special.len()] } else { ((k % 37) as f32 - 18.0) * 0.173 }
+            if k.is_multiple_of(5) { special[(k / 5) % special.len()] } else { ((k % 37) as f32 - 18.0) * 0.173 }
         })
         .collect()
 }
@@ -156,7 +179,16 @@ fn edges() -> Result<(), Error> {
     for n in [1usize, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 257] {
         let v = Tensor::from_slice(&awkward(n, 1), &[n])?;
         let m = Tensor::from_slice(&awkward(3 * n, 2), &[3, n])?;
-        for (name, t) in [("neg", -&m), ("relu", m.relu()), ("gelu", m.gelu()), ("sigmoid", m.sigmoid()), ("tanh", m.tanh()), ("exp", m.exp()), ("log", m.log()), ("sqrt", m.sqrt())] {
+        for (name, t) in [
+            ("neg", -&m),
+            ("relu", m.relu()),
+            ("gelu", m.gelu()),
+            ("sigmoid", m.sigmoid()),
+            ("tanh", m.tanh()),
+            ("exp", m.exp()),
+            ("log", m.log()),
+            ("sqrt", m.sqrt()),
+        ] {
             check(&format!("{name}[3,{n}]"), &t?)?;
         }
         for (name, t) in [("add", &m + &v), ("sub", &m - &v), ("mul", &m * &v), ("div", &m / &v)] {
