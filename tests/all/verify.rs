@@ -225,3 +225,28 @@ fn the_default_table_fits_100_columns_with_short_hashes_and_wide_shows_them_whol
     assert_eq!(hashes.len(), 2, "{row}");
     assert_ne!(hashes[0], hashes[1], "{row}");
 }
+
+#[test]
+fn replace_swaps_an_earlier_runs_results_and_nothing_else() {
+    let work = tempfile::tempdir().unwrap();
+    let probe = guests::PROBE.path();
+    let out = work.path().join("out");
+    assert!(gridbox_output(&[&"run", &probe, &"-q", &"--out", &out, &"--", &"hello"]).status.success());
+    let first = std::fs::read(out.join("receipt.json")).unwrap();
+    // Without --replace a non-empty folder is refused, and the message says what to do.
+    let refused = gridbox_output(&[&"run", &probe, &"-q", &"--out", &out, &"--", &"exit", &"3"]);
+    assert_eq!(refused.status.code(), Some(136));
+    assert!(stderr(&refused).contains("--replace"), "{}", stderr(&refused));
+    let replaced = gridbox_output(&[&"run", &probe, &"-q", &"--out", &out, &"--replace", &"--", &"exit", &"3"]);
+    assert_eq!(replaced.status.code(), Some(3), "{}", stderr(&replaced));
+    assert_ne!(std::fs::read(out.join("receipt.json")).unwrap(), first);
+    let leftovers: Vec<_> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("out")], "the earlier results are gone, nothing else is left");
+    // A folder that is not an earlier run's results is never replaced.
+    let other = work.path().join("notes");
+    put(&other, "mine.txt", b"keep me");
+    let refused = gridbox_output(&[&"run", &probe, &"-q", &"--out", &other, &"--replace", &"--", &"hello"]);
+    assert_eq!(refused.status.code(), Some(136));
+    assert!(stderr(&refused).contains("holds no receipt.json"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read(other.join("mine.txt")).unwrap(), b"keep me");
+}

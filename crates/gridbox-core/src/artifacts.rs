@@ -48,8 +48,11 @@ pub enum ArtifactError {
         source: std::io::Error,
     },
     /// The directory exists and is not empty; gridbox never overwrites results.
-    #[error("output directory {0} exists and is not empty: choose another or remove it")]
+    #[error("output directory {0} exists and is not empty: choose another, remove it, or pass --replace if it holds an earlier run's results")]
     NotEmpty(PathBuf),
+    /// `--replace` was asked for a folder that is not a gridbox output folder.
+    #[error("{0} is not empty and holds no receipt.json: --replace replaces only the results of an earlier run")]
+    NotAnOutputFolder(PathBuf),
     /// An output path from the job is not a plain relative path.
     #[error("output path {0:?} is not a plain relative path")]
     BadPath(String),
@@ -76,6 +79,43 @@ pub fn check_writable(dir: &Path) -> Result<(), ArtifactError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io(dir)(e)),
     }
+}
+
+/// Fails unless `dir` is absent, empty, or the output folder of an earlier run (it holds a
+/// `receipt.json`): what `--replace` may replace.
+pub fn check_replaceable(dir: &Path) -> Result<(), ArtifactError> {
+    match check_writable(dir) {
+        Err(ArtifactError::NotEmpty(_)) if dir.join(RECEIPT_FILE).is_file() => Ok(()),
+        Err(ArtifactError::NotEmpty(_)) => Err(ArtifactError::NotAnOutputFolder(dir.to_path_buf())),
+        other => other,
+    }
+}
+
+/// Moves an earlier run's output folder out of `dir`'s way (to a hidden sibling) so that new
+/// results can be written there; returns where it went, or `None` if there was nothing there.
+/// Then [`discard`] it once the new results are written, or [`restore`] it if they could not be.
+pub fn set_aside(dir: &Path) -> Result<Option<PathBuf>, ArtifactError> {
+    check_replaceable(dir)?;
+    if check_writable(dir).is_ok() {
+        return Ok(None);
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let aside = dir.with_file_name(format!(".{name}.replaced-{}", std::process::id()));
+    std::fs::rename(dir, &aside).map_err(io(dir))?;
+    Ok(Some(aside))
+}
+
+/// Puts a folder [`set_aside`] moved back where it was.
+pub fn restore(dir: &Path, aside: &Path) -> Result<(), ArtifactError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::rename(aside, dir).map_err(io(aside))
+}
+
+/// Deletes a folder [`set_aside`] moved, once the new results are in place.
+pub fn discard(aside: &Path) -> Result<(), ArtifactError> {
+    std::fs::remove_dir_all(aside).map_err(io(aside))
 }
 
 /// Writes the run's artifacts and receipt into `dir`, which must be absent or empty.

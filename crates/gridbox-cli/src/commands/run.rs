@@ -34,6 +34,10 @@ pub(crate) struct RunArgs {
     /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With --out: replace the results of an earlier run in that folder (one holding a
+    /// receipt.json), once the new ones are written.
+    #[arg(long, requires = "out")]
+    replace: bool,
     /// The provider's secret key; without one, a throwaway key signs the receipt.
     #[arg(long)]
     key: Option<PathBuf>,
@@ -55,7 +59,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     let (manifest, inputs) = job_manifest(args.manifest.as_deref(), &args.job, &args.inputs, &module)?;
     let resolved = manifest.resolve(&policy)?;
     if let Some(out) = &args.out {
-        artifacts::check_writable(out)?;
+        if args.replace { artifacts::check_replaceable(out)? } else { artifacts::check_writable(out)? }
     }
     let key = match &args.key {
         Some(path) => keys::read_secret_key(path)?,
@@ -70,10 +74,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
 
     if let Some(out) = &args.out {
-        if let Err(error) = artifacts::write(out, &run, &receipt) {
-            keep_receipt(out, &receipt);
-            return Err(error.into());
-        }
+        write_results(out, args.replace, &receipt, || artifacts::write(out, &run, &receipt))?;
         eprintln!("gridbox: {}; receipt in {}", run.outcome, out.join(RECEIPT_FILE).display());
     } else if !matches!(run.outcome, Outcome::Exited { code: 0 }) {
         eprintln!("gridbox: {}", run.outcome);
@@ -85,6 +86,28 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         eprintln!("gridbox: {line}");
     }
     Ok(exit::for_outcome(&run.outcome))
+}
+
+/// Writes a signed run's results to `out` with `write`: into an absent or empty folder, or with
+/// `replace` over an earlier run's results, which are set aside first and deleted only once the
+/// new ones are in place (put back if they cannot be written). The receipt is never lost.
+pub(crate) fn write_results(out: &Path, replace: bool, receipt: &Receipt, write: impl FnOnce() -> Result<(), artifacts::ArtifactError>) -> Result<()> {
+    let aside = if replace { artifacts::set_aside(out)? } else { None };
+    match write() {
+        Ok(()) => {
+            if let Some(aside) = aside {
+                artifacts::discard(&aside)?;
+            }
+            Ok(())
+        }
+        Err(error) => {
+            keep_receipt(out, receipt);
+            if let Some(aside) = aside {
+                artifacts::restore(out, &aside)?;
+            }
+            Err(error.into())
+        }
+    }
 }
 
 /// After the artifacts of a signed run could not be written to `out`: the receipt must not be

@@ -32,6 +32,10 @@ pub(crate) struct SubmitArgs {
     /// Folder for stdout, stderr, output/ and receipt.json (must be absent or empty).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With --out: replace the results of an earlier run in that folder (one holding a
+    /// receipt.json), once the new ones are written.
+    #[arg(long, requires = "out")]
+    replace: bool,
     /// Do not echo the job's stdout and stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -57,7 +61,7 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     // Check locally what the server would refuse anyway, before uploading anything.
     Job::new(module.clone().into(), manifest.clone().resolve(&Policy::default())?, inputs.clone())?;
     if let Some(out) = &args.out {
-        artifacts::check_writable(out)?;
+        if args.replace { artifacts::check_replaceable(out)? } else { artifacts::check_writable(out)? }
     }
     let client = Client::new(&args.server.server, &args.server.token)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
@@ -110,10 +114,7 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
         std::io::stderr().write_all(parts.stderr.as_deref().unwrap_or_default()).context("writing stderr")?;
     }
     if let Some(out) = &args.out {
-        if let Err(error) = artifacts::write_parts(out, &parts, &receipt) {
-            super::run::keep_receipt(out, &receipt);
-            return Err(error.into());
-        }
+        super::run::write_results(out, args.replace, &receipt, || artifacts::write_parts(out, &parts, &receipt))?;
         eprintln!("gridbox: {}; receipt in {}", receipt.outcome, out.join(RECEIPT_FILE).display());
     } else {
         eprintln!("gridbox: {}", receipt.outcome);
