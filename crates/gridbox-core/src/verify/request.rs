@@ -25,12 +25,14 @@ pub(super) fn compare(report: &mut Verification, requested: &Manifest, ran: &Man
     field("mounts", json(&requested.mounts), json(&ran.mounts));
     // Resolution writes the ops in the ABI's order, and grants every op with a full trace when
     // the tensor capability is asked for without a `[tensor]` table.
-    let tensor = |section: Option<&TensorSection>| section.map(|t| json(&(t.granted_ops().iter().map(|op| op.name()).collect::<Vec<_>>(), t.trace.as_str())));
+    let tensor = |section: Option<&TensorSection>| {
+        json(&section.map(|t| serde_json::json!({"ops": t.granted_ops().iter().map(|op| op.name()).collect::<Vec<_>>(), "trace": t.trace.as_str()})))
+    };
     let asked = match &requested.tensor {
         None if requested.capabilities.contains(&Capability::Tensor) => tensor(Some(&TensorSection::default())),
         section => tensor(section.as_ref()),
     };
-    field("tensor", json(&asked), json(&tensor(ran.tensor.as_ref())));
+    field("tensor", asked, tensor(ran.tensor.as_ref()));
     for kind in LimitKind::ALL {
         let got = ran.limits.get(kind).map_or("unset".to_string(), |v| v.to_string());
         match requested.limits.get(kind) {
