@@ -67,7 +67,7 @@ fn a_silently_wrong_bit_is_signed_by_the_faulty_provider_and_caught_by_a_replay(
     let faulty = faulty_engine(FaultPlan { at_op: 2, fault: Fault::FlipBit { bit: 7 } });
     let run = faulty.run(&job, RunOptions::default()).unwrap();
     let receipt = Receipt::sign(&job, &run, &faulty.backend().name(), &keys::generate().unwrap());
-    let evidence = Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: None };
+    let evidence = Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: None, trace: None };
     let report = verify::verify(engine(), &receipt, &evidence, verify::VerifyOptions::default()).unwrap();
     let mismatch = report.first_mismatch().expect("the replay disagrees");
     assert!(["outputs", "stdout", "trace.root"].iter().any(|field| mismatch.field.starts_with(field)), "{mismatch:?}");

@@ -20,4 +20,5 @@ mod receipts;
 mod refusals;
 mod serve;
 mod tensor;
+mod trace_log;
 mod verify;

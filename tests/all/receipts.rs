@@ -151,7 +151,7 @@ fn small_order_encodings() -> Vec<[u8; 32]> {
 #[test]
 fn a_receipt_re_signed_by_someone_else_fails_when_the_signer_is_pinned() {
     let (receipt, _, job) = signed();
-    let evidence = Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: None };
+    let evidence = Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: None, trace: None };
     // Anyone can sign a receipt for the same run with a key of their own: the signature alone
     // is then valid.
     let run = engine().run(&job, RunOptions::default()).unwrap();
@@ -176,7 +176,8 @@ fn a_receipt_re_signed_by_someone_else_fails_when_the_signer_is_pinned() {
 fn the_manifest_the_client_sent_is_compared_field_by_field() {
     let (receipt, _, job) = signed();
     let requested: Manifest = job.manifest().manifest().clone();
-    let evidence = |requested: Manifest| Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: Some(requested) };
+    let evidence =
+        |requested: Manifest| Evidence { module: job.module().into(), inputs: job.inputs().clone(), artifacts: None, requested: Some(requested), trace: None };
     let mut asked = requested.clone();
     asked.limits = Default::default();
     let same = verify::verify(engine(), &receipt, &evidence(asked), VerifyOptions::default()).unwrap();

@@ -137,7 +137,7 @@ async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
     for (name, blob) in &status.outputs {
         artifacts.outputs.insert(name.clone(), client.download(blob).await.unwrap());
     }
-    let evidence = Evidence { module: module.into(), inputs: Default::default(), artifacts: Some(artifacts), requested: None };
+    let evidence = Evidence { module: module.into(), inputs: Default::default(), artifacts: Some(artifacts), requested: None, trace: None };
     let engine = JobEngine::new(&Policy::default()).unwrap();
     let report = tokio::task::block_in_place(|| verify::verify(&engine, &receipt, &evidence, verify::VerifyOptions::default())).expect("the replay runs");
     assert!(report.ok(), "job {}: {:?}", status.id, report.first_mismatch());

@@ -125,7 +125,7 @@ fn receipts_carry_key_signature_and_an_empty_trace() {
     let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(example.out.join("receipt.json")).unwrap()).unwrap();
     assert_eq!(receipt["public_key"].as_str().unwrap().len(), 64);
     assert_eq!(receipt["signature"].as_str().unwrap().len(), 128);
-    assert_eq!(receipt["trace"], serde_json::json!({"root": "0".repeat(64), "length": 0, "level": "full"}));
+    assert_eq!(receipt["trace"], serde_json::json!({"root": "0".repeat(64), "length": 0, "level": "full", "log_root": "0".repeat(64)}));
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn a_malformed_receipt_is_an_error_not_a_mismatch() {
     let work = tempfile::tempdir().unwrap();
     let cases: [(&str, &[u8], &str); 3] = [
         ("garbage", b"{not json", "not a gridbox receipt"),
-        ("unknown key", br#"{"format":"gridbox-receipt/1","extra":1}"#, "not a gridbox receipt"),
+        ("unknown key", br#"{"format":"gridbox-receipt/2","extra":1}"#, "not a gridbox receipt"),
         ("future format", br#"{"format":"gridbox-receipt/9"}"#, "is not supported"),
     ];
     for (what, bytes, expected) in cases {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{hash, load, manifest, run, serve, submit, verify};
+use commands::{check_op, hash, load, manifest, run, serve, submit, verify};
 
 #[derive(Parser)]
 #[command(name = "gridbox", version, about = "Deterministic, verifiable WebAssembly compute jobs")]
@@ -36,6 +36,11 @@ enum Command {
     /// Exit status: 0 if every field matches, 1 on a mismatch (the first is named), 2 if
     /// verification could not be carried out.
     Verify(verify::VerifyArgs),
+    /// Check one entry of a run's trace log: its Merkle proof against the receipt, its chain
+    /// step, its inputs' hashes, and its op recomputed on the CPU reference.
+    ///
+    /// Exit status: 0 if it holds, 1 if a check fails (named), 2 if it could not be checked.
+    CheckOp(check_op::CheckOpArgs),
     /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
     Serve(serve::ServeArgs),
     /// Send a job to a server, wait for it, download its results and optionally replay it.
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
     let (result, on_error) = match cli.command {
         Command::Run(args) => (run::run(args), exit::REFUSED),
         Command::Verify(args) => (verify::verify(args), exit::VERIFY_ERROR),
+        Command::CheckOp(args) => (check_op::check(args), exit::VERIFY_ERROR),
         Command::Serve(args) => (serve::serve(args), exit::REFUSED),
         Command::Submit(args) => (submit::submit(args), exit::REFUSED),
         Command::Load(args) => (load::load(args), exit::REFUSED),

@@ -13,7 +13,10 @@
 //!   operations, so every backend rounds identically.
 //! - [`cuda`]: the CUDA backend (feature `cuda`, on by default; a twin that returns errors
 //!   without it).
-//! - [`TraceChain`]: the BLAKE3 hash chain over bridge calls that every receipt commits to.
+//! - [`TraceChain`]: the BLAKE3 hash chain over bridge calls that every receipt commits to;
+//!   [`trace_log`] its links kept one by one and [`merkle`] the tree over them (`trace.log_root`).
+//! - [`tensor_file`]: kept tensors' file encoding; [`reference`]: one op on the CPU from a
+//!   trace entry, for `gridbox check-op`.
 
 pub mod backend;
 pub mod cpu;
@@ -23,15 +26,21 @@ pub mod cuda;
 #[path = "cuda_disabled.rs"]
 pub mod cuda;
 pub mod math;
+pub mod merkle;
 pub mod ops;
+pub mod reference;
 pub mod session;
 pub mod stop;
 pub mod tensor;
+pub mod tensor_file;
 mod trace;
+pub mod trace_log;
 
 pub use backend::{Backend, Buffer, CudaError, DeviceChoice, JobBackend};
 pub use ops::{OpCall, OpError};
 pub use session::{CallError, PlannedCreate, PlannedOp, TensorGrant, TensorSession, TraceLevel};
 pub use stop::{Stop, StopReason};
 pub use tensor::{Tensor, TensorData, TensorMeta};
-pub use trace::{TraceChain, TraceLink};
+pub use tensor_file::TensorKeeper;
+pub use trace::{TraceChain, TraceLink, chain_step};
+pub use trace_log::{TraceEntry, TraceLog};

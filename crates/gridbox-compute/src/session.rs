@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use gridbox_abi::{DType, ErrorCode, MAX_DIM, Op};
 
@@ -22,7 +23,9 @@ use crate::backend::{Buffer, CudaError, ExecError, JobBackend};
 use crate::ops::{OpCall, OpError};
 use crate::stop::StopReason;
 use crate::tensor::{Tensor, TensorMeta};
+use crate::tensor_file::TensorKeeper;
 use crate::trace::{TraceChain, TraceLink};
+use crate::trace_log::TraceLog;
 
 /// How much of the bridge's work the trace records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -177,6 +180,10 @@ pub struct TensorSession {
     next_handle: u32,
     bytes_used: u64,
     trace: TraceChain,
+    /// The trace's log: its Merkle root always, its entries when asked ([`Self::keep_log`]).
+    log: TraceLog,
+    /// Given every tensor the trace names, when asked ([`Self::keep_tensors`]).
+    keeper: Option<Arc<dyn TensorKeeper>>,
     /// The detail of the most recent call that returned a code: what `last_error` copies out.
     last_error: String,
 }
@@ -184,13 +191,52 @@ pub struct TensorSession {
 impl TensorSession {
     /// A session for one job, on the job's own backend handle.
     pub fn new(grant: TensorGrant, backend: JobBackend) -> Self {
-        TensorSession { grant, backend, tensors: HashMap::default(), next_handle: 1, bytes_used: 0, trace: TraceChain::new(), last_error: String::new() }
+        TensorSession {
+            grant,
+            backend,
+            tensors: HashMap::default(),
+            next_handle: 1,
+            bytes_used: 0,
+            trace: TraceChain::new(),
+            log: TraceLog::new(),
+            keeper: None,
+            last_error: String::new(),
+        }
+    }
+
+    /// Keeps the trace log's entries (before any call). Changes no result.
+    pub fn keep_log(&mut self) {
+        if self.log.is_empty() {
+            self.log = TraceLog::keeping();
+        }
+    }
+
+    /// Hands every tensor the trace names to `keeper` (before any call). Changes no result.
+    pub fn keep_tensors(&mut self, keeper: Arc<dyn TensorKeeper>) {
+        self.keeper = Some(keeper);
     }
 
     /// The trace so far.
     #[inline]
     pub fn trace(&self) -> &TraceChain {
         &self.trace
+    }
+
+    /// The trace's log so far.
+    #[inline]
+    pub fn trace_log(&self) -> &TraceLog {
+        &self.log
+    }
+
+    /// The trace's log, taken out of the session (which keeps an empty one): the end of a run.
+    pub fn take_trace_log(&mut self) -> TraceLog {
+        std::mem::take(&mut self.log)
+    }
+
+    /// Appends `link` to the chain and the log.
+    fn record(&mut self, link: TraceLink) {
+        let root = self.trace.append(&link);
+        self.log.push(&link, root);
     }
 
     /// Bytes of tensor data held now.
@@ -295,10 +341,13 @@ impl TensorSession {
         let PlannedCreate { meta } = plan;
         let tensor = Tensor::from_le_bytes(meta.dtype, meta.shape, data).map_err(|e| misuse(e.to_string()))?;
         let hash = tensor.content_hash();
+        if let Some(keeper) = &self.keeper {
+            keeper.keep(&hash, &tensor);
+        }
         let mut params = Vec::with_capacity(8 + 8 * tensor.shape().len());
         params.extend(tensor.dtype().code().to_le_bytes());
         tensor.shape().iter().for_each(|d| params.extend((*d as u64).to_le_bytes()));
-        self.trace.append(&TraceLink { op: "create".into(), params, inputs: Vec::new(), output: hash });
+        self.record(TraceLink { op: "create".into(), params, inputs: Vec::new(), output: hash });
         let meta = tensor.meta();
         let buffer = self.backend.upload(tensor).map_err(CallError::Fault)?;
         Ok(self.insert(buffer, meta, Some(hash)))
@@ -320,15 +369,20 @@ impl TensorSession {
         let entry = self.tensors.get_mut(&handle).ok_or_else(|| not_live(handle))?;
         // On the CPU the tensor is read in place: no copy beyond the one into the job's memory.
         let known = entry.hash;
+        let keeper = self.keeper.as_deref();
         let hash = self
             .backend
             .with_host(&entry.buffer, |tensor| {
                 tensor.copy_le_bytes_to(out);
-                known.unwrap_or_else(|| tensor.content_hash())
+                let hash = known.unwrap_or_else(|| tensor.content_hash());
+                if let Some(keeper) = keeper {
+                    keeper.keep(&hash, tensor);
+                }
+                hash
             })
             .map_err(CallError::Fault)?;
         entry.hash = Some(hash);
-        self.trace.append(&TraceLink { op: "read".into(), params: (handle as u64).to_le_bytes().to_vec(), inputs: Vec::new(), output: hash });
+        self.record(TraceLink { op: "read".into(), params: (handle as u64).to_le_bytes().to_vec(), inputs: Vec::new(), output: hash });
         Ok(())
     }
 
@@ -396,10 +450,18 @@ impl TensorSession {
         let hash = match self.grant.trace_level {
             TraceLevel::Full => {
                 let inputs = handles.iter().map(|h| self.hash_of(*h)).collect::<Result<Vec<_>, _>>()?;
-                let output_hash = self.backend.with_host(&output, Tensor::content_hash).map_err(CallError::Fault)?;
+                let keeper = self.keeper.as_deref();
+                let keep = |tensor: &Tensor| {
+                    let hash = tensor.content_hash();
+                    if let Some(keeper) = keeper {
+                        keeper.keep(&hash, tensor);
+                    }
+                    hash
+                };
+                let output_hash = self.backend.with_host(&output, keep).map_err(CallError::Fault)?;
                 let mut encoded = Vec::with_capacity(params.len() * 8);
                 params.iter().for_each(|p| encoded.extend(p.to_le_bytes()));
-                self.trace.append(&TraceLink { op: op.name().into(), params: encoded, inputs, output: output_hash });
+                self.record(TraceLink { op: op.name().into(), params: encoded, inputs, output: output_hash });
                 Some(output_hash)
             }
             TraceLevel::Readback => None,

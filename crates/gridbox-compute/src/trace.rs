@@ -37,16 +37,7 @@ impl TraceChain {
 
     /// Appends one call and returns the new root.
     pub fn append(&mut self, link: &TraceLink) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key(CHAIN_CONTEXT);
-        hasher.update(&self.root);
-        write_bytes(&mut hasher, link.op.as_bytes());
-        write_bytes(&mut hasher, &link.params);
-        hasher.update(&(link.inputs.len() as u64).to_le_bytes());
-        for input in &link.inputs {
-            hasher.update(input);
-        }
-        hasher.update(&link.output);
-        self.root = *hasher.finalize().as_bytes();
+        self.root = chain_step(&self.root, link);
         self.len += 1;
         self.root
     }
@@ -65,6 +56,27 @@ impl TraceChain {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// One step of the chain: the root after `link`, given the root before it.
+pub fn chain_step(before: &[u8; 32], link: &TraceLink) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(CHAIN_CONTEXT);
+    hasher.update(before);
+    write_link(&mut hasher, link);
+    *hasher.finalize().as_bytes()
+}
+
+/// Feeds `encode(link)` to `hasher`: the op and the parameters length-prefixed (u64 LE), the
+/// number of inputs (u64 LE), each input hash, the output hash. The chain and the trace log's
+/// Merkle leaves (spec/trace.md) share it.
+pub(crate) fn write_link(hasher: &mut blake3::Hasher, link: &TraceLink) {
+    write_bytes(hasher, link.op.as_bytes());
+    write_bytes(hasher, &link.params);
+    hasher.update(&(link.inputs.len() as u64).to_le_bytes());
+    for input in &link.inputs {
+        hasher.update(input);
+    }
+    hasher.update(&link.output);
 }
 
 fn write_bytes(hasher: &mut blake3::Hasher, bytes: &[u8]) {

@@ -1,13 +1,17 @@
 //! The files a run leaves in its output directory: `stdout`, `stderr`, `output/...` (the job's
 //! `/output`), `mounts/...` (its writable mounts, by guest path: `/data/a.txt` is
-//! `mounts/data/a.txt`) and `receipt.json`, written so that a crash never leaves a half-written directory behind.
+//! `mounts/data/a.txt`), `trace.jsonl` (the trace log, when it was kept; spec/trace.md) and
+//! `receipt.json`, written so that a crash never leaves a half-written directory behind.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use gridbox_compute::TraceEntry;
+
 use crate::job::JobRun;
 use crate::receipt::Receipt;
+use crate::trace_file::{self, TRACE_FILE, TraceFileError};
 
 /// The receipt's file name inside an artifact directory.
 pub const RECEIPT_FILE: &str = "receipt.json";
@@ -63,6 +67,14 @@ pub enum ArtifactError {
     /// A file name that is not valid UTF-8, which no job path can hold.
     #[error("{0} has a name that is not valid UTF-8")]
     NotUtf8(PathBuf),
+    /// The folder's `trace.jsonl` cannot be read.
+    #[error("{path}: {source}")]
+    Trace {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: TraceFileError,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
@@ -123,16 +135,23 @@ pub fn discard(aside: &Path) -> Result<(), ArtifactError> {
 /// Everything goes to a sibling staging directory first, each file synced, and the staging
 /// directory is renamed onto `dir` last: readers see all of it or none of it.
 pub fn write(dir: &Path, run: &JobRun, receipt: &Receipt) -> Result<(), ArtifactError> {
-    write_files(dir, &run.stdout, &run.stderr, &run.outputs, receipt)
+    write_files(dir, &run.stdout, &run.stderr, &run.outputs, run.trace_log.entries(), receipt)
 }
 
 /// Writes artifacts received from elsewhere (a server) and their receipt, as [`write`] does.
 pub fn write_parts(dir: &Path, parts: &Artifacts, receipt: &Receipt) -> Result<(), ArtifactError> {
     let (stdout, stderr) = (parts.stdout.as_deref().unwrap_or_default(), parts.stderr.as_deref().unwrap_or_default());
-    write_files(dir, stdout, stderr, &parts.outputs, receipt)
+    write_files(dir, stdout, stderr, &parts.outputs, parts.trace.as_deref(), receipt)
 }
 
-fn write_files(dir: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<String, Vec<u8>>, receipt: &Receipt) -> Result<(), ArtifactError> {
+fn write_files(
+    dir: &Path,
+    stdout: &[u8],
+    stderr: &[u8],
+    outputs: &BTreeMap<String, Vec<u8>>,
+    trace: Option<&[TraceEntry]>,
+    receipt: &Receipt,
+) -> Result<(), ArtifactError> {
     check_writable(dir)?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     let parent = match dir.parent() {
@@ -144,7 +163,7 @@ fn write_files(dir: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<Stri
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    let result = write_into(&staging, stdout, stderr, outputs, receipt).and_then(|()| {
+    let result = write_into(&staging, stdout, stderr, outputs, trace, receipt).and_then(|()| {
         if dir.exists() {
             // An empty directory: rename(2) replaces it atomically.
             std::fs::remove_dir(dir).map_err(io(dir))?;
@@ -157,7 +176,14 @@ fn write_files(dir: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<Stri
     result
 }
 
-fn write_into(staging: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<String, Vec<u8>>, receipt: &Receipt) -> Result<(), ArtifactError> {
+fn write_into(
+    staging: &Path,
+    stdout: &[u8],
+    stderr: &[u8],
+    outputs: &BTreeMap<String, Vec<u8>>,
+    trace: Option<&[TraceEntry]>,
+    receipt: &Receipt,
+) -> Result<(), ArtifactError> {
     std::fs::create_dir_all(staging.join(OUTPUT_FOLDER)).map_err(io(staging))?;
     write_synced(&staging.join(STDOUT_FILE), stdout)?;
     write_synced(&staging.join(STDERR_FILE), stderr)?;
@@ -167,6 +193,9 @@ fn write_into(staging: &Path, stdout: &[u8], stderr: &[u8], outputs: &BTreeMap<S
             std::fs::create_dir_all(folder).map_err(io(folder))?;
         }
         write_synced(&path, bytes)?;
+    }
+    if let Some(entries) = trace {
+        write_synced(&staging.join(TRACE_FILE), &trace_file::encode(entries))?;
     }
     write_synced(&staging.join(RECEIPT_FILE), &receipt.to_canonical_json())
 }
@@ -189,6 +218,8 @@ pub struct Artifacts {
     /// Every regular file under `output/`, by relative path, and under `mounts/`, by absolute
     /// guest path (the receipt's names).
     pub outputs: BTreeMap<String, Vec<u8>>,
+    /// The `trace.jsonl` log, if present.
+    pub trace: Option<Vec<TraceEntry>>,
 }
 
 /// Reads an artifact directory.
@@ -198,7 +229,12 @@ pub fn read(dir: &Path) -> Result<Artifacts, ArtifactError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     };
-    let mut artifacts = Artifacts { stdout: optional(dir.join(STDOUT_FILE))?, stderr: optional(dir.join(STDERR_FILE))?, outputs: BTreeMap::new() };
+    let trace_path = dir.join(TRACE_FILE);
+    let trace = match optional(trace_path.clone())? {
+        Some(bytes) => Some(trace_file::decode(&bytes).map_err(|source| ArtifactError::Trace { path: trace_path, source })?),
+        None => None,
+    };
+    let mut artifacts = Artifacts { stdout: optional(dir.join(STDOUT_FILE))?, stderr: optional(dir.join(STDERR_FILE))?, outputs: BTreeMap::new(), trace };
     let output = dir.join(OUTPUT_FOLDER);
     if output.is_dir() {
         for (name, path) in walk_files(&output)? {

@@ -32,6 +32,11 @@ impl BridgeHost {
     pub fn session(&self) -> &TensorSession {
         &self.session
     }
+
+    /// The job's tensors and trace, to set up what the session keeps before the job runs.
+    pub fn session_mut(&mut self) -> &mut TensorSession {
+        &mut self.session
+    }
 }
 
 #[cold]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gridbox_compute::{Stop, TensorGrant, TensorSession, TraceChain};
+use gridbox_compute::{Stop, TensorGrant, TensorKeeper, TensorSession, TraceChain, TraceLog};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use crate::bridge::BridgeHost;
@@ -253,6 +253,9 @@ pub struct JobRun {
     pub outputs: BTreeMap<String, Vec<u8>>,
     /// The chain of bridge calls.
     pub trace: TraceChain,
+    /// The chain's log: its Merkle root (the receipt's `trace.log_root`), and its entries when
+    /// [`RunOptions::keep_trace_log`] asked for them.
+    pub trace_log: TraceLog,
     /// For people, never part of the receipt: the full error text when the job trapped (with a
     /// backtrace whose format belongs to wasmtime), or what the job was doing when a memory or
     /// table limit stopped it.
@@ -308,6 +311,12 @@ pub struct RunOptions {
     /// Shown the job's stdout and stderr as it writes them (they are kept for the receipt
     /// either way).
     pub echo: Option<StdioEcho>,
+    /// Keep the trace log's entries in [`JobRun::trace_log`] (for `trace.jsonl`, or to find the
+    /// first link where a replay differs). Their number is bounded by fuel: see
+    /// [`gridbox_compute::trace_log`].
+    pub keep_trace_log: bool,
+    /// Hand every tensor the trace names to this keeper (`gridbox run --keep-tensors`).
+    pub keep_tensors: Option<Arc<dyn TensorKeeper>>,
 }
 
 /// A window onto a running job from another thread: the fuel it has used so far (updated every
@@ -360,6 +369,12 @@ impl JobEngine {
         if let Some(echo) = &options.echo {
             state.files.set_echo(echo.clone());
         }
+        if options.keep_trace_log {
+            state.bridge.session_mut().keep_log();
+        }
+        if let Some(keeper) = &options.keep_tensors {
+            state.bridge.session_mut().keep_tensors(keeper.clone());
+        }
         let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);
         let fuel = limits.get(LimitKind::Fuel);
@@ -401,7 +416,8 @@ impl JobEngine {
         let remaining = store.get_fuel().unwrap_or(0);
         let (outcome, detail) = classify(result, limits)?;
         let fuel_used = limits.get(LimitKind::Fuel).saturating_sub(remaining);
-        let state = store.into_data();
+        let mut state = store.into_data();
+        let trace_log = state.bridge.session_mut().take_trace_log();
         Ok(JobRun {
             outcome,
             fuel_used,
@@ -413,6 +429,7 @@ impl JobEngine {
                 .flat_map(|(guest, files)| files.into_iter().map(move |(path, bytes)| (output_name(guest, &path), bytes)))
                 .collect(),
             trace: state.bridge.session().trace().clone(),
+            trace_log,
             detail,
             missing_paths: state.files.missing_paths().to_vec(),
         })

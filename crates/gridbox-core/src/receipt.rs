@@ -10,7 +10,7 @@ use crate::job::{Job, JobRun, Outcome};
 use crate::strict_json;
 
 /// The receipt format this gridbox writes and reads.
-pub const RECEIPT_FORMAT: &str = "gridbox-receipt/1";
+pub const RECEIPT_FORMAT: &str = "gridbox-receipt/2";
 
 /// Prefixed to the canonical body before signing, so a receipt signature can never be mistaken
 /// for a signature over anything else.
@@ -44,6 +44,9 @@ pub struct TraceCommitment {
     pub root: Digest,
     /// Number of calls recorded.
     pub length: u64,
+    /// The Merkle root over the trace log's entries (spec/trace.md; all zeros when there are
+    /// none): what `gridbox check-op` proves one entry against.
+    pub log_root: Digest,
     /// What was recorded: `full` or `readback` (from the manifest's `[tensor] trace`).
     pub level: TraceLevel,
 }
@@ -145,6 +148,7 @@ impl Receipt {
             trace: TraceCommitment {
                 root: Digest(run.trace.root()),
                 length: run.trace.len(),
+                log_root: Digest(run.trace_log.root()),
                 level: manifest.tensor.as_ref().map(|t| t.trace).unwrap_or_default(),
             },
             public_key: String::new(),

@@ -133,7 +133,7 @@ fn blob(bytes: &[u8]) -> BlobRef {
 fn receipt(outcome: Outcome, seed: u8) -> Receipt {
     let manifest = Manifest::from_toml(&manifest_cases()[0].1).unwrap().resolve(&Policy::default()).unwrap();
     let mut receipt = Receipt {
-        format: "gridbox-receipt/1".into(),
+        format: gridbox_core::receipt::RECEIPT_FORMAT.into(),
         runtime: RuntimeInfo { name: "gridbox".into(), version: "0.2.0".into() },
         backend: "cpu".into(),
         module: BlobRef { blake3: Digest::of(b"module"), size: 6 },
@@ -144,7 +144,7 @@ fn receipt(outcome: Outcome, seed: u8) -> Receipt {
         stdout: blob(b"hello \"world\"\n"),
         stderr: blob(b""),
         outputs: BTreeMap::from([("a/result.txt".to_string(), blob(b"42")), ("/data/mounted.txt".to_string(), blob(b"m"))]),
-        trace: TraceCommitment { root: Digest([0; 32]), length: 0, level: Default::default() },
+        trace: TraceCommitment { root: Digest([0; 32]), length: 0, log_root: Digest([0; 32]), level: Default::default() },
         public_key: String::new(),
         signature: String::new(),
     };

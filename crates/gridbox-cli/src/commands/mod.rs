@@ -1,5 +1,6 @@
 //! One module per subcommand: its flags and what it does.
 
+pub(crate) mod check_op;
 pub(crate) mod hash;
 pub(crate) mod keygen;
 pub(crate) mod load;

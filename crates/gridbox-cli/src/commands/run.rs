@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
+use gridbox_core::kept_tensors::TensorDir;
 use gridbox_core::wasi::{StdStream, StdioEcho};
 use gridbox_core::{Job, Outcome, Policy, Receipt, RunOptions, keys};
 use gridbox_service::ServiceConfig;
@@ -44,6 +45,10 @@ pub(crate) struct RunArgs {
     /// Do not echo the job's stdout and stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Keep every tensor the trace names (created, op inputs and outputs, read) in DIR, as
+    /// DIR/<tensor hash>.tensor, for `gridbox check-op`. Changes nothing in the run or receipt.
+    #[arg(long, value_name = "DIR")]
+    keep_tensors: Option<PathBuf>,
     /// Where tensor ops run: auto (the default: a CUDA GPU if there is one), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE")]
     device: Option<DeviceChoice>,
@@ -70,7 +75,10 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     engine.announce(&job)?;
     // The job's output is shown as it is written, so a long job shows signs of life.
     let echo = (!args.quiet).then(|| StdioEcho(Arc::new(echo_to_terminal)));
-    let run = engine.run(&job, RunOptions { echo, ..RunOptions::default() })?;
+    let keeper = args.keep_tensors.as_deref().map(TensorDir::create).transpose()?.map(Arc::new);
+    let keep_tensors = keeper.clone().map(|k| k as Arc<dyn gridbox_compute::TensorKeeper>);
+    // With --out the trace log's entries are kept for trace.jsonl (bounded by the job's fuel).
+    let run = engine.run(&job, RunOptions { echo, keep_trace_log: args.out.is_some(), keep_tensors, ..RunOptions::default() })?;
     let receipt = Receipt::sign(&job, &run, &engine.backend().name(), &key);
 
     if let Some(out) = &args.out {
@@ -84,6 +92,11 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
     }
     for line in crate::explain::explain(&job, &run, &policy) {
         eprintln!("gridbox: {line}");
+    }
+    if let (Some(keeper), Some(dir)) = (&keeper, &args.keep_tensors) {
+        let kept =
+            keeper.finish().with_context(|| format!("--keep-tensors {}: the run and its receipt are fine, but not every tensor was kept", dir.display()))?;
+        eprintln!("gridbox: kept {kept} tensors in {}", dir.display());
     }
     Ok(exit::for_outcome(&run.outcome))
 }

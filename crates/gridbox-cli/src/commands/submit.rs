@@ -99,7 +99,7 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
                 }
             }
         };
-        let parts = artifacts::Artifacts { stdout: Some(download(status.stdout).await?), stderr: Some(download(status.stderr).await?), outputs };
+        let parts = artifacts::Artifacts { stdout: Some(download(status.stdout).await?), stderr: Some(download(status.stderr).await?), outputs, trace: None };
         anyhow::Ok((status, Some(receipt), Some(parts)))
     })?;
     let (Some(receipt_bytes), Some(parts)) = (receipt, parts) else {
@@ -121,7 +121,7 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     }
     if args.verify {
         // The manifest this client built is the request: the receipt must show that it ran.
-        let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts), requested: Some(manifest) };
+        let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts), requested: Some(manifest), trace: None };
         let engine = engine_on(&Policy::default(), args.device)?;
         engine.announce_if(evidence.requested.as_ref().is_some_and(|m| m.capabilities.contains(&Capability::Tensor)));
         let options = verify::VerifyOptions { trusted_keys: trusted_keys(&args.trust)?, ..verify::VerifyOptions::default() };

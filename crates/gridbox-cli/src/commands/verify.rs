@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::verify::{self, Basis, Evidence, Verification, VerifyOptions};
-use gridbox_core::{Capability, Manifest, Policy, Receipt, artifacts};
+use gridbox_core::{Capability, Manifest, Policy, Receipt, artifacts, trace_file};
 
 use crate::device::engine_on;
 use crate::exit;
@@ -35,6 +35,14 @@ pub(crate) struct VerifyArgs {
     /// repeatable. Without one the signer is not pinned, and the report says so.
     #[arg(long = "trust", value_name = "KEY|FILE")]
     trust: Vec<String>,
+    /// The delivered trace log (trace.jsonl); default: the one in the receipt's folder, if any.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Do not replay: check the trace log against the receipt (each chain step, the length, the
+    /// final root, the Merkle root). Cheap, and says nothing of whether the ops were right:
+    /// `gridbox check-op` recomputes one.
+    #[arg(long)]
+    no_replay: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -59,10 +67,16 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
     // The receipt's manifest says which inputs a mount flag's files are; an unreadable one is
     // reported by the verification itself.
     let manifest = Manifest::from_toml(&receipt.manifest.text).ok();
+    let mut delivered = artifact_dir.as_deref().map(artifacts::read).transpose()?;
+    let trace = match &args.trace {
+        Some(path) => Some(trace_file::decode(&read(path)?).with_context(|| format!("trace {}", path.display()))?),
+        None => delivered.as_mut().and_then(|a| a.trace.take()),
+    };
     let evidence = Evidence {
         module: read(&args.module)?.into(),
         inputs: gather_inputs(&args.inputs, manifest.as_ref())?.inputs,
-        artifacts: artifact_dir.as_deref().map(artifacts::read).transpose()?,
+        artifacts: delivered,
+        trace,
         requested: match &args.manifest {
             Some(path) => Some(Manifest::from_toml(&read_text(path)?).with_context(|| format!("manifest {}", path.display()))?),
             None => None,
@@ -70,7 +84,8 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
     };
     let engine = engine_on(&Policy::default(), args.device)?;
     engine.announce_if(manifest.as_ref().is_some_and(|m| m.capabilities.contains(&Capability::Tensor)));
-    let options = VerifyOptions { replay_time_ms: args.time_limit.map(|s| s.saturating_mul(1000)), trusted_keys: trusted_keys(&args.trust)? };
+    let options =
+        VerifyOptions { replay_time_ms: args.time_limit.map(|s| s.saturating_mul(1000)), trusted_keys: trusted_keys(&args.trust)?, no_replay: args.no_replay };
     let report = verify::verify(&engine, &receipt, &evidence, options)?;
     if args.json {
         let json = serde_json::json!({
@@ -95,6 +110,10 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
         }
         Some(check) => {
             eprintln!("gridbox: verification FAILED: first mismatch in `{}`: expected {}, got {}", check.field, check.expected, check.got);
+            let link = report.checks.iter().find(|c| !c.ok && (c.field.starts_with("trace.log[") || c.field.starts_with("trace first difference")));
+            if let Some(link) = link {
+                eprintln!("gridbox: the trace first differs at `{}`: expected {}, got {}", link.field, link.expected, link.got);
+            }
             Ok(exit::MISMATCH)
         }
     }

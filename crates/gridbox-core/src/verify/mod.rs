@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
+use gridbox_compute::TraceEntry;
 
 use crate::artifacts::Artifacts;
 use crate::digest::{BlobRef, Digest};
@@ -14,7 +15,11 @@ use crate::limits::LimitKind;
 use crate::manifest::{Manifest, ResolvedManifest};
 use crate::receipt::Receipt;
 
+mod log;
+pub mod op;
 mod request;
+
+pub use op::{CheckOpError, OpReport, check_op};
 
 /// What a check rests on: whether gridbox checked the field itself, and how, or only reports
 /// what the provider says.
@@ -32,6 +37,9 @@ pub enum Basis {
     Request,
     /// Replaying the job here gave the same value.
     Replay,
+    /// The delivered trace log agrees with the receipt's trace (each chain step, the length, the
+    /// final root, the Merkle root), checked without replaying (spec/trace.md).
+    Log,
     /// The provider's word, which nothing here can check (its backend, its runtime version, a
     /// limit its policy chose).
     Claim,
@@ -46,6 +54,7 @@ impl Basis {
             Basis::Evidence => "evidence",
             Basis::Request => "request",
             Basis::Replay => "replay",
+            Basis::Log => "log",
             Basis::Claim => "claim",
         }
     }
@@ -130,6 +139,9 @@ pub struct Evidence {
     /// run the job with other arguments, environment, seed or limits, and the receipt would
     /// still be consistent with itself.
     pub requested: Option<Manifest>,
+    /// The delivered trace log (`trace.jsonl`), if any: checked against the receipt, and
+    /// compared with a replay's to name the first link where they differ.
+    pub trace: Option<Vec<TraceEntry>>,
 }
 
 /// Verification could not be carried out, so nothing can be said about the receipt either way.
@@ -152,6 +164,9 @@ pub struct VerifyOptions {
     /// The providers' public keys the verifier trusts. Empty: the signer is not pinned, which the
     /// report says.
     pub trusted_keys: Vec<VerifyingKey>,
+    /// Do not replay: check the delivered trace log against the receipt instead (cheap; says
+    /// nothing of whether the ops were computed right: see `check_op`).
+    pub no_replay: bool,
 }
 
 /// The replay's default time limit: ten times the job's own (a verifier's machine may be
@@ -212,6 +227,15 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, option
         compare_outputs(&mut report, Basis::Evidence, "delivered outputs", &receipt.outputs, &artifacts.outputs);
     }
 
+    if let Some(entries) = &evidence.trace {
+        log::check(&mut report, receipt, entries);
+    }
+    if options.no_replay {
+        if evidence.trace.is_none() {
+            report.push(Basis::Log, "trace.log", "a delivered trace.jsonl to check without replaying", "absent");
+        }
+        return Ok(report);
+    }
     if let Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. } = receipt.outcome {
         report.push(Basis::Replay, "outcome", &receipt.outcome, "not replayable: where a wall-time limit stops a job depends on the host's speed");
         return Ok(report);
@@ -222,7 +246,8 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, option
             Err(e) => Err(error_chain(&e)),
             Ok(job) => {
                 let limit = options.replay_time_ms.unwrap_or_else(|| default_replay_time_ms(job.manifest().limits().get(LimitKind::WallTimeMs)));
-                match engine.run(&job, RunOptions { wall_time_ms: Some(limit), ..RunOptions::default() }) {
+                let keep_trace_log = evidence.trace.is_some();
+                match engine.run(&job, RunOptions { wall_time_ms: Some(limit), keep_trace_log, ..RunOptions::default() }) {
                     Ok(run) if matches!(run.outcome, Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. }) => {
                         return Err(VerifyError::ReplayTimedOut(limit));
                     }
@@ -234,13 +259,13 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, option
         },
     };
     match replay {
-        Ok(run) => compare_run(&mut report, receipt, &run),
+        Ok(run) => compare_run(&mut report, receipt, &run, evidence.trace.as_deref()),
         Err(reason) => report.push(Basis::Replay, "replay", "the job runs", format!("refused: {reason}")),
     }
     Ok(report)
 }
 
-fn compare_run(report: &mut Verification, receipt: &Receipt, run: &JobRun) {
+fn compare_run(report: &mut Verification, receipt: &Receipt, run: &JobRun, delivered: Option<&[TraceEntry]>) {
     // The outcome is compared as a structure: two outcomes that print alike are not thereby equal.
     report.push_compared(Basis::Replay, "outcome", &receipt.outcome, &run.outcome, receipt.outcome == run.outcome);
     report.push(Basis::Replay, "fuel_used", receipt.fuel_used, run.fuel_used);
@@ -249,6 +274,13 @@ fn compare_run(report: &mut Verification, receipt: &Receipt, run: &JobRun) {
     compare_outputs(report, Basis::Replay, "outputs", &receipt.outputs, &run.outputs);
     report.push(Basis::Replay, "trace.root", receipt.trace.root, Digest(run.trace.root()));
     report.push(Basis::Replay, "trace.length", receipt.trace.length, run.trace.len());
+    report.push(Basis::Replay, "trace.log_root", receipt.trace.log_root, Digest(run.trace_log.root()));
+    if receipt.trace.root != Digest(run.trace.root())
+        && let (Some(delivered), Some(replayed)) = (delivered, run.trace_log.entries())
+        && let Some((position, theirs, ours)) = log::first_difference(delivered, replayed)
+    {
+        report.push_compared(Basis::Replay, format!("trace first difference: entry {position}"), theirs, ours, false);
+    }
 }
 
 fn compare_outputs(report: &mut Verification, basis: Basis, label: &str, expected: &BTreeMap<String, BlobRef>, got: &BTreeMap<String, Vec<u8>>) {
