@@ -7,6 +7,7 @@
 mod authoring;
 mod common;
 mod determinism;
+mod dispute;
 mod examples;
 mod explain;
 mod faults;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{check_op, hash, load, manifest, run, serve, submit, verify};
+use commands::{check_op, dispute, hash, load, manifest, run, serve, submit, verify};
 
 #[derive(Parser)]
 #[command(name = "gridbox", version, about = "Deterministic, verifiable WebAssembly compute jobs")]
@@ -41,6 +41,11 @@ enum Command {
     ///
     /// Exit status: 0 if it holds, 1 if a check fails (named), 2 if it could not be checked.
     CheckOp(check_op::CheckOpArgs),
+    /// Settle two disagreeing receipts of one job: bisect their trace logs to the first differing
+    /// link, recompute that op on the CPU reference (or replay the job) and name the wrong one.
+    ///
+    /// Exit status: 0 if there is no dispute, 1 if a receipt is named wrong, 2 if undecided.
+    Dispute(dispute::DisputeArgs),
     /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
     Serve(serve::ServeArgs),
     /// Send a job to a server, wait for it, download its results and optionally replay it.
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
         Command::Run(args) => (run::run(args), exit::REFUSED),
         Command::Verify(args) => (verify::verify(args), exit::VERIFY_ERROR),
         Command::CheckOp(args) => (check_op::check(args), exit::VERIFY_ERROR),
+        Command::Dispute(args) => (dispute::dispute(args), exit::VERIFY_ERROR),
         Command::Serve(args) => (serve::serve(args), exit::REFUSED),
         Command::Submit(args) => (submit::submit(args), exit::REFUSED),
         Command::Load(args) => (load::load(args), exit::REFUSED),

@@ -13,6 +13,7 @@
 pub mod artifacts;
 pub mod bridge;
 pub mod digest;
+pub mod dispute;
 pub mod engine;
 pub mod errors;
 pub mod fault;

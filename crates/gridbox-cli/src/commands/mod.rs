@@ -1,6 +1,7 @@
 //! One module per subcommand: its flags and what it does.
 
 pub(crate) mod check_op;
+pub(crate) mod dispute;
 pub(crate) mod hash;
 pub(crate) mod keygen;
 pub(crate) mod load;
