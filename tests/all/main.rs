@@ -20,6 +20,7 @@ mod mounts;
 mod receipts;
 mod refusals;
 mod serve;
+mod spot_check;
 mod tensor;
 mod trace_log;
 mod verify;

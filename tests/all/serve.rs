@@ -16,28 +16,33 @@ use gridbox_service::wire::{JobState, JobStatus};
 use crate::common::{gridbox, gridbox_output, probe, stderr};
 use crate::guests;
 
-const ALICE: &str = "alice-token-0123456789";
-const BOB: &str = "bob-token-0123456789ab";
+pub(crate) const ALICE: &str = "alice-token-0123456789";
+pub(crate) const BOB: &str = "bob-token-0123456789ab";
 
 /// A `gridbox serve` process on a loopback port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts a server over `data` with the tenants alice and bob and `[serve]` settings `serve`.
-    fn start(data: &Path, serve: &str) -> Server {
+    pub(crate) fn start(data: &Path, serve: &str) -> Server {
         Self::start_with(data, serve, &[])
     }
 
     /// [`Server::start`] with more flags for `gridbox serve`.
-    fn start_with(data: &Path, serve: &str, flags: &[&str]) -> Server {
+    pub(crate) fn start_with(data: &Path, serve: &str, flags: &[&str]) -> Server {
+        Self::start_policy(data, "", serve, flags)
+    }
+
+    /// [`Server::start_with`] with `top` (policy keys such as `capabilities`) before the tables.
+    pub(crate) fn start_policy(data: &Path, top: &str, serve: &str, flags: &[&str]) -> Server {
         let policy = data.with_extension("policy.toml");
         std::fs::write(
             &policy,
-            format!("[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\n{serve}"),
+            format!("{top}\n[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n[[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n[serve]\n{serve}"),
         )
         .unwrap();
         let mut child = gridbox()
@@ -65,7 +70,7 @@ impl Server {
         Server { child, url, log }
     }
 
-    fn client(&self, token: &str) -> Client {
+    pub(crate) fn client(&self, token: &str) -> Client {
         Client::new(&self.url, token).unwrap()
     }
 
@@ -88,7 +93,7 @@ impl Server {
     }
 
     /// Sends `signal` and waits for the process to end.
-    fn stop(mut self, signal: &str) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self, signal: &str) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
         let status = self.child.wait().unwrap();
@@ -104,7 +109,7 @@ impl Drop for Server {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -115,7 +120,7 @@ fn manifest(module: &[u8], args: &[&str], seed: u64) -> String {
     toml::to_string(&manifest).unwrap()
 }
 
-async fn wait_for_end(client: &Client, id: &str) -> JobStatus {
+pub(crate) async fn wait_for_end(client: &Client, id: &str) -> JobStatus {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let status = client.status(id, Duration::from_secs(10)).await.unwrap();
@@ -143,7 +148,7 @@ async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
     assert!(report.ok(), "job {}: {:?}", status.id, report.first_mismatch());
 }
 
-fn api_code(error: &ClientError) -> (u16, &str) {
+pub(crate) fn api_code(error: &ClientError) -> (u16, &str) {
     match error {
         ClientError::Api { status, code, .. } => (*status, code),
         other => panic!("expected an API error, got {other}"),

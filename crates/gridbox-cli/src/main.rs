@@ -46,6 +46,12 @@ enum Command {
     ///
     /// Exit status: 0 if there is no dispute, 1 if a receipt is named wrong, 2 if undecided.
     Dispute(dispute::DisputeArgs),
+    /// Check K randomly chosen ops of a job a server ran, each as check-op does, from the entries,
+    /// proofs and tensors the server hands out; print the chance a cheater would have escaped.
+    ///
+    /// Exit status: 0 if every sample holds, 1 if one fails (or the server cannot produce what
+    /// its receipt commits to), 2 if the samples could not be checked (network, auth).
+    SpotCheck(commands::spot_check::SpotCheckArgs),
     /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
     Serve(serve::ServeArgs),
     /// Send a job to a server, wait for it, download its results and optionally replay it.
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => (verify::verify(args), exit::VERIFY_ERROR),
         Command::CheckOp(args) => (check_op::check(args), exit::VERIFY_ERROR),
         Command::Dispute(args) => (dispute::dispute(args), exit::VERIFY_ERROR),
+        Command::SpotCheck(args) => (commands::spot_check::spot_check(args), exit::VERIFY_ERROR),
         Command::Serve(args) => (serve::serve(args), exit::REFUSED),
         Command::Submit(args) => (submit::submit(args), exit::REFUSED),
         Command::Load(args) => (load::load(args), exit::REFUSED),

@@ -63,6 +63,21 @@ pub fn encode_entry(entry: &TraceEntry) -> Vec<u8> {
     bytes
 }
 
+/// `entry` as one JSON object (the line without its newline), for an API that hands out
+/// single entries (`GET /v1/jobs/{id}/trace/{index}`).
+pub fn entry_value(entry: &TraceEntry) -> serde_json::Value {
+    serde_json::from_slice(&encode_entry(entry)).unwrap_or_default()
+}
+
+/// The entry a JSON object holds, read as strictly as a line of the file.
+pub fn entry_from_value(value: &serde_json::Value) -> Result<TraceEntry, TraceFileError> {
+    let mut line = canonical_json(value);
+    line.push(b'\n');
+    let mut entries = decode(&line)?;
+    // One line in, one entry out: decode refuses anything else.
+    Ok(entries.remove(0))
+}
+
 /// The whole file for `entries`.
 pub fn encode(entries: &[TraceEntry]) -> Vec<u8> {
     entries.iter().flat_map(encode_entry).collect()

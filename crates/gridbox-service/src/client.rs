@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::wire::{BlobStored, ErrorBody, JobStatus, SubmitRequest, Usage};
+use crate::wire::{BlobStored, ErrorBody, JobStatus, SubmitRequest, TraceSample, Usage};
 use gridbox_core::digest::{BlobRef, Digest};
 
 /// A request to the service failed.
@@ -137,7 +137,30 @@ impl Client {
     /// Uploads `bytes`, claiming their hash.
     pub async fn upload(&self, bytes: Bytes) -> Result<BlobStored, ClientError> {
         let path = format!("/v1/blobs/{}", Digest::of(&bytes));
-        let (_, body) = self.send(Method::PUT, &path, Some("application/octet-stream"), bytes).await?;
+        let size = bytes.len() as u64;
+        let body = match self.send(Method::PUT, &path, Some("application/octet-stream"), bytes).await {
+            Ok((_, body)) => body,
+            // The server refuses an upload over the quota from its Content-Length, before reading
+            // the body, and closes the connection: a large body then breaks off mid-write and its
+            // 507 is never read. Say what the server said, from the usage it reports.
+            Err(error @ ClientError::Transport { .. }) => match self.usage().await {
+                Ok(usage) if usage.bytes.saturating_add(size) > usage.quota_bytes => {
+                    return Err(ClientError::Api {
+                        method: Method::PUT,
+                        path,
+                        status: 507,
+                        code: "storage_quota".into(),
+                        message: format!(
+                            "the upload of {size} bytes would take the tenant past its quota ({} of {} bytes used)",
+                            usage.bytes, usage.quota_bytes
+                        ),
+                        retry_after: None,
+                    });
+                }
+                _ => return Err(error),
+            },
+            Err(error) => return Err(error),
+        };
         Self::parse(&path, &body)
     }
 
@@ -176,6 +199,20 @@ impl Client {
     /// The job's signed receipt.
     pub async fn receipt(&self, id: &str) -> Result<Vec<u8>, ClientError> {
         let (_, body) = self.send(Method::GET, &format!("/v1/jobs/{id}/receipt"), None, Bytes::new()).await?;
+        Ok(body.to_vec())
+    }
+
+    /// Entry `index` of the job's trace log, its proof, and the entry before it with its proof.
+    pub async fn trace_entry(&self, id: &str, index: u64) -> Result<TraceSample, ClientError> {
+        let path = format!("/v1/jobs/{id}/trace/{index}");
+        let (_, body) = self.send(Method::GET, &path, None, Bytes::new()).await?;
+        Self::parse(&path, &body)
+    }
+
+    /// The tensor file (spec/trace.md) of a tensor the provider kept for the job's tenant, by its
+    /// tensor hash. Not checked here: the caller compares its tensor hash with the one it needs.
+    pub async fn kept_tensor(&self, id: &str, hash: &Digest) -> Result<Vec<u8>, ClientError> {
+        let (_, body) = self.send(Method::GET, &format!("/v1/jobs/{id}/tensors/{hash}"), None, Bytes::new()).await?;
         Ok(body.to_vec())
     }
 

@@ -69,6 +69,15 @@ pub struct ServeSettings {
     pub tenant_storage_bytes: u64,
     /// How often expired jobs and unowned blobs are collected, in seconds.
     pub gc_interval_s: u64,
+    /// Keep every tensor a traced job's trace names, so that a verifier can spot-check its ops
+    /// (`GET /v1/jobs/{id}/tensors/{hash}`). Off by default: they can be many times the job's
+    /// own results.
+    pub keep_tensors: bool,
+    /// How long a kept tensor lives after it was first kept, in seconds.
+    pub tensor_retention_s: u64,
+    /// Most bytes of kept tensors one tenant may have; past it, the oldest go first. Kept
+    /// tensors are evidence, not results: they are not counted in `tenant_storage_bytes`.
+    pub tenant_tensor_bytes: u64,
 }
 
 impl Default for ServeSettings {
@@ -92,6 +101,9 @@ impl Default for ServeSettings {
             retention_s: 7 * 24 * 3600,
             tenant_storage_bytes: 10 << 30,
             gc_interval_s: 60,
+            keep_tensors: false,
+            tensor_retention_s: 7 * 24 * 3600,
+            tenant_tensor_bytes: 1 << 30,
         }
     }
 }
@@ -206,6 +218,8 @@ impl ServiceConfig {
             ("serve.retention_s", serve.retention_s),
             ("serve.tenant_storage_bytes", serve.tenant_storage_bytes),
             ("serve.gc_interval_s", serve.gc_interval_s),
+            ("serve.tensor_retention_s", serve.tensor_retention_s),
+            ("serve.tenant_tensor_bytes", serve.tenant_tensor_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be at least 1".into()));

@@ -77,6 +77,24 @@ pub enum ServiceError {
     /// No blob with this hash, or none the tenant may read.
     #[error("no blob {0} that you uploaded or that your jobs made")]
     BlobNotFound(Digest),
+    /// The job has no trace log, or none with this entry.
+    #[error("job {id} has no trace entry {index}: {why}")]
+    NoTraceEntry {
+        /// The job.
+        id: String,
+        /// Asked for.
+        index: u64,
+        /// The log's length, or why there is none.
+        why: String,
+    },
+    /// No tensor with this hash is kept for the tenant.
+    #[error(
+        "the provider could not produce tensor {0}: it is not kept (keep_tensors is off, or it was removed after tensor_retention_s or to stay within tenant_tensor_bytes)"
+    )]
+    TensorNotKept(Digest),
+    /// A kept tensor's file no longer hashes to its name: it is not served.
+    #[error("kept tensor {0} is damaged on disk: it is not served")]
+    TensorCorrupted(Digest),
     /// The blob store failed or found damage.
     #[error(transparent)]
     Blobs(#[from] BlobError),
@@ -99,7 +117,8 @@ impl ServiceError {
             ServiceError::QueueFull { .. } => "queue_full",
             ServiceError::TenantQueueFull { .. } => "tenant_queue_full",
             ServiceError::ShuttingDown => "shutting_down",
-            ServiceError::JobNotFound(_) | ServiceError::BlobNotFound(_) => "not_found",
+            ServiceError::JobNotFound(_) | ServiceError::BlobNotFound(_) | ServiceError::NoTraceEntry { .. } | ServiceError::TensorNotKept(_) => "not_found",
+            ServiceError::TensorCorrupted(_) => "blob_corrupted",
             ServiceError::NoReceipt { .. } => "no_receipt",
             ServiceError::StorageQuota { .. } => "storage_quota",
             ServiceError::NotEnded(_) => "not_ended",

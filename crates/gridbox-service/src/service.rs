@@ -1,10 +1,10 @@
 //! The service's core, below HTTP: tenants, the bounded queue, the worker pool, running jobs
 //! and recording how they ended.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -19,59 +19,15 @@ use crate::wire::JobStatus;
 use gridbox_core::digest::Digest;
 use gridbox_core::engine::JobEngine;
 use gridbox_core::errors::error_chain;
-use gridbox_core::job::{Job, JobRun, Outcome, RunError, RunMonitor, RunOptions};
+use gridbox_core::job::{Job, Outcome, RunError, RunOptions};
 use gridbox_core::manifest::{Manifest, ResolvedManifest};
 use gridbox_core::receipt::Receipt;
+use gridbox_core::trace_file;
 
-/// A job that has not ended yet, as the workers and status requests see it.
-struct LiveJob {
-    record: JobRecord,
-    monitor: Arc<RunMonitor>,
-    /// 0 until a worker starts it.
-    started_at_ms: AtomicU64,
-    /// Queued, running, then final.
-    phase: watch::Sender<JobState>,
-    /// Found unfinished in the database at start: its starts are noted durably.
-    recovered: bool,
-    /// Attempts that failed for the provider's reasons (disk, driver), not the job's.
-    host_faults: AtomicU32,
-    /// Whether this process has noted a start of this (recovered) job: one per process.
-    start_noted: AtomicBool,
-}
+mod evidence;
+mod live;
 
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Arc<LiveJob>>,
-    /// Slots taken by submissions still being written to the database.
-    reserved: usize,
-    /// Waiting and reserved jobs by tenant.
-    queued_by_tenant: HashMap<String, usize>,
-    running: usize,
-    running_by_tenant: HashMap<String, usize>,
-    live: HashMap<String, Arc<LiveJob>>,
-}
-
-impl Queue {
-    fn count(map: &mut HashMap<String, usize>, tenant: &str, up: bool) {
-        let count = map.entry(tenant.to_string()).or_default();
-        *count = if up { *count + 1 } else { count.saturating_sub(1) };
-    }
-
-    /// Queues a job in its submission order (a retried job goes back to its place).
-    fn push(&mut self, live: Arc<LiveJob>) {
-        Self::count(&mut self.queued_by_tenant, &live.record.tenant, true);
-        live.phase.send_replace(JobState::Queued);
-        self.live.insert(live.record.id.clone(), live.clone());
-        let seq = live.record.seq;
-        match self.waiting.back() {
-            Some(last) if last.record.seq > seq => {
-                let index = self.waiting.partition_point(|job| job.record.seq < seq);
-                self.waiting.insert(index, live);
-            }
-            _ => self.waiting.push_back(live),
-        }
-    }
-}
+use live::{Attempt, Execution, LiveJob, Queue, new_job_id, stored_status};
 
 /// What one collection did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -114,6 +70,8 @@ pub struct Service {
     events: EventHook,
     /// Counters and histograms.
     pub metrics: Metrics,
+    /// Kept tensors (spot-check evidence), one folder per tenant: see [`evidence`].
+    tensors_dir: std::path::PathBuf,
 }
 
 /// Results waiting to be stored, per worker (see [`Service::work`]). Storing waits on the disk
@@ -123,29 +81,6 @@ const STORING_PER_WORKER: u32 = 64;
 /// Bytes of results waiting to be stored, per worker, in KiB: the count above must not let
 /// large outputs pile up in memory.
 const STORING_KIB_PER_WORKER: u32 = 256 << 10;
-
-/// What running a job gave, before its results are stored.
-enum Execution {
-    /// It ran to an outcome.
-    Ran { run: Box<JobRun>, receipt: Box<Receipt> },
-    /// It could not run, for the job's reasons; the reason says why.
-    Refused(String),
-    /// It could not run or its results could not be stored, for the provider's reasons.
-    HostFault(String),
-    /// The service stopped it (shutdown).
-    Stopped,
-}
-
-/// How one attempt at running a job ended.
-#[allow(clippy::large_enum_variant)] // One per job, moved once: boxing would only add an allocation.
-enum Attempt {
-    /// It ended (either way): record it.
-    Ended(JobState, JobResult),
-    /// The service stopped it (shutdown): it stays queued for the next start.
-    Stopped,
-    /// The provider failed (disk, driver): try again later, up to [`MAX_HOST_FAULTS`] times.
-    HostFault(String),
-}
 
 impl Service {
     /// Opens the service over `data`, queueing again every job a previous process left
@@ -196,6 +131,7 @@ impl Service {
             failure: Mutex::new(None),
             events,
             metrics,
+            tensors_dir: data.join("tensors"),
         });
         let mut recovered = Vec::with_capacity(unfinished.len());
         {
@@ -334,6 +270,8 @@ impl Service {
                 break;
             }
         }
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || service.expire_tensors()).await?;
         self.metrics.gc_deleted.fetch_add(report.deleted as u64, Ordering::Relaxed);
         Ok(report)
     }
@@ -649,8 +587,15 @@ impl Service {
             Ok(job) => job,
             Err(e) => return refuse(error_chain(&e)),
         };
-        let options = RunOptions { monitor: Some(live.monitor.clone()), ..RunOptions::default() };
-        let run = match self.engine.run(&job, options) {
+        // The log is kept for spot checks; entries are bounded by fuel (spec/trace.md).
+        let keeper = self.tensor_keeper(&live.record.tenant);
+        let keep_tensors = keeper.clone().map(|k| k as Arc<dyn gridbox_compute::TensorKeeper>);
+        let options = RunOptions { monitor: Some(live.monitor.clone()), keep_trace_log: true, keep_tensors, ..RunOptions::default() };
+        let ran = self.engine.run(&job, options);
+        if let Some(keeper) = keeper {
+            self.tensors_kept(&live.record.tenant, &keeper);
+        }
+        let run = match ran {
             Ok(run) => run,
             Err(RunError::Cancelled) => return Execution::Stopped,
             Err(e) if e.is_provider_fault() => return Execution::HostFault(error_chain(&e)),
@@ -674,11 +619,14 @@ impl Service {
             Execution::Ran { run, receipt } => (run, receipt),
         };
         let receipt_json = receipt.to_canonical_json();
+        let trace = run.trace_log.entries().filter(|entries| !entries.is_empty()).map(trace_file::encode);
         let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
         blobs.extend(run.outputs.values().map(Vec::as_slice));
+        blobs.extend(trace.as_deref());
         let stored = self.blobs.stage(&blobs).map(|(pending, refs)| {
-            // `refs` follows `blobs`: stdout, stderr, receipt, then the outputs in order.
-            let (fixed, outputs) = refs.split_at(3);
+            // `refs` follows `blobs`: stdout, stderr, receipt, the outputs in order, the trace.
+            let (fixed, rest) = refs.split_at(3);
+            let (outputs, trace_ref) = rest.split_at(run.outputs.len());
             let result = JobResult {
                 started_at_ms,
                 finished_at_ms: now_ms(),
@@ -689,6 +637,7 @@ impl Service {
                 stderr: Some(fixed[1]),
                 outputs: run.outputs.keys().cloned().zip(outputs.iter().copied()).collect(),
                 receipt: Some(fixed[2]),
+                trace: trace_ref.first().copied(),
             };
             (pending, result)
         });
@@ -842,73 +791,7 @@ impl Service {
     }
 }
 
-impl LiveJob {
-    fn new(record: JobRecord) -> Self {
-        LiveJob {
-            record,
-            monitor: Arc::new(RunMonitor::default()),
-            started_at_ms: AtomicU64::new(0),
-            phase: watch::channel(JobState::Queued).0,
-            recovered: false,
-            host_faults: AtomicU32::new(0),
-            start_noted: AtomicBool::new(false),
-        }
-    }
-
-    fn status(&self) -> JobStatus {
-        let started = self.started_at_ms.load(Ordering::Relaxed);
-        let state = *self.phase.borrow();
-        JobStatus {
-            id: self.record.id.clone(),
-            state,
-            submitted_at_ms: self.record.submitted_at_ms,
-            started_at_ms: (state == JobState::Running && started != 0).then_some(started),
-            finished_at_ms: None,
-            fuel_used: if state == JobState::Running { self.monitor.fuel_used() } else { 0 },
-            outcome: None,
-            reason: None,
-            receipt: None,
-            stdout: None,
-            stderr: None,
-            outputs: BTreeMap::new(),
-            kept: false,
-            expires_at_ms: None,
-        }
-    }
-}
-
 /// How long a job's last attempt took, start to end; 0 for a job that never started.
 fn wall_ms(result: &JobResult) -> u64 {
     if result.started_at_ms == 0 { 0 } else { result.finished_at_ms.saturating_sub(result.started_at_ms) }
-}
-
-fn stored_status(record: &JobRecord, expires_at_ms: Option<u64>) -> JobStatus {
-    let result = record.result.clone();
-    let result = result.as_ref();
-    JobStatus {
-        id: record.id.clone(),
-        state: record.state,
-        submitted_at_ms: record.submitted_at_ms,
-        started_at_ms: result.map(|r| r.started_at_ms),
-        finished_at_ms: result.map(|r| r.finished_at_ms),
-        fuel_used: result.map(|r| r.fuel_used).unwrap_or(0),
-        outcome: result.and_then(|r| r.outcome.clone()),
-        reason: result.and_then(|r| r.reason.clone()),
-        receipt: result.and_then(|r| r.receipt),
-        stdout: result.and_then(|r| r.stdout),
-        stderr: result.and_then(|r| r.stderr),
-        outputs: result.map(|r| r.outputs.clone()).unwrap_or_default(),
-        kept: record.kept,
-        expires_at_ms,
-    }
-}
-
-fn new_job_id() -> String {
-    let mut bytes = [0u8; 16];
-    // The id only needs to be unguessable; if the OS has no randomness, hash the time instead.
-    if getrandom::fill(&mut bytes).is_err() {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        bytes.copy_from_slice(&blake3::hash(&nanos.to_le_bytes()).as_bytes()[..16]);
-    }
-    hex::encode(bytes)
 }

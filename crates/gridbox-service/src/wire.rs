@@ -48,6 +48,9 @@ pub struct JobStatus {
     /// Files the job wrote under `/output`.
     #[serde(default)]
     pub outputs: BTreeMap<String, BlobRef>,
+    /// The job's trace log (trace.jsonl, spec/trace.md), when it recorded bridge calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<BlobRef>,
     /// The tenant keeps the job: it never expires.
     #[serde(default)]
     pub kept: bool,
@@ -100,4 +103,28 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people.
     pub message: String,
+}
+
+/// One entry of a job's trace log with its inclusion proof (sibling hashes, leaf first).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenTraceEntry {
+    /// The entry, as its line of trace.jsonl (spec/trace.md, "Files").
+    pub entry: serde_json::Value,
+    /// Its audit path to `trace.log_root`.
+    pub siblings: Vec<gridbox_core::digest::Digest>,
+}
+
+/// `GET /v1/jobs/{id}/trace/{index}`: what `gridbox check-op` needs of the log to check one
+/// entry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSample {
+    /// Entries in the log (the receipt's `trace.length`).
+    pub size: u64,
+    /// The entry asked for.
+    pub entry: ProvenTraceEntry,
+    /// The entry before it (whose root the chain step starts from); absent for entry 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ProvenTraceEntry>,
 }

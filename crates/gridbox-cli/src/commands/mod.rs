@@ -9,5 +9,6 @@ pub(crate) mod manifest;
 pub(crate) mod new;
 pub(crate) mod run;
 pub(crate) mod serve;
+pub(crate) mod spot_check;
 pub(crate) mod submit;
 pub(crate) mod verify;

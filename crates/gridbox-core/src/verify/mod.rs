@@ -18,8 +18,9 @@ use crate::receipt::Receipt;
 mod log;
 pub mod op;
 mod request;
+pub mod spot;
 
-pub use op::{CheckOpError, OpReport, check_op};
+pub use op::{CheckOpError, OpReport, ProvenEntry, TensorSource, check_entry, check_op};
 
 /// What a check rests on: whether gridbox checked the field itself, and how, or only reports
 /// what the provider says.

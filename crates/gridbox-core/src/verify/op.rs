@@ -107,41 +107,85 @@ pub enum CheckOpError {
     /// job's own tensor memory limit).
     #[error("the op cannot be recomputed here")]
     Reference(#[source] ReferenceError),
+    /// The provider did not hand out a tensor the entry names (`gridbox spot-check`): one it
+    /// committed to and should be able to produce, so a spot check counts it as failed.
+    #[error("the provider could not produce tensor {hash}: {reason}")]
+    Unavailable {
+        /// Its hash.
+        hash: Digest,
+        /// What the provider answered.
+        reason: String,
+    },
 }
 
 /// Checks entry `index` of `entries` (the delivered log) against `receipt`, with the tensors
 /// kept in `tensors`. A failed step is in the report; an error means it could not be checked.
 pub fn check_op(receipt: &Receipt, entries: &[TraceEntry], index: u64, tensors: &Path, threads: usize) -> Result<OpReport, CheckOpError> {
     let position = usize::try_from(index).ok().filter(|&i| i < entries.len()).ok_or(CheckOpError::NoEntry { index, len: entries.len() })?;
-    let entry = &entries[position];
     let leaves = trace_log::leaves(entries);
-    let root = receipt.trace.log_root.0;
     let proof_of = |at: usize| merkle::prove(&leaves, at).unwrap_or_default();
-    let siblings = proof_of(position);
+    let entry = ProvenEntry { entry: entries[position].clone(), siblings: proof_of(position) };
+    let previous = position.checked_sub(1).map(|at| ProvenEntry { entry: entries[at].clone(), siblings: proof_of(at) });
+    check_entry(receipt, &entry, previous.as_ref(), leaves.len() as u64, &mut |hash| load(tensors, hash), threads)
+}
+
+/// An entry with its inclusion proof (sibling hashes, leaf first), as a provider hands it out
+/// (`GET /v1/jobs/{id}/trace/{index}`) or as computed from a delivered log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenEntry {
+    /// The entry.
+    pub entry: TraceEntry,
+    /// Its audit path in the tree of `size` leaves.
+    pub siblings: Vec<[u8; 32]>,
+}
+
+/// Where [`check_entry`] gets a tensor by hash: a folder of kept tensors, or a provider asked
+/// over the network. It returns the tensor and the hash it actually has; an error means the
+/// tensor could not be had (the check cannot be completed).
+pub type TensorSource<'a> = dyn FnMut(&[u8; 32]) -> Result<(gridbox_compute::Tensor, Digest), CheckOpError> + 'a;
+
+/// Checks one proven entry against `receipt` (spec/trace.md, "gridbox check-op"): the
+/// signature, its proof and, past entry 0, `previous`'s (the entry before it) against
+/// `trace.log_root` of a tree of `size` leaves, its chain step, its inputs' hashes and its
+/// output. `check_op` and `gridbox spot-check` share it, so a local check and a remote sample
+/// are the same check.
+pub fn check_entry(
+    receipt: &Receipt,
+    proven: &ProvenEntry,
+    previous: Option<&ProvenEntry>,
+    size: u64,
+    tensors: &mut TensorSource<'_>,
+    threads: usize,
+) -> Result<OpReport, CheckOpError> {
+    let entry = &proven.entry;
+    let index = entry.index;
+    let root = receipt.trace.log_root.0;
     let mut report = OpReport {
         index,
         op: entry.link.op.clone(),
         steps: Vec::new(),
-        proof: InclusionProof { index, size: leaves.len() as u64, siblings: siblings.iter().map(|s| Digest(*s)).collect() },
+        proof: InclusionProof { index, size, siblings: proven.siblings.iter().map(|s| Digest(*s)).collect() },
     };
     let signature = receipt.check_signature();
     if !report.step("signature", signature.is_ok(), signature.map_or_else(|e| e.to_string(), |()| "valid (strict Ed25519)".into())) {
         return Ok(report);
     }
-    let size = leaves.len() as u64;
-    let proven = |at: usize, path: &[[u8; 32]]| merkle::verify(&leaves[at], at as u64, size, path, &root);
-    let detail = format!("entry {index}'s leaf and {} siblings against trace.log_root {}", siblings.len(), receipt.trace.log_root);
-    if !report.step("proof", proven(position, &siblings), detail) {
+    let proven_at = |p: &ProvenEntry| p.entry.index < size && merkle::verify(&p.entry.leaf(), p.entry.index, size, &p.siblings, &root);
+    let detail = format!("entry {index}'s leaf and {} siblings against trace.log_root {}", proven.siblings.len(), receipt.trace.log_root);
+    if !report.step("proof", proven_at(proven), detail) {
         return Ok(report);
     }
-    let before = match position.checked_sub(1) {
+    let before = match index.checked_sub(1) {
         None => [0; 32],
-        Some(previous) => {
-            let detail = format!("entry {previous} (the root before entry {index}) against trace.log_root");
-            if !report.step("proof", proven(previous, &proof_of(previous)), detail) {
+        Some(wanted) => {
+            let detail = format!("entry {wanted} (the root before entry {index}) against trace.log_root");
+            // The entry before must be the one at `index - 1`: a proof for any other position
+            // would let a provider pick a root that makes the chain step hold.
+            let ok = previous.is_some_and(|p| p.entry.index == wanted && proven_at(p));
+            if !report.step("proof", ok, detail) {
                 return Ok(report);
             }
-            entries[previous].root
+            previous.map_or([0; 32], |p| p.entry.root)
         }
     };
     let detail = format!("root {} + entry {index} -> {}", Digest(before), Digest(entry.root));
@@ -150,7 +194,7 @@ pub fn check_op(receipt: &Receipt, entries: &[TraceEntry], index: u64, tensors: 
     }
     let mut inputs = Vec::with_capacity(entry.link.inputs.len());
     for (at, hash) in entry.link.inputs.iter().enumerate() {
-        let (tensor, got) = load(tensors, hash)?;
+        let (tensor, got) = tensors(hash)?;
         if !report.step("input hash", got.0 == *hash, format!("input {at}: expected {}, the kept file hashes to {got}", Digest(*hash))) {
             return Ok(report);
         }
@@ -159,7 +203,7 @@ pub fn check_op(receipt: &Receipt, entries: &[TraceEntry], index: u64, tensors: 
     let expected = Digest(entry.link.output);
     if matches!(entry.link.op.as_str(), "create" | "read") {
         // Nothing to recompute: the tensor that crossed the boundary is the one kept.
-        let (_, got) = load(tensors, &entry.link.output)?;
+        let (_, got) = tensors(&entry.link.output)?;
         report.step("output", got == expected, format!("{}: the kept tensor hashes to {got}, the entry says {expected}", entry.link.op));
         return Ok(report);
     }

@@ -171,6 +171,10 @@ pub struct JobResult {
     /// Files under `/output`, as blobs.
     #[serde(default)]
     pub outputs: BTreeMap<String, BlobRef>,
+    /// The job's trace log (trace.jsonl, spec/trace.md), a blob; absent when the job recorded
+    /// no bridge calls (its manifest does not trace, or it made none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<BlobRef>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -191,12 +195,13 @@ impl JobResult {
             stdout: None,
             stderr: None,
             outputs: BTreeMap::new(),
+            trace: None,
         }
     }
 
     /// Every blob the result names.
     pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
-        self.receipt.iter().chain(self.stdout.iter()).chain(self.stderr.iter()).chain(self.outputs.values())
+        self.receipt.iter().chain(self.stdout.iter()).chain(self.stderr.iter()).chain(self.outputs.values()).chain(self.trace.iter())
     }
 }
 

@@ -35,6 +35,7 @@ fn finished(mut record: JobRecord) -> JobRecord {
         stdout: None,
         stderr: None,
         outputs: BTreeMap::new(),
+        trace: None,
     });
     record
 }

@@ -32,7 +32,7 @@ const DOWNLOAD_CHUNK: usize = 256 << 10;
 struct AuthenticatedTenant(String);
 
 /// Every route, as spec/http.md and spec/openapi.yaml name them (a test checks both).
-pub const ROUTES: [&str; 9] = [HEALTHZ, METRICS, BLOBS, BLOB, JOBS, JOB, JOB_RECEIPT, JOB_KEEP, USAGE];
+pub const ROUTES: [&str; 11] = [HEALTHZ, METRICS, BLOBS, BLOB, JOBS, JOB, JOB_RECEIPT, JOB_KEEP, JOB_TRACE, JOB_TENSOR, USAGE];
 const HEALTHZ: &str = "/healthz";
 const METRICS: &str = "/metrics";
 const BLOBS: &str = "/v1/blobs";
@@ -41,6 +41,10 @@ const JOBS: &str = "/v1/jobs";
 const JOB: &str = "/v1/jobs/{id}";
 const JOB_RECEIPT: &str = "/v1/jobs/{id}/receipt";
 const JOB_KEEP: &str = "/v1/jobs/{id}/keep";
+const JOB_TRACE: &str = "/v1/jobs/{id}/trace/{index}";
+const JOB_TENSOR: &str = "/v1/jobs/{id}/tensors/{hash}";
+
+mod evidence;
 const USAGE: &str = "/v1/usage";
 
 /// The service's router.
@@ -51,6 +55,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(JOB, get(job_status).delete(delete_job))
         .route(JOB_RECEIPT, get(job_receipt))
         .route(JOB_KEEP, post(keep_job))
+        .route(JOB_TRACE, get(evidence::job_trace_entry))
+        .route(JOB_TENSOR, get(evidence::job_tensor))
         .route(USAGE, get(usage))
         .layer(middleware::from_fn_with_state(settings.request_timeout(), time_limit));
     let blobs = Router::new()
