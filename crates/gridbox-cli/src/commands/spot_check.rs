@@ -74,11 +74,24 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
         // The job itself must be there: a wrong id, token or server is "could not check", not
         // a provider that failed.
         client.status(&args.job, std::time::Duration::ZERO).await.with_context(|| format!("job {}", args.job))?;
+        // The samples are fetched concurrently (a few at a time): each is several round trips.
+        let receipt = std::sync::Arc::new(receipt.clone());
+        let mut running = tokio::task::JoinSet::new();
         let mut samples = Vec::with_capacity(indices.len());
-        for &index in &indices {
-            samples.push(sample(&client, &args.job, &receipt, index, threads).await?);
+        for (order, &index) in indices.iter().enumerate() {
+            if running.len() >= CONCURRENT_SAMPLES
+                && let Some(done) = running.join_next().await
+            {
+                samples.push(done.context("a sample's task")??);
+            }
+            let (client, job, receipt) = (client.clone(), args.job.clone(), receipt.clone());
+            running.spawn(async move { sample(&client, &job, &receipt, index, threads).await.map(|s| (order, s)) });
         }
-        anyhow::Ok(samples)
+        while let Some(done) = running.join_next().await {
+            samples.push(done.context("a sample's task")??);
+        }
+        samples.sort_by_key(|(order, _)| *order);
+        anyhow::Ok(samples.into_iter().map(|(_, s)| s).collect::<Vec<_>>())
     })?;
     let failed = samples.iter().filter(|s| s.failed()).count();
     let unchecked = samples.iter().filter(|s| s.verdict == "not checked").count();
@@ -126,6 +139,9 @@ fn answered(error: &ClientError) -> bool {
 }
 
 /// Fetches and checks entry `index`. An error is the server out of reach or refusing us.
+/// How many samples are fetched at once.
+const CONCURRENT_SAMPLES: usize = 8;
+
 async fn sample(client: &Client, job: &str, receipt: &Receipt, index: u64, threads: usize) -> Result<Sample> {
     let mut result = Sample { index, op: None, verdict: String::new(), detail: String::new() };
     let not_produced = |mut result: Sample, detail: String| {

@@ -89,14 +89,27 @@ impl Service {
             let why = if status.state.is_final() { "it recorded no bridge calls" } else { "it has not ended yet" };
             return Err(missing(why.into()));
         };
-        let bytes = self.read_blob(trace.blake3).await?;
-        tokio::task::spawn_blocking(move || {
-            // The log was written by this server from a run's entries: one that does not decode
-            // is damage on disk, which the blob's hash check would already have caught.
-            let entries = trace_file::decode(&bytes).map_err(|e| missing(format!("its stored log is unreadable: {e}")))?;
-            sample(&entries, index).ok_or_else(|| missing(format!("its log has {} entries (0 to {})", entries.len(), entries.len().saturating_sub(1))))
-        })
-        .await?
+        let cached = decoded_logs().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&trace.blake3);
+        let decoded = match cached {
+            Some(decoded) => decoded,
+            None => {
+                let bytes = self.read_blob(trace.blake3).await?;
+                let size = bytes.len();
+                let missing = missing.clone();
+                let decoded = tokio::task::spawn_blocking(move || {
+                    // The log was written by this server from a run's entries: one that does not
+                    // decode is damage on disk, which the blob's hash check would have caught.
+                    let entries = trace_file::decode(&bytes).map_err(|e| missing(format!("its stored log is unreadable: {e}")))?;
+                    let leaves = trace_log::leaves(&entries);
+                    Ok::<_, ServiceError>(Arc::new(DecodedLog { entries, leaves }))
+                })
+                .await??;
+                decoded_logs().lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(trace.blake3, decoded.clone(), size);
+                decoded
+            }
+        };
+        let entries = decoded.entries.len();
+        sample(&decoded, index).ok_or_else(|| missing(format!("its log has {entries} entries (0 to {})", entries.saturating_sub(1))))
     }
 
     /// The tensor file (spec/trace.md) of a tensor kept for the tenant, named by its tensor hash.
@@ -116,13 +129,55 @@ impl Service {
     }
 }
 
+/// A stored trace log, decoded, with its Merkle leaves.
+struct DecodedLog {
+    entries: Vec<TraceEntry>,
+    leaves: Vec<[u8; 32]>,
+}
+
+/// The logs spot checks asked for last, by the BLAKE3 of the stored log (content-addressed, so a
+/// cached log can never be stale): a spot check asks for K entries of one log, and decoding it
+/// for each is O(n). Bounded by the bytes of the logs held.
+struct DecodedLogs {
+    logs: std::collections::VecDeque<(Digest, Arc<DecodedLog>, usize)>,
+}
+
+/// Most bytes of stored logs [`DecodedLogs`] keeps decoded (about 3x that in memory).
+const DECODED_LOG_BYTES: usize = 32 << 20;
+
+impl DecodedLogs {
+    fn get(&mut self, digest: &Digest) -> Option<Arc<DecodedLog>> {
+        let at = self.logs.iter().position(|(d, _, _)| d == digest)?;
+        let hit = self.logs.remove(at)?;
+        let decoded = hit.1.clone();
+        self.logs.push_back(hit);
+        Some(decoded)
+    }
+
+    fn insert(&mut self, digest: Digest, decoded: Arc<DecodedLog>, size: usize) {
+        if size > DECODED_LOG_BYTES || self.logs.iter().any(|(d, _, _)| *d == digest) {
+            return;
+        }
+        while self.logs.iter().map(|(_, _, n)| n).sum::<usize>() + size > DECODED_LOG_BYTES {
+            self.logs.pop_front();
+        }
+        self.logs.push_back((digest, decoded, size));
+    }
+}
+
+fn decoded_logs() -> &'static std::sync::Mutex<DecodedLogs> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<DecodedLogs>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| std::sync::Mutex::new(DecodedLogs { logs: std::collections::VecDeque::new() }))
+}
+
 /// Entry `index` and the one before it, each with its proof.
-fn sample(entries: &[TraceEntry], index: u64) -> Option<TraceSample> {
+fn sample(log: &DecodedLog, index: u64) -> Option<TraceSample> {
+    let entries = &log.entries;
     let at = usize::try_from(index).ok().filter(|&at| at < entries.len())?;
-    let leaves = trace_log::leaves(entries);
+    let leaves = &log.leaves;
     let proven = |at: usize| ProvenTraceEntry {
         entry: trace_file::entry_value(&entries[at]),
-        siblings: merkle::prove(&leaves, at).unwrap_or_default().into_iter().map(Digest).collect(),
+        siblings: merkle::prove(leaves, at).unwrap_or_default().into_iter().map(Digest).collect(),
     };
     Some(TraceSample { size: entries.len() as u64, entry: proven(at), previous: at.checked_sub(1).map(proven) })
 }

@@ -1,5 +1,5 @@
 //! A test job for the tensor bridge, one scenario per subcommand:
-//! `tensor-probe ops | edges | quota-bytes | quota-count | errors | chain N`.
+//! `tensor-probe ops | edges | quota-bytes | quota-count | errors | chain N | matmuls N SIZE`.
 
 use gridbox_sdk::{Error, Tensor};
 
@@ -12,6 +12,7 @@ fn main() {
         "quota-count" => quota_count(),
         "errors" => errors(),
         "chain" => chain(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10)),
+        "matmuls" => matmuls(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100), args.get(3).and_then(|n| n.parse().ok()).unwrap_or(256)),
         other => {
             eprintln!("tensor-probe: unknown subcommand {other:?}");
             std::process::exit(2);
@@ -147,6 +148,19 @@ fn chain(n: usize) -> Result<(), Error> {
         x = x.matmul(&x)?.tanh()?;
     }
     show("chain", &x)?;
+    Ok(())
+}
+
+/// A job dominated by matmuls, for measuring verification: `n` layers of `x = tanh(x @ w)` with
+/// `size` x `size` matrices (one weight reused, so the job holds few tensors).
+fn matmuls(n: usize, size: usize) -> Result<(), Error> {
+    let values: Vec<f32> = (0..size * size).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / (500.0 * size as f32).sqrt()).collect();
+    let w = Tensor::from_slice(&values, &[size, size])?;
+    let mut x = Tensor::from_slice(&values, &[size, size])?;
+    for _ in 0..n {
+        x = x.matmul(&w)?.tanh()?;
+    }
+    check("matmuls", &x)?;
     Ok(())
 }
 
