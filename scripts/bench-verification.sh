@@ -5,7 +5,7 @@
 #      `gridbox verify` replaying the whole job on the CPU;
 #   2. `trace = "full"` against `trace = "readback"` for running the transformer on the CPU.
 #   3. the same spot check against a full replay for a job dominated by matmuls
-#      (tensor-probe `matmuls 300 256`: 300 layers of tanh(x @ w), 256 x 256).
+#      (tensor-probe `matmuls 500 256`: 500 layers of tanh(x @ w), 256 x 256).
 # Usage: scripts/bench-verification.sh [BINARY] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,7 +81,7 @@ PY
 }
 
 compare "the transformer example" transformer "$job" --capability tensor --dir "$data::/input"
-compare "a matmul-heavy job (300 x 256^3)" matmuls "$probe" --capability tensor -- matmuls 300 256
+compare "a matmul-heavy job (500 x 256^3)" matmuls "$probe" --capability tensor -- matmuls 500 256
 
 full=() readback=()
 for round in $(seq "$rounds"); do
