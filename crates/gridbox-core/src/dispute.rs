@@ -11,16 +11,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use gridbox_compute::reference::{self, ReferenceError};
-use gridbox_compute::{Tensor, TraceEntry, merkle, trace_log};
+use gridbox_compute::{Tensor, TraceEntry};
 
 use crate::digest::Digest;
 use crate::engine::JobEngine;
-use crate::job::{Job, JobRun, Outcome, RunError, RunOptions};
+use crate::job::{Job, JobRun, RunError};
 use crate::kept_tensors;
 use crate::limits::LimitKind;
 use crate::manifest::{ManifestError, ResolvedManifest};
 use crate::receipt::{Receipt, ReceiptError};
-use crate::verify::default_replay_time_ms;
+use crate::verify::{ReplayFailure, log_mismatch, replay_run};
 
 /// One side of a dispute: its receipt, the trace log delivered with it, and (optionally) the
 /// tensors it kept (`gridbox run --keep-tensors`).
@@ -255,29 +255,6 @@ fn undecided(mut verdict: Verdict, needs: &str, reason: String) -> Verdict {
     verdict
 }
 
-/// Why `entries` is not the log `receipt` commits to, if it is not: the first entry that is
-/// misnumbered or does not follow the one before it, the length, the final root, the Merkle root.
-fn log_mismatch(receipt: &Receipt, entries: &[TraceEntry]) -> Option<String> {
-    let mut before = [0u8; 32];
-    for (position, entry) in entries.iter().enumerate() {
-        if entry.index != position as u64 {
-            return Some(format!("entry {position} is numbered {}", entry.index));
-        }
-        if !entry.follows(&before) {
-            return Some(format!("entry {position}'s root does not follow the entry before it"));
-        }
-        before = entry.root;
-    }
-    if entries.len() as u64 != receipt.trace.length {
-        return Some(format!("{} entries, trace.length says {}", entries.len(), receipt.trace.length));
-    }
-    if Digest(before) != receipt.trace.root {
-        return Some(format!("its final root is {}, trace.root says {}", Digest(before), receipt.trace.root));
-    }
-    let root = Digest(merkle::root(&trace_log::leaves(entries)));
-    (root != receipt.trace.log_root).then(|| format!("its Merkle root is {root}, trace.log_root says {}", receipt.trace.log_root))
-}
-
 /// The first position where the chain roots of `a` and `b` differ, or where one log has ended
 /// while the other goes on; `None` when the logs are the same. A hash chain, once it differs,
 /// differs ever after, so "differs at i" is monotone in `i` and a binary search finds the first
@@ -372,12 +349,10 @@ fn by_replay(mut verdict: Verdict, a: &Receipt, b: &Receipt, replay: Option<&Rep
 fn run_replay(receipt: &Receipt, replay: &Replay<'_>) -> Result<JobRun, DisputeError> {
     let manifest = ResolvedManifest::from_canonical_text(&receipt.manifest.text).map_err(DisputeError::Manifest)?;
     let job = Job::new(replay.module.clone(), manifest, replay.inputs.clone()).map_err(DisputeError::Replay)?;
-    let limit = replay.time_ms.unwrap_or_else(|| default_replay_time_ms(job.manifest().limits().get(LimitKind::WallTimeMs)));
-    let run = replay.engine.run(&job, RunOptions { wall_time_ms: Some(limit), ..RunOptions::default() }).map_err(DisputeError::Replay)?;
-    if let Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. } = run.outcome {
-        return Err(DisputeError::ReplayTimedOut(limit));
-    }
-    Ok(run)
+    replay_run(replay.engine, &job, replay.time_ms, false).map_err(|failure| match failure {
+        ReplayFailure::TimedOut(limit) => DisputeError::ReplayTimedOut(limit),
+        ReplayFailure::Run(error) => DisputeError::Replay(error),
+    })
 }
 
 /// Both links make the same call on the same inputs and disagree on its output: recompute it

@@ -176,6 +176,34 @@ pub fn default_replay_time_ms(manifest_wall_time_ms: u64) -> u64 {
     manifest_wall_time_ms.saturating_mul(10).max(60_000)
 }
 
+/// Why a verifier's replay gave no run to compare.
+pub(crate) enum ReplayFailure {
+    /// It did not end within the verifier's time limit (ms).
+    TimedOut(u64),
+    /// It was refused or the provider's machine failed.
+    Run(RunError),
+}
+
+/// Runs `job` as a verifier replays it: under `time_ms`, by default [`default_replay_time_ms`]
+/// of the job's own limit, where a stop by that limit is the verifier giving up, not an outcome.
+pub(crate) fn replay_run(engine: &JobEngine, job: &Job, time_ms: Option<u64>, keep_trace_log: bool) -> Result<JobRun, ReplayFailure> {
+    let limit = time_ms.unwrap_or_else(|| default_replay_time_ms(job.manifest().limits().get(LimitKind::WallTimeMs)));
+    let run = engine.run(job, RunOptions { wall_time_ms: Some(limit), keep_trace_log, ..RunOptions::default() }).map_err(ReplayFailure::Run)?;
+    if let Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. } = run.outcome {
+        return Err(ReplayFailure::TimedOut(limit));
+    }
+    Ok(run)
+}
+
+/// Why `entries` is not the log `receipt` commits to, if it is not: the first failing check of
+/// [`log::check`] (an entry misnumbered or not following the one before it, the length, the
+/// final root, the Merkle root).
+pub(crate) fn log_mismatch(receipt: &Receipt, entries: &[gridbox_compute::TraceEntry]) -> Option<String> {
+    let mut report = Verification::default();
+    log::check(&mut report, receipt, entries);
+    report.first_mismatch().map(|check| format!("{}: {} (the receipt: {})", check.field, check.got, check.expected))
+}
+
 /// Checks `receipt` against `evidence` and a fresh replay of the job. A mismatch is a failed
 /// check in the report; an error means this machine could not replay the job.
 pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, options: VerifyOptions) -> Result<Verification, VerifyError> {
@@ -245,18 +273,12 @@ pub fn verify(engine: &JobEngine, receipt: &Receipt, evidence: &Evidence, option
         Err(e) => Err(error_chain(&e)),
         Ok(manifest) => match Job::new(evidence.module.clone(), manifest, evidence.inputs.clone()) {
             Err(e) => Err(error_chain(&e)),
-            Ok(job) => {
-                let limit = options.replay_time_ms.unwrap_or_else(|| default_replay_time_ms(job.manifest().limits().get(LimitKind::WallTimeMs)));
-                let keep_trace_log = evidence.trace.is_some();
-                match engine.run(&job, RunOptions { wall_time_ms: Some(limit), keep_trace_log, ..RunOptions::default() }) {
-                    Ok(run) if matches!(run.outcome, Outcome::LimitExceeded { limit: LimitKind::WallTimeMs, .. }) => {
-                        return Err(VerifyError::ReplayTimedOut(limit));
-                    }
-                    Ok(run) => Ok(run),
-                    Err(e) if e.is_provider_fault() => return Err(VerifyError::Replay(e)),
-                    Err(e) => Err(error_chain(&e)),
-                }
-            }
+            Ok(job) => match replay_run(engine, &job, options.replay_time_ms, evidence.trace.is_some()) {
+                Ok(run) => Ok(run),
+                Err(ReplayFailure::TimedOut(limit)) => return Err(VerifyError::ReplayTimedOut(limit)),
+                Err(ReplayFailure::Run(e)) if e.is_provider_fault() => return Err(VerifyError::Replay(e)),
+                Err(ReplayFailure::Run(e)) => Err(error_chain(&e)),
+            },
         },
     };
     match replay {
