@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::job::{INPUT_DIR, OUTPUT_DIR};
 use crate::manifest::check_input_name;
-use crate::wasi::vfs::MAX_NAME_LEN;
+use crate::wasi::vfs::is_normalised_absolute;
 
 /// Most mounts a manifest may ask for, besides `/input` and `/output`.
 pub const MAX_MOUNTS: usize = 16;
@@ -67,7 +67,7 @@ fn check_guest_path(path: &str) -> Result<(), String> {
     if path.contains('\0') || path.contains('\\') {
         return Err("a mount's guest path may not contain NUL or `\\`".into());
     }
-    if path != "/" && path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == ".." || c.len() > MAX_NAME_LEN) {
+    if !is_normalised_absolute(path) {
         return Err("a mount's guest path must be normalised: no empty, `.` or `..` parts and no trailing `/`".into());
     }
     for own in [INPUT_DIR, OUTPUT_DIR] {

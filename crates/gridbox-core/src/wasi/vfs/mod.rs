@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use paths::{Last, ParsedPath, check_relative_file_path, parse_path};
-pub use paths::{MAX_NAME_LEN, MAX_OUTPUT_PATH, MAX_PATH_LEN};
+pub use paths::{MAX_NAME_LEN, MAX_OUTPUT_PATH, MAX_PATH_LEN, is_normalised_absolute};
 pub use types::{DirEntry, Errno, FileKind, FsError, MountError, NodeId, OpenOptions, Stat};
 
 use crate::limits::{LimitExceeded, LimitKind};
@@ -751,7 +751,7 @@ impl Vfs {
         if path.contains('\0') {
             return bad("it contains NUL");
         }
-        if path != "/" && path.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == ".." || c.len() > MAX_NAME_LEN) {
+        if !is_normalised_absolute(path) {
             return bad("it must be normalised: no empty, `.` or `..` components and no trailing `/`");
         }
         if self.mounts.iter().any(|m| m.guest_path == path) {

@@ -13,6 +13,13 @@ pub const MAX_NAME_LEN: usize = 255;
 /// written under any reasonable host folder (whose whole path must fit Linux's 4096 bytes).
 pub const MAX_OUTPUT_PATH: usize = 1024;
 
+/// Whether absolute `path` is normalised: `/`, or `/` and names separated by single `/`, none
+/// empty, `.` or `..` or longer than [`MAX_NAME_LEN`], no trailing `/`. What a mount's guest
+/// path must be.
+pub fn is_normalised_absolute(path: &str) -> bool {
+    path == "/" || (path.starts_with('/') && path.split('/').skip(1).all(|c| !c.is_empty() && c != "." && c != ".." && c.len() <= MAX_NAME_LEN))
+}
+
 /// A path split into its components.
 pub(super) struct ParsedPath<'a> {
     /// Non-empty components (`a//b` is `a/b`), `.` and `..` kept.
