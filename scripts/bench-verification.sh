@@ -4,8 +4,11 @@
 #   1. a spot check of K = 30 ops of the transformer example through `gridbox serve`, against
 #      `gridbox verify` replaying the whole job on the CPU;
 #   2. `trace = "full"` against `trace = "readback"` for running the transformer on the CPU.
-#   3. the same spot check against a full replay for a job dominated by matmuls
-#      (tensor-probe `matmuls 500 256`: 500 layers of tanh(x @ w), 256 x 256).
+#   3. the same spot check against a full replay for jobs dominated by matmuls
+#      (tensor-probe `matmuls L 256`: L layers of tanh(x @ w), 256 x 256; 2L + 3 bridge calls),
+#      with 500 and 2,000 layers: a spot check's cost grows with K, a replay's with the job.
+# Bytes: a spot check's are the response bytes it received; a replay's are the module and the
+# job's input files the verifier must have.
 # Usage: scripts/bench-verification.sh [BINARY] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +58,15 @@ compare() {
         case "$previous" in --dir | --input) replay_args+=("$previous" "$arg") ;; esac
         previous=$arg
     done
+    local replay_bytes
+    replay_bytes=$(stat -c %s "$module")
+    local previous_arg=
+    for arg in "${replay_args[@]+"${replay_args[@]}"}"; do
+        if [ "$previous_arg" = "--dir" ]; then
+            replay_bytes=$((replay_bytes + $(find "${arg%%::*}" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')))
+        fi
+        previous_arg=$arg
+    done
     for round in $(seq "$rounds"); do
         start=$(ms)
         "$binary" spot-check "$work/$out/receipt.json" --job "$id" --samples 30 --seed "$round" --json > "$work/$out.spot.json"
@@ -69,6 +81,8 @@ compare() {
     echo "spot check, K = 30:     ${spot_ms} ms (median of $rounds, whole process)"
     echo "full replay on the CPU: ${replay_ms} ms (median of $rounds, whole process)"
     echo "full replay / spot check: $(awk -v a="$replay_ms" -v b="$spot_ms" 'BEGIN { printf "%.2f", a / b }')x"
+    echo "per sample: $(awk -v a="$spot_ms" 'BEGIN { printf "%.2f", a / 30 }') ms; replay per traced call: $(awk -v a="$replay_ms" -v n="$entries" 'BEGIN { printf "%.2f", a / n }') ms"
+    echo "bytes: spot check received $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["bytes_received"])' "$work/$out.spot.json"), a replay needs $replay_bytes (module and input files)"
     python3 - "$work/$out.spot.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -82,6 +96,7 @@ PY
 
 compare "the transformer example" transformer "$job" --capability tensor --dir "$data::/input"
 compare "a matmul-heavy job (500 x 256^3)" matmuls "$probe" --capability tensor -- matmuls 500 256
+compare "a longer matmul-heavy job (2,000 x 256^3)" matmuls-long "$probe" --capability tensor --limit fuel=100000000000 -- matmuls 2000 256
 
 full=() readback=()
 for round in $(seq "$rounds"); do

@@ -75,6 +75,8 @@ pub struct Client {
     http: HttpClient<HttpConnector, Full<Bytes>>,
     base: String,
     authorization: HeaderValue,
+    /// Response body bytes received so far, by this client and its clones.
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Client {
@@ -94,7 +96,7 @@ impl Client {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let http = HttpClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Ok(Client { http, base: server.trim_end_matches('/').to_string(), authorization })
+        Ok(Client { http, base: server.trim_end_matches('/').to_string(), authorization, received: Default::default() })
     }
 
     async fn send(&self, method: Method, path: &str, content_type: Option<&str>, body: Bytes) -> Result<(StatusCode, Bytes), ClientError> {
@@ -109,6 +111,7 @@ impl Client {
         let status = response.status();
         let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
         let body = response.into_body().collect().await.map_err(|e| transport(e.into()))?.to_bytes();
+        self.received.fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if status.is_success() {
             return Ok((status, body));
         }
@@ -119,6 +122,11 @@ impl Client {
             Err(_) => (format!("http_{}", status.as_u16()), String::from_utf8_lossy(&body).chars().take(200).collect()),
         };
         Err(ClientError::Api { method, path: path.to_string(), status: status.as_u16(), code, message, retry_after })
+    }
+
+    /// Response body bytes this client and its clones have received (what a spot check moved).
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn parse<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {

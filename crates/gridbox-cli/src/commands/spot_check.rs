@@ -68,14 +68,19 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
     let seed = args.seed.unwrap_or_else(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
     let indices = sample_indices(n, args.samples, seed);
     let client = Client::new(&args.server.server, &args.server.token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Fetching is async on this thread; each sample's check (hashing, one op on the CPU
+    // reference) runs on a blocking thread, one per core, so the next samples' fetches go on
+    // while earlier ones are checked. Each check's op gets one kernel thread: samples are the
+    // parallelism, and a second level would only oversubscribe the cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(cores).build().context("cannot start the async runtime")?;
     let samples = runtime.block_on(async {
         // The job itself must be there: a wrong id, token or server is "could not check", not
         // a provider that failed.
         client.status(&args.job, std::time::Duration::ZERO).await.with_context(|| format!("job {}", args.job))?;
         // The samples are fetched concurrently (a few at a time): each is several round trips.
         let receipt = std::sync::Arc::new(receipt.clone());
+        let fetched = FetchedTensors::default();
         let mut running = tokio::task::JoinSet::new();
         let mut samples = Vec::with_capacity(indices.len());
         for (order, &index) in indices.iter().enumerate() {
@@ -84,8 +89,8 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
             {
                 samples.push(done.context("a sample's task")??);
             }
-            let (client, job, receipt) = (client.clone(), args.job.clone(), receipt.clone());
-            running.spawn(async move { sample(&client, &job, &receipt, index, threads).await.map(|s| (order, s)) });
+            let (client, job, receipt, fetched) = (client.clone(), args.job.clone(), receipt.clone(), fetched.clone());
+            running.spawn(async move { sample(&client, &job, receipt, index, &fetched).await.map(|s| (order, s)) });
         }
         while let Some(done) = running.join_next().await {
             samples.push(done.context("a sample's task")??);
@@ -107,7 +112,7 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
         .collect();
     if args.json {
         let json = serde_json::json!({
-            "ok": verdict == "ok", "verdict": verdict, "job": args.job, "seed": seed, "entries": n,
+            "ok": verdict == "ok", "verdict": verdict, "job": args.job, "seed": seed, "entries": n, "bytes_received": client.bytes_received(),
             "samples": samples.iter().map(|s| serde_json::json!({"index": s.index, "op": s.op, "verdict": s.verdict, "ok": s.verdict == "ok", "detail": s.detail})).collect::<Vec<_>>(), "escape": escape, "escape_method": "hypergeometric (k distinct entries of n, ceil(f n) falsified)",
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
@@ -115,7 +120,7 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
         for s in &samples {
             println!("{:>10}  {:12}  {:18}  {}", s.index, s.op.as_deref().unwrap_or("?"), s.verdict, s.detail);
         }
-        println!("{verdict}: {} of {k} samples of {n} entries hold (seed {seed})", k as usize - failed - unchecked);
+        println!("{verdict}: {} of {k} samples of {n} entries hold (seed {seed}; {} bytes received)", k as usize - failed - unchecked, client.bytes_received());
         for e in &escape {
             println!(
                 "a provider that falsified {}% of its entries ({} of {n}) escapes {k} distinct samples with probability {:.3e} (exact, hypergeometric; (1-f)^K = {:.3e})",
@@ -133,16 +138,29 @@ pub(crate) fn spot_check(args: SpotCheckArgs) -> Result<u8> {
     })
 }
 
+/// The shared tensors, also after a task that held the lock panicked (the map stays consistent:
+/// every insert is one call).
+fn lock(fetched: &FetchedTensors) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Fetched>> {
+    fetched.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Whether the server answered (a refusal) rather than could not be reached or asked.
 fn answered(error: &ClientError) -> bool {
     matches!(error, ClientError::Api { status, .. } if *status != 401)
 }
 
-/// Fetches and checks entry `index`. An error is the server out of reach or refusing us.
 /// How many samples are fetched at once.
 const CONCURRENT_SAMPLES: usize = 8;
 
-async fn sample(client: &Client, job: &str, receipt: &Receipt, index: u64, threads: usize) -> Result<Sample> {
+/// A fetched tensor, decoded with its tensor hash, or why the provider could not produce it.
+type Fetched = Result<(Tensor, Digest), String>;
+
+/// The tensors fetched so far, by the hash asked for: samples share inputs (a weight every layer
+/// reads), and one download and one hash per tensor is enough.
+type FetchedTensors = std::sync::Arc<std::sync::Mutex<HashMap<[u8; 32], Fetched>>>;
+
+/// Fetches and checks entry `index`. An error is the server out of reach or refusing us.
+async fn sample(client: &Client, job: &str, receipt: std::sync::Arc<Receipt>, index: u64, fetched: &FetchedTensors) -> Result<Sample> {
     let mut result = Sample { index, op: None, verdict: String::new(), detail: String::new() };
     let not_produced = |mut result: Sample, detail: String| {
         result.verdict = "not produced".into();
@@ -174,21 +192,44 @@ async fn sample(client: &Client, job: &str, receipt: &Receipt, index: u64, threa
     if matches!(link.op.as_str(), "create" | "read") {
         wanted.push(link.output);
     }
-    let mut tensors: HashMap<[u8; 32], Result<(Tensor, Digest), String>> = HashMap::new();
+    let mut tensors: HashMap<[u8; 32], Fetched> = HashMap::new();
     for hash in wanted {
-        let got = match client.kept_tensor(job, &Digest(hash)).await {
-            Ok(bytes) => tensor_file::decode(&bytes).map(|t| (Digest(t.content_hash()), t)).map(|(d, t)| (t, d)).map_err(|e| format!("not a tensor file: {e}")),
-            Err(e) if answered(&e) => Err(e.to_string()),
-            Err(e) => return Err(e).context(format!("tensor {} of entry {index}", Digest(hash))),
+        let known = lock(fetched).get(&hash).cloned();
+        let got = match known {
+            Some(got) => got,
+            None => {
+                let got = match client.kept_tensor(job, &Digest(hash)).await {
+                    // Decoded and hashed off the async thread: a tensor can be large.
+                    Ok(bytes) => tokio::task::spawn_blocking(move || {
+                        tensor_file::decode(&bytes).map(|t| {
+                            let digest = Digest(t.content_hash());
+                            (t, digest)
+                        })
+                    })
+                    .await
+                    .context("a tensor's decoding task")?
+                    .map_err(|e| format!("not a tensor file: {e}")),
+                    Err(e) if answered(&e) => Err(e.to_string()),
+                    Err(e) => return Err(e).context(format!("tensor {} of entry {index}", Digest(hash))),
+                };
+                lock(fetched).insert(hash, got.clone());
+                got
+            }
         };
         tensors.insert(hash, got);
     }
-    let mut source = |hash: &[u8; 32]| match tensors.get(hash) {
-        Some(Ok(found)) => Ok(found.clone()),
-        Some(Err(reason)) => Err(CheckOpError::Unavailable { hash: Digest(*hash), reason: reason.clone() }),
-        None => Err(CheckOpError::Unavailable { hash: Digest(*hash), reason: "not asked for".into() }),
-    };
-    match check_entry(receipt, &entry, previous.as_ref(), trace.size, &mut source, threads) {
+    let size = trace.size;
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut source = |hash: &[u8; 32]| match tensors.get(hash) {
+            Some(Ok(found)) => Ok(found.clone()),
+            Some(Err(reason)) => Err(CheckOpError::Unavailable { hash: Digest(*hash), reason: reason.clone() }),
+            None => Err(CheckOpError::Unavailable { hash: Digest(*hash), reason: "not asked for".into() }),
+        };
+        check_entry(&receipt, &entry, previous.as_ref(), size, &mut source, 1)
+    })
+    .await
+    .context("a sample's checking task")?;
+    match checked {
         Ok(report) => {
             result.verdict = report.verdict().into();
             result.detail = report.failed().map_or_else(|| format!("{} checks hold", report.steps.len()), |step| format!("{}: {}", step.check, step.detail));
