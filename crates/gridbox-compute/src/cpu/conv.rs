@@ -8,20 +8,31 @@
 //! infinite or NaN weight into NaN). Then `out = acc + bias[o]` (one rounded add) or `out = acc`,
 //! and a NaN result is stored as `0x7FC0_0000`.
 //!
-//! The loops run tap-outer: for each tap `(c, ky, kx)` the weight is applied to every output
-//! pixel whose input position is inside, a contiguous run per output row. Each output element
-//! still sees its taps in the order above, and the inner loop vectorises.
+//! It runs as a matrix product (`super::gemm`, the exact matmul's blocking, threads and
+//! microkernels): per image, `weight [O, C*KH*KW] x im2col [C*KH*KW, positions]`, K in the
+//! spec's `(c, ky, kx)` order, each chain accumulated in that order with the same fma. The
+//! im2col matrix is packed block by block straight from the image (`im2col.rs`); a padded tap
+//! is a cleared bit in its packed row's lane mask, and the masked microkernel leaves that lane's
+//! chain as it is, exactly as the spec skips it.
 
 use gridbox_abi::DType;
 
+use crate::cpu::gemm::{Cols, Kernel, Product};
 use crate::cpu::matmul::{canonicalize_nans, zeroed};
 use crate::ops::OpError;
 use crate::tensor::{Tensor, TensorMeta, checked_product};
 
-use super::Workers;
+use super::{Workers, pool};
 
-/// Below this many multiply-adds per thread, extra threads cost more than they save.
-const MIN_FMAS_PER_THREAD: u128 = 1 << 16;
+mod im2col;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use im2col::Im2col;
+
+/// Below this many multiply-adds per image, a batch of images is split by whole images (each
+/// on one thread) rather than each image across the threads (the unit tests take both paths).
+const BATCH_SPLIT_FMAS: u128 = if cfg!(test) { 100 } else { 1 << 22 };
 
 /// 2-D convolution of `x: [N, C, H, W]` with `w: [O, C, KH, KW]` and an optional `bias: [O]`,
 /// zero padding `pad_h` rows above and below and `pad_w` columns left and right.
@@ -42,32 +53,12 @@ pub fn conv2d(
     out: &TensorMeta,
     threads: usize,
 ) -> Result<Tensor, OpError> {
-    conv2d_with(Flavor::detect(), x, w, bias, [stride_h, stride_w, pad_h, pad_w], out, Workers::threads(threads))
+    conv2d_with(Kernel::detect(), x, w, bias, [stride_h, stride_w, pad_h, pad_w], out, Workers::threads(threads))
 }
 
-/// [`conv2d`] for [`super::execute`], stopping between planes and channels when told to.
+/// [`conv2d`] for [`super::execute`], stopping between blocks when told to.
 pub(crate) fn conv2d_in(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, params: [usize; 4], out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
-    conv2d_with(Flavor::detect(), x, w, bias, params, out, workers)
-}
-
-/// Which compilation of the same loops runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flavor {
-    /// Baseline target features: `f32::mul_add` may be a software routine.
-    Portable,
-    /// Compiled with AVX2 and FMA enabled (detected at run time): `mul_add` is `vfmadd`.
-    #[cfg(target_arch = "x86_64")]
-    Fma(fma::Token),
-}
-
-impl Flavor {
-    fn detect() -> Flavor {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(token) = fma::Token::detect() {
-            return Flavor::Fma(token);
-        }
-        Flavor::Portable
-    }
+    conv2d_with(Kernel::detect(), x, w, bias, params, out, workers)
 }
 
 /// Sizes of one convolution, all checked.
@@ -86,7 +77,7 @@ struct Geometry {
 }
 
 fn conv2d_with(
-    flavor: Flavor,
+    kernel: Kernel,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
@@ -128,38 +119,44 @@ fn conv2d_with(
     let mut data = zeroed(len)?;
     if len != 0 {
         // len != 0: n, o, hout, wout >= 1, so these products are at most a tensor's length.
-        let plane = hout * wout;
-        let planes = n * o;
-        let fmas = len as u128 * (c as u128 * kh as u128 * kw as u128);
-        let useful = usize::try_from((fmas / MIN_FMAS_PER_THREAD).max(1)).unwrap_or(usize::MAX);
-        let threads = workers.threads.min(planes).min(useful);
-        let planes_per_thread = planes.div_ceil(threads);
-        let (x_image, w_filter) = (c * h * wd, c * kh * kw);
-        let work = |first_plane: usize, chunk: &mut [f32]| {
-            for (i, out_plane) in chunk.chunks_mut(plane).enumerate() {
-                if workers.should_stop() {
-                    return;
-                }
-                let (img, filt) = ((first_plane + i) / o, (first_plane + i) % o);
-                let xs = &xd[img * x_image..(img + 1) * x_image];
-                let ws = &wdata[filt * w_filter..(filt + 1) * w_filter];
-                run_plane(flavor, &geo, xs, ws, out_plane, workers);
-                if let Some(b) = bias {
-                    let add = b[filt];
-                    out_plane.iter_mut().for_each(|v| *v += add);
-                }
-                canonicalize_nans(out_plane);
+        let (plane, taps) = (hout * wout, c * kh * kw);
+        let finish = |filt: usize, row: &mut [f32]| {
+            if let Some(b) = bias {
+                let add = b[filt];
+                row.iter_mut().for_each(|v| *v += add);
             }
+            canonicalize_nans(row);
         };
-        if threads <= 1 {
-            work(0, &mut data);
+        if taps == 0 {
+            // No channels: every chain is empty, +0.0 (+ bias).
+            for (i, out_plane) in data.chunks_mut(plane).enumerate() {
+                finish(i % o, out_plane);
+            }
         } else {
-            std::thread::scope(|scope| {
-                for (t, chunk) in data.chunks_mut(planes_per_thread * plane).enumerate() {
-                    let work = &work;
-                    scope.spawn(move || work(t * planes_per_thread, chunk));
+            let image = |img: usize, out_image: &mut [f32], workers: Workers<'_>| {
+                let rhs = Im2col::new(&xd[img * c * h * wd..(img + 1) * c * h * wd], geo, kernel.lanes());
+                let cols = if rhs.pitch() == wout { Cols::Identity } else { Cols::Grid { pitch: rhs.pitch(), width: wout } };
+                let product = Product { m: o, n: rhs.columns(), k: taps, a: wdata, rhs: &rhs, cols, finish: &finish };
+                kernel.product(&product, out_image, workers);
+            };
+            let fmas = (o * plane) as u128 * taps as u128;
+            if workers.threads > 1 && n > 1 && fmas < BATCH_SPLIT_FMAS {
+                // Many small images: whole images to each thread, each on one thread.
+                let one = Workers { threads: 1, ..workers };
+                let items: Vec<&mut [f32]> = data.chunks_mut(o * plane).collect();
+                pool::for_each(workers.threads, items, |img, out_image| {
+                    if !workers.should_stop() {
+                        image(img, out_image, one);
+                    }
+                });
+            } else {
+                for (img, out_image) in data.chunks_mut(o * plane).enumerate() {
+                    if workers.should_stop() {
+                        break;
+                    }
+                    image(img, out_image, workers);
                 }
-            });
+            }
         }
     }
     Tensor::f32(out.shape.clone(), data)
@@ -170,83 +167,6 @@ fn conv2d_with(
 fn out_dim(size: usize, pad: usize, kernel: usize, stride: usize) -> Option<usize> {
     let padded = pad.checked_mul(2)?.checked_add(size)?;
     (kernel > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
-}
-
-/// The output positions `lo..hi` (of `count`) whose input position `pos * stride + tap - pad`
-/// is inside `0..size`.
-fn inside(tap: usize, stride: usize, pad: usize, size: usize, count: usize) -> (usize, usize) {
-    let lo = pad.saturating_sub(tap).div_ceil(stride);
-    let hi = size.saturating_add(pad).saturating_sub(tap).div_ceil(stride).min(count);
-    (lo.min(hi), hi)
-}
-
-fn run_plane(flavor: Flavor, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
-    match flavor {
-        Flavor::Portable => plane(geo, x, w, out, workers),
-        #[cfg(target_arch = "x86_64")]
-        Flavor::Fma(token) => token.plane(geo, x, w, out, workers),
-    }
-}
-
-/// One output plane `out: [Hout, Wout]` (zeroed) of image `x: [C, H, W]` and filter
-/// `w: [C, KH, KW]`, tap by tap in the spec's order.
-#[inline(always)]
-fn plane(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
-    let Geometry { h, w: width, kh, kw, stride_h, stride_w, pad_h, pad_w, hout: _, wout } = *geo;
-    if h == 0 || width == 0 {
-        return; // every tap lands in the padding
-    }
-    for (xc, wc) in x.chunks_exact(h * width).zip(w.chunks_exact(kh * kw)) {
-        if workers.should_stop() {
-            return;
-        }
-        for (ky, wrow) in wc.chunks_exact(kw).enumerate() {
-            let (y0, y1) = inside(ky, stride_h, pad_h, h, geo.hout);
-            for (kx, &weight) in wrow.iter().enumerate() {
-                let (x0, x1) = inside(kx, stride_w, pad_w, width, wout);
-                if x0 == x1 {
-                    continue;
-                }
-                for y in y0..y1 {
-                    let iy = y * stride_h + ky - pad_h;
-                    let row = &xc[iy * width..(iy + 1) * width];
-                    let acc = &mut out[y * wout + x0..y * wout + x1];
-                    let ix0 = x0 * stride_w + kx - pad_w;
-                    if stride_w == 1 {
-                        for (a, &v) in acc.iter_mut().zip(&row[ix0..ix0 + (x1 - x0)]) {
-                            *a = v.mul_add(weight, *a);
-                        }
-                    } else {
-                        for (a, &v) in acc.iter_mut().zip(row[ix0..].iter().step_by(stride_w)) {
-                            *a = v.mul_add(weight, *a);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The same loops compiled with AVX2 and FMA, so `mul_add` is one instruction, not a call.
-#[cfg(target_arch = "x86_64")]
-mod fma {
-    #![allow(unsafe_code)]
-
-    use super::{Geometry, Workers};
-    pub(super) use crate::cpu::simd::Avx2Fma as Token;
-
-    impl Token {
-        pub(super) fn plane(self, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
-            // SAFETY: a `Token` exists only when `detect` found AVX2 and FMA on this CPU, the one
-            // requirement of calling a `#[target_feature]` function; its body is safe code.
-            unsafe { plane_fma(geo, x, w, out, workers) }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn plane_fma(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
-        super::plane(geo, x, w, out, workers)
-    }
 }
 
 #[cfg(test)]
@@ -309,14 +229,6 @@ mod tests {
         Tensor::f32(shape.to_vec(), values(shape.iter().product(), seed)).unwrap()
     }
 
-    fn flavors() -> Vec<Flavor> {
-        let mut all = vec![Flavor::Portable];
-        if Flavor::detect() != Flavor::Portable {
-            all.push(Flavor::detect());
-        }
-        all
-    }
-
     fn bits(v: &[f32]) -> Vec<u32> {
         v.iter().map(|x| x.to_bits()).collect()
     }
@@ -328,13 +240,13 @@ mod tests {
         metas.extend(bias.map(Tensor::meta));
         let out = call.infer(&metas).unwrap();
         let want = bits(&reference(x, w, bias, params, &out));
-        for flavor in flavors() {
-            for threads in [1, 2, 3] {
-                let got = conv2d_with(flavor, x, w, bias, params, &out, Workers::threads(threads)).unwrap();
+        for kernel in Kernel::available() {
+            for threads in [1, 2, 3, 8] {
+                let got = conv2d_with(kernel, x, w, bias, params, &out, Workers::threads(threads)).unwrap();
                 assert_eq!(got.shape(), out.shape.as_slice());
                 assert!(
                     bits(got.as_f32().unwrap()) == want,
-                    "{flavor:?} threads {threads}: {:?} * {:?} {params:?} differs from the reference",
+                    "{kernel:?} threads {threads}: {:?} * {:?} {params:?} differs from the reference",
                     x.shape(),
                     w.shape()
                 );
@@ -366,6 +278,42 @@ mod tests {
                 check(&x, &w, None, params);
                 check(&x, &w, Some(&b), params);
             }
+        }
+    }
+
+    /// A seeded sweep: channels 1..=17, output channels 1..=33 (one to three row tiles of every
+    /// kernel, so both of `gemm`'s packing paths), kernels 1..=5 (K up to 425, past `KC`),
+    /// strides 1..=3, padding 0..=3, images 0..=13 on a side (column maps of both kinds), one or
+    /// two images, with and without bias, an eighth of the values NaN, infinite, signed zero,
+    /// subnormal or huge; every kernel at 1, 2, 3 and 8 threads against the spec's loop.
+    #[test]
+    fn random_geometries_and_special_values_match_the_reference() {
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::MIN_POSITIVE / 3.0, -1e-40, f32::MAX, -1e-30];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as usize % below
+        };
+        let mut cases = 0;
+        while cases < 120 {
+            let (c, o, kh, kw) = (1 + next(17), 1 + next(33), 1 + next(5), 1 + next(5));
+            let (h, w, sh, sw, ph, pw) = (next(14), next(14), 1 + next(3), 1 + next(3), next(4), next(4));
+            if h + 2 * ph < kh || w + 2 * pw < kw {
+                continue;
+            }
+            cases += 1;
+            let n = 1 + next(2);
+            let mut spice = |t: Tensor| {
+                let v = t.as_f32().unwrap().iter().map(|&v| if next(8) == 0 { specials[next(specials.len())] } else { v }).collect();
+                Tensor::f32(t.shape().to_vec(), v).unwrap()
+            };
+            let x = spice(tensor(&[n, c, h, w], cases));
+            let wt = spice(tensor(&[o, c, kh, kw], cases + 1000));
+            let bias = spice(tensor(&[o], cases + 2000));
+            let with_bias = next(2) == 0;
+            check(&x, &wt, with_bias.then_some(&bias), [sh, sw, ph, pw]);
         }
     }
 

@@ -7,34 +7,21 @@
 //! accumulators are parked in the output tile between blocks (an `f32` store and reload is
 //! exact) and the chain goes on from them.
 //!
-//! The speed comes from a BLIS-style blocking: B is packed into `KC x NR` panels, A into
-//! `MR x KC` panels, and a register-blocked microkernel keeps an `MR x NR` tile of accumulators
-//! in registers. On x86-64 the microkernel is written with intrinsics (module `x86`: AVX-512F,
-//! 14 x 32, or AVX2 + FMA, 6 x 16, whichever the CPU has at run time); elsewhere it is plain
-//! Rust over [`f32::mul_add`], which is a correctly rounded fused multiply-add everywhere (a
-//! hardware instruction on aarch64, a software routine on x86-64 without FMA), so all give the
-//! same bits.
+//! The blocking, the microkernels and the threads are `super::gemm`'s; here are the shapes,
+//! the batches and how B packs itself.
 
 use gridbox_abi::DType;
 
 use crate::ops::{OpError, broadcast_shapes};
 use crate::tensor::{Tensor, TensorMeta, checked_product};
 
-use super::Workers;
+use super::gemm::{Cols, Kernel, Product, RightSide};
+use super::{Workers, pool};
 
-#[cfg(target_arch = "x86_64")]
-mod x86;
-
-/// Depth of one packed block: a `KC x NR` panel of B (16 or 32 KiB) stays in L1.
-const KC: usize = 256;
-/// About how many rows of A are packed at a time (rounded down to a multiple of `MR`):
-/// `MC x KC` (about 144 KiB) stays in L2.
-const MC: usize = 144;
-/// About how many columns of B are packed at a time (rounded down to a multiple of `NR`).
-const NC: usize = 2048;
-
-/// Below this many multiply-adds per thread, extra threads cost more than they save.
-const MIN_FMAS_PER_THREAD: u128 = 1 << 18;
+/// Below this many multiply-adds per matrix, a batch of matrices is split by whole matrices
+/// (each on one thread) rather than each matrix across the threads (the unit tests take both
+/// paths).
+const BATCH_SPLIT_FMAS: u128 = if cfg!(test) { 100 } else { 1 << 22 };
 
 /// The canonical NaN every NaN result is stored as (quiet, positive, no payload).
 pub(crate) const CANONICAL_NAN: f32 = f32::from_bits(0x7FC0_0000);
@@ -75,13 +62,32 @@ fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, workers
     let mut data = zeroed(plan.out_len)?;
     // Empty output, or K = 0: every element is the empty chain, +0.0.
     if plan.out_len != 0 && plan.k != 0 {
-        let job = Job { plan: &plan, a: a_data, b: b_data, workers };
-        match kernel {
-            Kernel::Portable => job.run::<6, 16, _>(tile_portable::<6, 16>, &mut data),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma(token) => job.run(move |a, b, c, ldc, first| token.tile(a, b, c, ldc, first), &mut data),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512(token) => job.run(move |a, b, c, ldc, first| token.tile(a, b, c, ldc, first), &mut data),
+        let (m, n, k) = (plan.m, plan.n, plan.k);
+        let batch = |t: usize, c: &mut [f32], workers: Workers<'_>| {
+            let (ia, ib) = plan.batch_sources(t);
+            let rhs = MatrixB { b: &b_data[ib * k * n..(ib + 1) * k * n], n };
+            let finish = |_: usize, row: &mut [f32]| canonicalize_nans(row);
+            let product = Product { m, n, k, a: &a_data[ia * m * k..(ia + 1) * m * k], rhs: &rhs, cols: Cols::Identity, finish: &finish };
+            kernel.product(&product, c, workers);
+        };
+        let fmas = m as u128 * n as u128 * k as u128;
+        let batches = plan.out_len / (m * n);
+        if workers.threads > 1 && batches > 1 && fmas < BATCH_SPLIT_FMAS {
+            // Many small matrices: whole matrices to each thread, each on one thread.
+            let one = Workers { threads: 1, ..workers };
+            let items: Vec<&mut [f32]> = data.chunks_mut(m * n).collect();
+            pool::for_each(workers.threads, items, |t, c| {
+                if !workers.should_stop() {
+                    batch(t, c, one);
+                }
+            });
+        } else {
+            for (t, c) in data.chunks_mut(m * n).enumerate() {
+                if workers.should_stop() {
+                    break;
+                }
+                batch(t, c, workers);
+            }
         }
     }
     Tensor::f32(out.shape.clone(), data)
@@ -95,62 +101,28 @@ pub(crate) fn zeroed(len: usize) -> Result<Vec<f32>, OpError> {
     Ok(data)
 }
 
-/// Which microkernel runs. Every kernel computes the same chains; they differ only in speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    /// Plain Rust over `f32::mul_add`, a 6 x 16 tile.
-    Portable,
-    /// AVX2 + FMA intrinsics, a 6 x 16 tile; holds the proof that both were detected.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma(x86::Avx2Fma),
-    /// AVX-512F intrinsics, a 14 x 32 tile; holds the proof that it was detected.
-    #[cfg(target_arch = "x86_64")]
-    Avx512(x86::Avx512),
+/// A plain row-major `K x N` matrix as the right side of a product.
+struct MatrixB<'a> {
+    b: &'a [f32],
+    n: usize,
 }
 
-impl Kernel {
-    /// The fastest kernel this machine runs.
-    fn detect() -> Kernel {
-        Kernel::available().pop().unwrap_or(Kernel::Portable)
-    }
+impl<const NR: usize> RightSide<NR> for MatrixB<'_> {
+    const MASKED: bool = false;
 
-    /// Every kernel this machine runs, slowest first.
-    fn available() -> Vec<Kernel> {
-        #[allow(unused_mut)]
-        let mut all = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            all.extend(x86::Avx2Fma::detect().map(Kernel::Avx2Fma));
-            all.extend(x86::Avx512::detect().map(Kernel::Avx512));
-        }
-        all
-    }
-}
-
-/// A microkernel: continues the chains of one `MR x NR` tile over `a.len() == b.len()` steps
-/// of k. The tile is `c[i * ldc + j]`; `first` means the chains start here from +0.0 and `c` is
-/// not read. `c` holds at least `(MR - 1) * ldc + NR` elements.
-trait Tile<const MR: usize, const NR: usize>: Fn(&[[f32; MR]], &[[f32; NR]], &mut [f32], usize, bool) + Copy + Send + Sync {}
-
-impl<const MR: usize, const NR: usize, F> Tile<MR, NR> for F where F: Fn(&[[f32; MR]], &[[f32; NR]], &mut [f32], usize, bool) + Copy + Send + Sync {}
-
-/// The portable microkernel: the same chains as the intrinsics, element by element.
-fn tile_portable<const MR: usize, const NR: usize>(a: &[[f32; MR]], b: &[[f32; NR]], c: &mut [f32], ldc: usize, first: bool) {
-    let mut acc = [[0.0f32; NR]; MR];
-    if !first {
-        for (i, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(&c[i * ldc..i * ldc + NR]);
-        }
-    }
-    for (ak, bk) in a.iter().zip(b) {
-        for (row, &aik) in acc.iter_mut().zip(ak) {
-            for (acc_ij, &bkj) in row.iter_mut().zip(bk) {
-                *acc_ij = aik.mul_add(bkj, *acc_ij);
+    fn pack(&self, pc: usize, kc: usize, j0: usize, panels: &mut [[f32; NR]], _masks: &mut [u32], full: &mut [bool]) {
+        full.fill(true);
+        let n = self.n;
+        let end = (j0 + NR * full.len()).min(n);
+        // Row by row of B (contiguous reads), each row's pieces into their panels.
+        for kk in 0..kc {
+            let src = &self.b[(pc + kk) * n + j0..(pc + kk) * n + end];
+            for (p, cols) in src.chunks(NR).enumerate() {
+                let slot = &mut panels[p * kc + kk];
+                slot[..cols.len()].copy_from_slice(cols);
+                slot[cols.len()..].fill(0.0);
             }
         }
-    }
-    for (i, row) in acc.iter().enumerate() {
-        c[i * ldc..i * ldc + NR].copy_from_slice(row);
     }
 }
 
@@ -211,59 +183,6 @@ impl Plan {
     }
 }
 
-/// One matmul's inputs, thread budget and stop.
-struct Job<'a> {
-    plan: &'a Plan,
-    a: &'a [f32],
-    b: &'a [f32],
-    workers: Workers<'a>,
-}
-
-impl Job<'_> {
-    /// Fills `out` (zeroed, `out_len` long; `m, n, k > 0`). The output's rows, all batches
-    /// flattened, are cut into contiguous runs, one per thread; each thread computes its rows'
-    /// chains whole, so the cut changes nothing but speed.
-    fn run<const MR: usize, const NR: usize, T: Tile<MR, NR>>(&self, tile: T, out: &mut [f32]) {
-        let plan = self.plan;
-        let rows = plan.out_len / plan.n;
-        let fmas = plan.out_len as u128 * plan.k as u128;
-        let useful = usize::try_from((fmas / MIN_FMAS_PER_THREAD).max(1)).unwrap_or(usize::MAX);
-        let threads = self.workers.threads.min(rows.div_ceil(MR)).min(useful);
-        if threads <= 1 {
-            self.run_rows(tile, 0, out);
-            return;
-        }
-        let rows_per_thread = rows.div_ceil(threads).next_multiple_of(MR);
-        std::thread::scope(|scope| {
-            for (t, chunk) in out.chunks_mut(rows_per_thread * plan.n).enumerate() {
-                scope.spawn(move || self.run_rows(tile, t * rows_per_thread, chunk));
-            }
-        });
-    }
-
-    /// Computes the output rows starting at flattened row `first_row` into `out`.
-    fn run_rows<const MR: usize, const NR: usize, T: Tile<MR, NR>>(&self, tile: T, first_row: usize, out: &mut [f32]) {
-        let (m, n, k) = (self.plan.m, self.plan.n, self.plan.k);
-        let mut packs = Packs { a: Vec::new(), b: Vec::new() };
-        let mut row = first_row;
-        let mut rest = out;
-        while !rest.is_empty() {
-            if self.workers.should_stop() {
-                return;
-            }
-            let (batch, i0) = (row / m, row % m);
-            let count = (m - i0).min(rest.len() / n);
-            let (here, later) = rest.split_at_mut(count * n);
-            let (ia, ib) = self.plan.batch_sources(batch);
-            let a_rows = &self.a[(ia * m + i0) * k..(ia * m + i0 + count) * k];
-            let b_mat = &self.b[ib * k * n..(ib + 1) * k * n];
-            gemm(tile, Dims { m: count, n, k }, a_rows, b_mat, here, &mut packs, self.workers);
-            row += count;
-            rest = later;
-        }
-    }
-}
-
 /// `shape` without its last two dims, and those two.
 fn split_last2(shape: &[usize]) -> Option<(&[usize; 2], &[usize])> {
     let split = shape.len().checked_sub(2)?;
@@ -286,141 +205,11 @@ fn broadcast_steps(batch: &[usize], rank: usize) -> Vec<usize> {
     steps
 }
 
-/// Packing buffers, reused across blocks and batches of one thread.
-struct Packs<const MR: usize, const NR: usize> {
-    a: Vec<[f32; MR]>,
-    b: Vec<[f32; NR]>,
-}
-
-/// Sizes of one plain matrix product.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    m: usize,
-    n: usize,
-    k: usize,
-}
-
-/// `c = a x b` for row-major `a: m x k`, `b: k x n`, `c: m x n` (zeroed), `m, n, k > 0`.
-fn gemm<const MR: usize, const NR: usize, T: Tile<MR, NR>>(
-    tile: T,
-    dims: Dims,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    packs: &mut Packs<MR, NR>,
-    workers: Workers<'_>,
-) {
-    let Dims { m, n, k } = dims;
-    let mc_max = (MC / MR).max(1) * MR;
-    let nc_max = (NC / NR).max(1) * NR;
-    for jc in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            // The chains start from +0.0 in the first K block and continue from the tile after.
-            let first = pc == 0;
-            pack_b(b, n, pc, kc, jc, nc, &mut packs.b);
-            for ic in (0..m).step_by(mc_max) {
-                // One block is about MC x KC x NC multiply-adds, a millisecond or so.
-                if workers.should_stop() {
-                    return;
-                }
-                let mc = mc_max.min(m - ic);
-                pack_a(a, k, ic, mc, pc, kc, &mut packs.a);
-                for (jp, jr) in (0..nc).step_by(NR).enumerate() {
-                    let nr = NR.min(nc - jr);
-                    let bp = &packs.b[jp * kc..(jp + 1) * kc];
-                    for (ip, ir) in (0..mc).step_by(MR).enumerate() {
-                        let mr = MR.min(mc - ir);
-                        let ap = &packs.a[ip * kc..(ip + 1) * kc];
-                        let at = (ic + ir) * n + jc + jr;
-                        if mr == MR && nr == NR {
-                            tile(ap, bp, &mut c[at..], n, first);
-                        } else {
-                            edge_tile(tile, ap, bp, &mut c[at..], n, [mr, nr], first);
-                        }
-                    }
-                }
-                if pc + kc == k {
-                    // These chains are complete; their NaNs take the canonical bits while the
-                    // rows are still in cache.
-                    for row in ic..ic + mc {
-                        canonicalize_nans(&mut c[row * n + jc..row * n + jc + nc]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A tile cut by the matrix edge (`mr x nr` valid): run through a full-size scratch tile and
-/// copy the valid part.
-fn edge_tile<const MR: usize, const NR: usize, T: Tile<MR, NR>>(
-    tile: T,
-    a: &[[f32; MR]],
-    b: &[[f32; NR]],
-    c: &mut [f32],
-    ldc: usize,
-    [mr, nr]: [usize; 2],
-    first: bool,
-) {
-    let mut tmp = [[0.0f32; NR]; MR];
-    if !first {
-        for (i, row) in tmp.iter_mut().enumerate().take(mr) {
-            row[..nr].copy_from_slice(&c[i * ldc..i * ldc + nr]);
-        }
-    }
-    tile(a, b, tmp.as_flattened_mut(), NR, first);
-    for (i, row) in tmp.iter().enumerate().take(mr) {
-        c[i * ldc..i * ldc + nr].copy_from_slice(&row[..nr]);
-    }
-}
-
-/// Packs `b[pc..pc+kc, jc..jc+nc]` as `ceil(nc / NR)` panels of `kc` rows of `NR`, zero-filled
-/// past column `nc` (those columns' results are never stored).
-fn pack_b<const NR: usize>(b: &[f32], n: usize, pc: usize, kc: usize, jc: usize, nc: usize, dst: &mut Vec<[f32; NR]>) {
-    let panels = nc.div_ceil(NR);
-    dst.resize(panels * kc, [0.0; NR]);
-    for kk in 0..kc {
-        let src = &b[(pc + kk) * n + jc..(pc + kk) * n + jc + nc];
-        for (p, cols) in src.chunks(NR).enumerate() {
-            let slot = &mut dst[p * kc + kk];
-            slot[..cols.len()].copy_from_slice(cols);
-            slot[cols.len()..].fill(0.0);
-        }
-    }
-}
-
-/// Packs `a[ic..ic+mc, pc..pc+kc]` as `ceil(mc / MR)` panels of `kc` columns of `MR`,
-/// zero-filled past row `mc` (those rows' results are never stored).
-fn pack_a<const MR: usize>(a: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, dst: &mut Vec<[f32; MR]>) {
-    let panels = mc.div_ceil(MR);
-    dst.resize(panels * kc, [0.0; MR]);
-    for (p, panel) in dst[..panels * kc].chunks_exact_mut(kc).enumerate() {
-        let r0 = ic + p * MR;
-        let rows = MR.min(ic + mc - r0);
-        if rows == MR {
-            // MR row streams in, contiguous panel slots out.
-            let src: [&[f32]; MR] = std::array::from_fn(|i| &a[(r0 + i) * k + pc..(r0 + i) * k + pc + kc]);
-            for (kk, slot) in panel.iter_mut().enumerate() {
-                for (s, row) in slot.iter_mut().zip(&src) {
-                    *s = row[kk];
-                }
-            }
-        } else {
-            for (i, slot_i) in (0..MR).map(|i| (i, i < rows)) {
-                for (kk, slot) in panel.iter_mut().enumerate() {
-                    slot[i] = if slot_i { a[(r0 + i) * k + pc + kk] } else { 0.0 };
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::OpCall;
+    use crate::cpu::gemm::{KC, MC, NC};
 
     /// The spec, literally.
     fn reference(a: &Tensor, b: &Tensor, out: &TensorMeta) -> Vec<f32> {
@@ -479,7 +268,7 @@ mod tests {
         let out = OpCall::Matmul.infer(&[a.meta(), b.meta()]).unwrap();
         let want = bits(&reference(a, b, &out));
         for kernel in kernels() {
-            for threads in [1, 2, 3] {
+            for threads in [1, 2, 3, 8] {
                 let got = matmul_with(kernel, a, b, &out, Workers::threads(threads)).unwrap();
                 assert_eq!(got.shape(), out.shape.as_slice());
                 assert!(bits(got.as_f32().unwrap()) == want, "{kernel:?} threads {threads}: {:?} x {:?} differs from the reference", a.shape(), b.shape());
@@ -509,6 +298,40 @@ mod tests {
                 check(&tensor(&[m, k], seed), &tensor(&[k, n], seed + 1000));
             }
         }
+    }
+
+    /// A seeded sweep of shapes (M to 70: one to six row tiles, both of `gemm`'s packing paths;
+    /// N to 70; K to 600, past `KC` and the tests' packing cap) with an eighth of the values NaN,
+    /// infinite, signed zero, subnormal or huge; every kernel at 1, 2, 3 and 8 threads.
+    #[test]
+    fn random_shapes_and_special_values_match_the_reference() {
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::MIN_POSITIVE / 3.0, -1e-40, f32::MAX, -1e-30];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as usize % below
+        };
+        for case in 0..60 {
+            let (m, n, k) = (1 + next(70), 1 + next(70), 1 + next(600));
+            let batch = if next(4) == 0 { vec![1 + next(3)] } else { vec![] };
+            let mut spice = |shape: &[usize], seed: u64| {
+                let t = tensor(shape, seed);
+                let v = t.as_f32().unwrap().iter().map(|&v| if next(8) == 0 { specials[next(specials.len())] } else { v }).collect();
+                Tensor::f32(shape.to_vec(), v).unwrap()
+            };
+            let a = spice(&[batch.clone(), vec![m, k]].concat(), case);
+            let b = spice(&[batch, vec![k, n]].concat(), case + 1000);
+            check(&a, &b);
+        }
+    }
+
+    #[test]
+    fn many_rows_share_packed_panels() {
+        // Enough rows for several row units sharing one packed B at every thread count.
+        check(&tensor(&[301, 45], 1), &tensor(&[45, 77], 2));
+        check(&tensor(&[2, 150, 300], 3), &tensor(&[300, 33], 4));
     }
 
     #[test]

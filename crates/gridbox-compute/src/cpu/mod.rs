@@ -4,8 +4,10 @@
 
 mod conv;
 mod elementwise;
+mod gemm;
 mod layout;
 mod matmul;
+mod pool;
 mod reduce;
 mod simd;
 #[cfg(test)]
@@ -82,30 +84,17 @@ fn run(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: Workers<'_>
     }
 }
 
-/// Splits `out` into `threads` contiguous runs of whole `unit`-sized rows and calls `work(first
-/// row, rows)` on pieces of each, in parallel when there is enough work, checking between
-/// pieces whether to stop.
+/// Cuts `out` into pieces of whole `unit`-sized rows (about [`MIN_PARALLEL_ELEMENTS`] elements
+/// each) and calls `work(first row, rows)` on each, on up to `workers.threads` threads of the
+/// kernels' pool when there is enough work, checking before each piece whether to stop.
 pub(crate) fn parallel_rows(out: &mut [f32], unit: usize, workers: Workers<'_>, work: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = out.len().checked_div(unit).unwrap_or(0);
-    // About MIN_PARALLEL_ELEMENTS elements at a time between checks (whole rows).
     let piece = (MIN_PARALLEL_ELEMENTS / unit.max(1)).max(1);
-    let in_pieces = |first_row: usize, chunk: &mut [f32]| {
-        for (index, part) in chunk.chunks_mut(piece * unit.max(1)).enumerate() {
-            if workers.should_stop() {
-                return;
-            }
-            work(first_row + index * piece, part);
-        }
-    };
-    if workers.threads <= 1 || out.len() < MIN_PARALLEL_ELEMENTS || rows < 2 {
-        in_pieces(0, out);
-        return;
-    }
-    let per_thread = rows.div_ceil(workers.threads.min(rows));
-    std::thread::scope(|scope| {
-        for (index, chunk) in out.chunks_mut(per_thread * unit).enumerate() {
-            let in_pieces = &in_pieces;
-            scope.spawn(move || in_pieces(index * per_thread, chunk));
+    let threads = if out.len() < MIN_PARALLEL_ELEMENTS || rows < 2 { 1 } else { workers.threads };
+    let pieces: Vec<&mut [f32]> = out.chunks_mut(piece * unit.max(1)).collect();
+    pool::for_each(threads, pieces, |index, part| {
+        if !workers.should_stop() {
+            work(index * piece, part);
         }
     });
 }
