@@ -401,6 +401,10 @@ fn compute_unit<const MR: usize, const NR: usize, K: Micro<MR, NR>, R: RightSide
         let first = pc == 0;
         let a_panels = pack_a::<MR>(product.a, k, rows.start, rows.len(), pc, kc, packed_a);
         for q in panels.clone() {
+            // A panel is at most `MC * 2 x KC x NR` multiply-adds (some 30 µs): stops come soon.
+            if workers.should_stop() {
+                return;
+            }
             let jr = block.jc + q * NR;
             let nr = NR.min(n - jr);
             let (packed, at, full) = match store {
