@@ -24,6 +24,7 @@ use crate::tensor::{Tensor, TensorMeta, checked_product};
 
 use super::{Workers, pool};
 
+mod direct;
 mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -33,6 +34,11 @@ use im2col::Im2col;
 /// Below this many multiply-adds per image, a batch of images is split by whole images (each
 /// on one thread) rather than each image across the threads (the unit tests take both paths).
 const BATCH_SPLIT_FMAS: u128 = if cfg!(test) { 100 } else { 1 << 22 };
+/// Up to this many output channels, conv2d runs the direct loops (`direct.rs`), which are
+/// faster there than a product whose tiles would be mostly empty rows.
+const DIRECT_MAX_CHANNELS: usize = 4;
+/// Below this many multiply-adds, the direct loops run on one thread.
+const DIRECT_MIN_FMAS_PER_THREAD: u128 = if cfg!(test) { 1 } else { 1 << 18 };
 
 /// 2-D convolution of `x: [N, C, H, W]` with `w: [O, C, KH, KW]` and an optional `bias: [O]`,
 /// zero padding `pad_h` rows above and below and `pad_w` columns left and right.
@@ -132,6 +138,19 @@ fn conv2d_with(
             for (i, out_plane) in data.chunks_mut(plane).enumerate() {
                 finish(i % o, out_plane);
             }
+        } else if o <= DIRECT_MAX_CHANNELS {
+            let fmas = len as u128 * taps as u128;
+            let threads = workers.threads.min(usize::try_from(fmas / DIRECT_MIN_FMAS_PER_THREAD).unwrap_or(usize::MAX).max(1));
+            let planes: Vec<&mut [f32]> = data.chunks_mut(plane).collect();
+            pool::for_each(threads, planes, |i, out_plane| {
+                if workers.should_stop() {
+                    return;
+                }
+                let (img, filt) = (i / o, i % o);
+                let xs = &xd[img * c * h * wd..(img + 1) * c * h * wd];
+                direct::run_plane(kernel, &geo, xs, &wdata[filt * taps..(filt + 1) * taps], out_plane, workers);
+                finish(filt, out_plane);
+            });
         } else {
             let image = |img: usize, out_image: &mut [f32], workers: Workers<'_>| {
                 let rhs = Im2col::new(&xd[img * c * h * wd..(img + 1) * c * h * wd], geo, kernel.lanes());

@@ -1,9 +1,12 @@
 //! The im2col packing loops compiled with AVX-512 or AVX2 enabled (detected at run time), so
-//! that a packed row is copied with full-width vectors. The loops are safe code; only calling
-//! a `#[target_feature]` function is unsafe.
+//! that a packed row is copied with full-width vectors, and the direct loops with AVX2 and FMA,
+//! so that `mul_add` is one instruction. The loops are safe code; only calling a
+//! `#[target_feature]` function is unsafe.
 #![allow(unsafe_code)]
 
+use super::Geometry;
 use super::im2col::Im2col;
+use crate::cpu::Workers;
 use crate::cpu::simd::{Avx2Fma, Avx512};
 
 /// The widest vectors this CPU has, as a proof token.
@@ -51,3 +54,17 @@ macro_rules! pack_with {
 
 pack_with!(Avx512, pack_avx512, "avx512f,avx2,fma");
 pack_with!(Avx2Fma, pack_avx2, "avx2,fma");
+
+impl Avx2Fma {
+    /// The direct loops (`direct::plane`) compiled with AVX2 and FMA.
+    pub(super) fn plane(self, geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
+        // SAFETY: the token exists only when `detect` found AVX2 and FMA on this CPU, the one
+        // requirement of calling a `#[target_feature]` function; its body is safe code.
+        unsafe { plane_fma(geo, x, w, out, workers) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn plane_fma(geo: &Geometry, x: &[f32], w: &[f32], out: &mut [f32], workers: Workers<'_>) {
+    super::direct::plane(geo, x, w, out, workers)
+}
