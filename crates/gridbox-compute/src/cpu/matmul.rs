@@ -117,10 +117,15 @@ impl<const NR: usize> RightSide<NR> for MatrixB<'_> {
         // Row by row of B (contiguous reads), each row's pieces into their panels.
         for kk in 0..kc {
             let src = &self.b[(pc + kk) * n + j0..(pc + kk) * n + end];
-            for (p, cols) in src.chunks(NR).enumerate() {
-                let slot = &mut panels[p * kc + kk];
-                slot[..cols.len()].copy_from_slice(cols);
-                slot[cols.len()..].fill(0.0);
+            // Whole panels as fixed-size copies (vector moves, not a memmove call each).
+            let (whole, rest) = src.as_chunks::<NR>();
+            for (p, cols) in whole.iter().enumerate() {
+                panels[p * kc + kk] = *cols;
+            }
+            if !rest.is_empty() {
+                let slot = &mut panels[whole.len() * kc + kk];
+                slot[..rest.len()].copy_from_slice(rest);
+                slot[rest.len()..].fill(0.0);
             }
         }
     }
