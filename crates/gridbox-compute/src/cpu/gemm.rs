@@ -26,8 +26,7 @@ mod out;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use out::Rect;
-pub(crate) use out::TileOut;
+pub(crate) use out::{Rect, TileOut, rects};
 
 /// Depth of one packed block: a `KC x NR` panel of B (16 or 32 KiB) stays in L1.
 pub(crate) const KC: usize = 256;

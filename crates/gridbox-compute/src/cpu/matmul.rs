@@ -18,6 +18,10 @@ use crate::tensor::{Tensor, TensorMeta, checked_product};
 use super::gemm::{Cols, Kernel, Product, RightSide};
 use super::{Workers, pool};
 
+mod skinny;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 /// Below this many multiply-adds per matrix, a batch of matrices is split by whole matrices
 /// (each on one thread) rather than each matrix across the threads (the unit tests take both
 /// paths).
@@ -65,9 +69,13 @@ fn matmul_with(kernel: Kernel, a: &Tensor, b: &Tensor, out: &TensorMeta, workers
         let (m, n, k) = (plan.m, plan.n, plan.k);
         let batch = |t: usize, c: &mut [f32], workers: Workers<'_>| {
             let (ia, ib) = plan.batch_sources(t);
-            let rhs = MatrixB { b: &b_data[ib * k * n..(ib + 1) * k * n], n };
+            let (a, b) = (&a_data[ia * m * k..(ia + 1) * m * k], &b_data[ib * k * n..(ib + 1) * k * n]);
+            if m <= skinny::MAX_ROWS {
+                return skinny::product(kernel, [m, n, k], a, b, c, workers);
+            }
+            let rhs = MatrixB { b, n };
             let finish = |_: usize, row: &mut [f32]| canonicalize_nans(row);
-            let product = Product { m, n, k, a: &a_data[ia * m * k..(ia + 1) * m * k], rhs: &rhs, cols: Cols::Identity, finish: &finish };
+            let product = Product { m, n, k, a, rhs: &rhs, cols: Cols::Identity, finish: &finish };
             kernel.product(&product, c, workers);
         };
         let fmas = m as u128 * n as u128 * k as u128;
@@ -305,7 +313,8 @@ mod tests {
         }
     }
 
-    /// A seeded sweep of shapes (M to 70: one to six row tiles, both of `gemm`'s packing paths;
+    /// A seeded sweep of shapes (M to 70: the skinny path, one to six row tiles, both of
+    /// `gemm`'s packing paths;
     /// N to 70; K to 600, past `KC` and the tests' packing cap) with an eighth of the values NaN,
     /// infinite, signed zero, subnormal or huge; every kernel at 1, 2, 3 and 8 threads.
     #[test]
@@ -319,7 +328,9 @@ mod tests {
             (state >> 11) as usize % below
         };
         for case in 0..60 {
-            let (m, n, k) = (1 + next(70), 1 + next(70), 1 + next(600));
+            // A third of the cases have at most 4 rows: the skinny path.
+            let m = if next(3) == 0 { 1 + next(4) } else { 1 + next(70) };
+            let (n, k) = (1 + next(70), 1 + next(600));
             let batch = if next(4) == 0 { vec![1 + next(3)] } else { vec![] };
             let mut spice = |shape: &[usize], seed: u64| {
                 let t = tensor(shape, seed);
