@@ -37,7 +37,11 @@ fn pool(helpers: usize) -> Option<Arc<ThreadPool>> {
 /// the calling thread and up to `threads - 1` pool threads at once; returns when all are done.
 /// Items are taken one at a time from a shared queue, so make each worth a few microseconds.
 pub(crate) fn for_each<T: Send>(threads: usize, items: Vec<T>, work: impl Fn(usize, T) + Sync) {
-    let threads = threads.clamp(1, MAX_THREADS).min(items.len());
+    // The pool is the one for the thread count asked for (so a process has one pool per
+    // `kernel_threads`, whatever the item counts); no more of its threads are woken than there
+    // are items for.
+    let pool_threads = threads.clamp(1, MAX_THREADS);
+    let threads = pool_threads.min(items.len());
     if threads <= 1 {
         items.into_iter().enumerate().for_each(|(i, item)| work(i, item));
         return;
@@ -51,7 +55,7 @@ pub(crate) fn for_each<T: Send>(threads: usize, items: Vec<T>, work: impl Fn(usi
             work(i, item);
         }
     };
-    match pool(threads - 1) {
+    match pool(pool_threads - 1) {
         Some(pool) => pool.in_place_scope(|scope| {
             for _ in 1..threads {
                 scope.spawn(|_| drain());
@@ -69,7 +73,7 @@ mod tests {
 
     #[test]
     fn every_item_runs_once_at_any_thread_count() {
-        for threads in [0, 1, 2, 3, 8, 1000] {
+        for threads in [0, 1, 2, 3, 8, 17] {
             for len in [0, 1, 2, 7, 100] {
                 let seen: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
                 let items: Vec<usize> = (0..len).map(|i| i * 10).collect();
