@@ -337,6 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn columns_over_the_input_pitch_drop_the_extra_ones() {
+        // Strides 1 and an output a little narrower than the input: the product runs over the
+        // input's pitch (W = 17, Wout = 16 or 15) and drops the extra columns.
+        for (kw, pw) in [(2, 0), (3, 0), (4, 1)] {
+            let x = tensor(&[2, 3, 9, 17], kw as u64);
+            let w = tensor(&[5, 3, 3, kw], 10 + kw as u64);
+            let b = tensor(&[5], 20);
+            check(&x, &w, Some(&b), [1, 1, 1, pw]);
+        }
+        // A wide kernel on a wide image: the output is 2 columns of 40, so the columns are the
+        // output's own (no work on dropped columns).
+        check(&tensor(&[1, 2, 3, 40], 30), &tensor(&[6, 2, 1, 39], 31), None, [1, 1, 0, 0]);
+    }
+
+    #[test]
     fn padded_taps_are_skipped_not_multiplied_by_zero() {
         // An infinite weight that only ever meets padding leaves the output finite; multiplying
         // the padding's zero by it would give NaN.

@@ -3,12 +3,12 @@
 //! packed row for the taps that land in the padding.
 //!
 //! Row `r` of the matrix is the tap `(c, ky, kx)` with `r = (c * KH + ky) * KW + kx`, the
-//! spec's order; column `q` is an output position. Where the strides are 1 and the output is no
-//! wider than the input, the columns run over the input's row pitch `W` (`q = y * W + x`, the
-//! columns `x >= Wout` computed and dropped), so that tap `(c, ky, kx)` of columns `q..q + NR`
-//! reads the input plane `c` from `q + (ky - ph) * W + (kx - pw)` on: one contiguous copy per
-//! packed row. Otherwise the columns are the output positions (`q = y * Wout + x`) and each lane
-//! is fetched on its own.
+//! spec's order; column `q` is an output position. Where the strides are 1 and the output is
+//! at least 7/8 as wide as the input (and no wider), the columns run over the input's row pitch
+//! `W` (`q = y * W + x`, the columns `x >= Wout` computed and dropped), so that tap
+//! `(c, ky, kx)` of columns `q..q + NR` reads the input plane `c` from
+//! `q + (ky - ph) * W + (kx - pw)` on: one contiguous copy per packed row. Otherwise the columns
+//! are the output positions (`q = y * Wout + x`) and each lane is fetched on its own.
 
 use super::Geometry;
 #[cfg(target_arch = "x86_64")]
@@ -95,9 +95,11 @@ impl<'a> Im2col<'a> {
         }
     }
 
-    /// Whether the columns can run over the input's pitch (see the module docs).
+    /// Whether the columns can run over the input's pitch (see the module docs): strides 1, and
+    /// at most an eighth of the columns computed and dropped (`W - Wout = KW - 1 - 2 pw`; a wide
+    /// kernel on a wide image must not make the product many times the work its fuel paid for).
     pub(super) fn contiguous(geo: &Geometry) -> bool {
-        geo.stride_h == 1 && geo.stride_w == 1 && geo.wout <= geo.w
+        geo.stride_h == 1 && geo.stride_w == 1 && geo.wout <= geo.w && (geo.w - geo.wout) * 8 <= geo.w
     }
 
     /// Columns per output row (see [`Im2col::new`]).
