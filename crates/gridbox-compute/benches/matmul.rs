@@ -37,6 +37,9 @@ struct Numpy {
     stdout: BufReader<ChildStdout>,
 }
 
+/// The pause after each timed call (see its use).
+const SETTLE: Duration = Duration::from_millis(150);
+
 const NUMPY_LOOP: &str = "import sys, time, numpy as np
 n = int(sys.argv[1])
 rng = np.random.default_rng(1)
@@ -151,6 +154,9 @@ fn main() {
             if round > 0 {
                 times[i].push(own.unwrap_or_else(|| start.elapsed()));
             }
+            // Idle threads spin a while before they sleep (OpenBLAS's for about 2^28 cycles, 70
+            // ms here): let them settle, so that no figure pays for the one before it.
+            std::thread::sleep(SETTLE);
         };
         one(0, &mut || {
             drop(black_box(cpu::matmul(&a, &b, &out, 1).unwrap()));
