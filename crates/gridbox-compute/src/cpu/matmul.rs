@@ -120,8 +120,22 @@ impl<const NR: usize> RightSide<NR> for MatrixB<'_> {
 
     fn pack(&self, pc: usize, kc: usize, j0: usize, panels: &mut [[f32; NR]], _masks: &mut [u32], full: &mut [bool]) {
         full.fill(true);
+        // Compiled for the widest vectors the CPU has where it has them: a panel row is a 64-
+        // or 128-byte copy, which baseline x86-64 does 16 bytes at a time.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(token) = crate::cpu::simd::Avx512::detect() {
+            return token.pack_b(self, pc, kc, j0, panels);
+        }
+        self.pack_rows(pc, kc, j0, panels);
+    }
+}
+
+impl MatrixB<'_> {
+    /// [`RightSide::pack`]'s copies, inlined into each compilation of them.
+    #[inline(always)]
+    fn pack_rows<const NR: usize>(&self, pc: usize, kc: usize, j0: usize, panels: &mut [[f32; NR]]) {
         let n = self.n;
-        let end = (j0 + NR * full.len()).min(n);
+        let end = (j0 + NR * (panels.len() / kc.max(1))).min(n);
         // Row by row of B (contiguous reads), each row's pieces into their panels.
         for kk in 0..kc {
             let src = &self.b[(pc + kk) * n + j0..(pc + kk) * n + end];
