@@ -17,7 +17,8 @@ The first line holds the FNV-1a 64 hash of this file; the Rust test fails when i
 so vectors can't silently go stale.
 
 Line format: `op|params|tolerance|input;input...|output` where each tensor is
-`dtype:dims:hexbits,...` (dims `2x3`, `-` for a scalar), params are comma-separated integers.
+`dtype:dims:hexbits,...` (dtype f32, i32, f16 or bf16; dims `2x3`, `-` for a scalar; 8 hex
+digits an element, 4 for f16 and bf16), params are comma-separated integers.
 """
 import pathlib
 
@@ -34,12 +35,26 @@ def fnv1a64(data):
     return h
 
 
+class Bf16:
+    """A bf16 tensor, held as its bit patterns (NumPy has no bfloat16)."""
+
+    def __init__(self, bits):
+        self.bits = np.asarray(bits, dtype=np.uint16)
+
+
 def enc(array):
-    array = np.asarray(array)
-    dtype = "f32" if array.dtype == np.float32 else "i32"
+    if isinstance(array, Bf16):
+        dtype, array, digits = "bf16", array.bits, 4
+    else:
+        array = np.asarray(array)
+        dtype = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}.get(array.dtype, "i32")
+        digits = 4 if dtype == "f16" else 8
     dims = "x".join(str(d) for d in array.shape) if array.ndim else "-"
-    bits = array.astype(np.float32 if dtype == "f32" else np.int32).reshape(-1).view(np.uint32)
-    return f"{dtype}:{dims}:" + ",".join(f"{b:08x}" for b in bits)
+    if digits == 4:
+        bits = array.reshape(-1).view(np.uint16)
+    else:
+        bits = array.astype(np.float32 if dtype == "f32" else np.int32).reshape(-1).view(np.uint32)
+    return f"{dtype}:{dims}:" + ",".join(f"{b:0{digits}x}" for b in bits)
 
 
 def rand(*shape, scale=2.0):
@@ -87,6 +102,8 @@ with np.errstate(all="ignore"):
         gelu = np.where(np.isneginf(x64), -0.0, x64 * np.where(w >= 0, 1 / (1 + np.exp(-w)), np.exp(w) / (1 + np.exp(w))))
         gelu = np.where(np.isposinf(x64), x64, gelu)
         case("gelu", [], "ulps 3", [x], gelu.astype(np.float32))
+        silu = np.where(np.isneginf(x64), -0.0, x64 * sig)
+        case("silu", [], "ulps 3", [x], silu.astype(np.float32))
 
 # matmul with batch broadcasting, against float64.
 for a_shape, b_shape in [((1, 1), (1, 1)), ((7, 13), (13, 5)), ((33, 31), (31, 2)), ((2, 1, 3, 4), (5, 4, 7)), ((0, 3), (3, 4)), ((3, 0), (0, 4)), ((4, 97), (97, 3))]:
@@ -103,6 +120,36 @@ for shape in [(97,), (3, 33, 5), (2, 0, 4), (1, 64)]:
             case("mean", [axis, keep], "rel 1e-6", [x], (x64.mean(axis=axis, keepdims=bool(keep)) if x.size else x64.sum(axis=axis, keepdims=bool(keep)) / max(shape[axis], 1) * np.nan).astype(np.float32))
             if shape[axis] > 0:
                 case("max", [axis, keep], "exact", [x], x.max(axis=axis, keepdims=bool(keep)))
+
+# argmax over the last axis: NumPy's argmax also takes the first of ties and the first NaN, and
+# compares -0.0 and +0.0 equal. Few distinct values, so ties are common.
+for shape in [(1,), (5, 33), (2, 3, 97), (0, 4)]:
+    x = np.round(rand(*shape)).astype(np.float32)
+    if x.size:
+        flat = x.reshape(-1)
+        flat[::11] = -0.0
+        flat[3::29] = np.inf
+        flat[7::31] = np.nan
+    case("argmax", [], "exact", [x], np.argmax(x, axis=-1).astype(np.int32) if x.size else np.zeros(shape[:-1], dtype=np.int32))
+
+# rope over [..., T, D], pairs (i, i + D/2), against float64 (frequencies theta^(-2i/D), angles
+# (offset + t) * freq and their sin and cos all in float64). gridbox rounds the angle to f32
+# first, so the tolerance allows the angle's rounding at these positions (below 50).
+def rope(x, offset, theta):
+    t_len, d = x.shape[-2], x.shape[-1]
+    half = d // 2
+    freq = np.float64(theta) ** (-(2 * np.arange(half)) / d)
+    angle = (offset + np.arange(t_len))[:, None] * freq[None, :]
+    c, s = np.cos(angle), np.sin(angle)
+    x64 = x.astype(np.float64)
+    x1, x2 = x64[..., :half], x64[..., half:]
+    return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(np.float32)
+
+
+for shape, offset, theta in [((1, 2), 0, 10000.0), ((3, 7, 64), 5, 10000.0), ((2, 9, 32), 17, 500000.0), ((4, 1, 96), 40, 2.5), ((0, 3, 8), 0, 10000.0)]:
+    x = rand(*shape)
+    theta32 = np.float32(theta)
+    case("rope", [offset, int(theta32.view(np.uint32))], "rel 2e-5", [x], rope(x, offset, float(theta32)))
 
 # Softmax and norms over the last axis.
 for shape in [(1,), (5, 33), (2, 3, 97)]:
@@ -133,6 +180,27 @@ case("permute", [1, 0], "exact", [ints], ints.T.copy())
 table = rand(11, 4)
 ids = np.array([[10, 0, 3], [3, 3, 7]], dtype=np.int32)
 case("gather", [], "exact", [table, ids], table[ids])
+
+# cast: f16 and bf16 bit patterns to f32 (exact: each value is an f32; NaN matches NaN), every
+# 61st pattern and the edges of each class (zeros, subnormals, the largest finite, infinities,
+# NaNs); cpu::cast's tests take every pattern. NumPy converts f16 itself; a bf16 is the high half
+# of an f32's bits.
+edges = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x0400, 0x7BFF, 0x7C00, 0xFC00, 0x7C01, 0x7E00, 0xFFFF,
+         0x007F, 0x0080, 0x7F7F, 0x7F80, 0xFF80, 0x7F81, 0x7FC0, 0x3C00, 0x3F80]
+patterns = np.concatenate([np.arange(0, 1 << 16, 61), edges]).astype(np.uint32)
+f16 = patterns.astype(np.uint16).view(np.float16)
+case("cast", [0], "exact", [f16], f16.astype(np.float32))
+case("cast", [0], "exact", [f16[:0].reshape(0, 3)], np.zeros((0, 3), dtype=np.float32))
+case("cast", [0], "exact", [Bf16(patterns)], (patterns << 16).view(np.float32))
+
+# Layout ops on 2-byte weights: elements moved as stored.
+h = RNG.integers(0, 1 << 16, (3, 5, 7)).astype(np.uint16)
+for wrap in (lambda b: b.view(np.float16), Bf16):
+    case("permute", [2, 0, 1], "exact", [wrap(h)], wrap(np.ascontiguousarray(np.transpose(h, (2, 0, 1)))))
+    case("slice", [2, 1, 4], "exact", [wrap(h)], wrap(np.ascontiguousarray(h[:, :, 1:4])))
+    case("reshape", [7, 15], "exact", [wrap(h)], wrap(h.reshape(7, 15)))
+    case("concat", [1], "exact", [wrap(h), wrap(h[:, :2])], wrap(np.concatenate([h, h[:, :2]], axis=1)))
+    case("gather", [], "exact", [wrap(h), np.array([2, 0, 2], dtype=np.int32)], wrap(h[[2, 0, 2]]))
 
 # conv2d, against a float64 loop.
 def conv2d(x, w, bias, stride, pad):

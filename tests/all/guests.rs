@@ -20,8 +20,10 @@ pub(crate) struct Guest {
 
 /// Prints what it is asked to: a line, an exit code, a trap, a limit. See tests/programs.
 pub(crate) const PROBE: Guest = Guest { workspace: "tests/programs", bin: "probe" };
-/// Calls every bridge op through the SDK. See tests/programs.
+/// Calls every bridge op of the first release through the SDK. See tests/programs.
 pub(crate) const TENSOR_PROBE: Guest = Guest { workspace: "tests/programs", bin: "tensor-probe" };
+/// Calls the ops language models need (silu, argmax, cast, rope), which a manifest must name.
+pub(crate) const MODEL_PROBE: Guest = Guest { workspace: "tests/programs", bin: "model-probe" };
 /// Word frequencies over /input (examples/wordfreq).
 pub(crate) const WORDFREQ: Guest = Guest { workspace: "examples", bin: "wordfreq" };
 /// An MLP classifier on the tensor bridge (examples/mlp).

@@ -131,6 +131,46 @@ fn ungranted_capabilities_and_ops_are_refused_at_load() {
     assert!(message.contains("gridbox_tensor_v1::") && message.contains("tensor.ops"), "{message}");
 }
 
+/// The ops added after the first release (silu, argmax, cast, rope) run when the manifest names
+/// them; a manifest that lists no `tensor.ops` grants exactly the first release's 25, so the
+/// resolved manifest (and so the receipt) of a job written before them is unchanged.
+#[test]
+fn model_ops_run_when_named_and_the_default_grant_is_the_first_releases() {
+    let module: Arc<[u8]> = std::fs::read(guests::MODEL_PROBE.path()).unwrap().into();
+    let mut every_op = TensorSection::default();
+    every_op.ops.extend(["silu", "argmax", "cast", "rope"].map(String::from));
+    let manifest = tensor_manifest(&module, &["ops"], &[], Some(every_op.clone()));
+    let run = run_with(engine(), module.clone(), manifest).unwrap();
+    assert_eq!(run.outcome, Outcome::Exited { code: 0 }, "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout).into_owned();
+    // The guest's rope equals the CPU kernel run on the host directly, bit for bit.
+    use gridbox_compute::{Backend, OpCall, Tensor};
+    let values: Vec<f32> = (0..24).map(|i| (i as f32 - 11.5) * 0.37).collect();
+    let x = Tensor::f32(vec![2, 3, 4], values).unwrap();
+    let call = OpCall::Rope { offset: 7, theta: 10_000.0 };
+    let out = call.infer(&[x.meta()]).unwrap();
+    let direct = Backend::cpu(1).execute(&call, &[&x], &out).unwrap();
+    let bits: Vec<String> = direct.as_f32().unwrap().iter().map(|x| format!("{:08x}", x.to_bits())).collect();
+    assert!(text.contains(&format!("rope [2, 3, 4] {}", bits.join(","))), "{text}");
+    for expected in [
+        "argmax [2, 3] [3, 3, 3, 3, 3, 3]\n",
+        "cast_f16 [2, 2] 3f800000,ff800000,33800000,7fc00000\n",
+        "cast_bf16 [2, 1] 00010000,7fc00000\n",
+        "bf16_bytes [0, 128, 193, 127]\n",
+    ] {
+        assert!(text.contains(expected), "{expected} not in {text}");
+    }
+    let edges = run_with(engine(), module.clone(), tensor_manifest(&module, &["edges"], &[], Some(every_op))).unwrap();
+    assert_eq!(edges.outcome, Outcome::Exited { code: 0 }, "{}", String::from_utf8_lossy(&edges.stderr));
+
+    // The default grant: the first release's ops, so this module's imports are refused at load.
+    let message = run_with(engine(), module.clone(), tensor_manifest(&module, &["ops"], &[], None)).err().unwrap().to_string();
+    assert!(message.contains("gridbox_tensor_v1::") && message.contains("tensor.ops"), "{message}");
+    let resolved = tensor_manifest(&module, &[], &[], None).resolve(&Policy::default()).unwrap();
+    let first_release = "ops = [\"matmul\", \"add\", \"sub\", \"mul\", \"div\", \"neg\", \"relu\", \"gelu\", \"sigmoid\", \"tanh\", \"exp\", \"log\", \"sqrt\", \"softmax\", \"layer_norm\", \"rms_norm\", \"sum\", \"mean\", \"max\", \"permute\", \"reshape\", \"slice\", \"concat\", \"gather\", \"conv2d\"]\n";
+    assert!(resolved.text().contains(first_release), "{}", resolved.text());
+}
+
 #[test]
 fn trace_levels_and_thread_counts() {
     let module = tensor_probe();
@@ -257,7 +297,7 @@ fn last_error_fills_a_short_buffer_returns_the_full_length_and_traps_outside_mem
             (drop (call $fd_write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 320)))
             (call $exit (local.get $len))))"#;
     let run = run_raw(wat_text);
-    let detail = "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1)";
+    let detail = "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1, f16 is 2, bf16 is 3)";
     assert_eq!(run.outcome, Outcome::Exited { code: detail.len() as u32 });
     assert_eq!(String::from_utf8_lossy(&run.stdout), "crea............");
     // The buffer must lie in memory, whatever the detail's length (here empty).

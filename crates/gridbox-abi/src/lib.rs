@@ -65,6 +65,12 @@ pub enum DType {
     F32 = 0,
     /// Two's complement 32-bit integer (indices).
     I32 = 1,
+    /// IEEE 754 binary16 (half precision), for weights stored as such: only layout ops and
+    /// `cast` take it.
+    F16 = 2,
+    /// bfloat16 (the high half of a binary32), for weights stored as such: only layout ops and
+    /// `cast` take it.
+    BF16 = 3,
 }
 
 impl DType {
@@ -73,6 +79,8 @@ impl DType {
         match code {
             0 => Some(DType::F32),
             1 => Some(DType::I32),
+            2 => Some(DType::F16),
+            3 => Some(DType::BF16),
             _ => None,
         }
     }
@@ -84,16 +92,24 @@ impl DType {
 
     /// Bytes per element.
     pub fn size(self) -> usize {
-        4
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
     }
 
-    /// Lowercase name (`f32`, `i32`).
+    /// Lowercase name (`f32`, `i32`, `f16`, `bf16`).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
             DType::I32 => "i32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
         }
     }
+
+    /// Every dtype, in code order.
+    pub const ALL: &'static [DType] = &[DType::F32, DType::I32, DType::F16, DType::BF16];
 }
 
 /// Results of bridge calls that a job can handle. Misuse (a bad pointer, an unknown or freed
@@ -174,6 +190,15 @@ macro_rules! ops {
                 match name { $($name => Some(Op::$variant),)* _ => None }
             }
 
+            /// Whether a manifest that does not list `tensor.ops` grants this op: the ops of the
+            /// ABI's first release (codes 0 to 24) are; newer ones (`silu`, `argmax`, `cast`,
+            /// `rope`) must be named. The resolved manifest lists the granted ops and the receipt
+            /// embeds it, so growing the default would change the receipt of every job written
+            /// before the newer ops existed.
+            pub fn granted_by_default(self) -> bool {
+                (self as u32) <= Op::Conv2d as u32
+            }
+
             /// How many inputs it takes, or `None` when variable (concat: 1 or more).
             pub fn input_count(self) -> Option<usize> {
                 match self { $(Op::$variant => $inputs,)* }
@@ -246,6 +271,16 @@ macro_rules! for_each_op {
             /// 2-D convolution, NCHW x OIHW (+ optional bias [O] as a third input): params
             /// [stride_h, stride_w, pad_h, pad_w].
             Conv2d = 24, "conv2d", inputs None, params Some(4);
+            /// SiLU (swish), `x * sigmoid(x)`.
+            Silu = 25, "silu", inputs Some(1), params Some(0);
+            /// Index of the largest element over the last axis (f32 -> i32; ties: the lowest
+            /// index; NaN counts as the largest, the first NaN wins).
+            Argmax = 26, "argmax", inputs Some(1), params Some(0);
+            /// Element type conversion: params [target dtype code]. f16 and bf16 to f32, exact.
+            Cast = 27, "cast", inputs Some(1), params Some(1);
+            /// Rotary position embedding of x [..., T, D] (D even; pairs (i, i + D/2), the Llama
+            /// "rotate half" layout): params [position offset, theta f32 bits].
+            Rope = 28, "rope", inputs Some(1), params Some(2);
         }
     };
 }
@@ -275,19 +310,30 @@ pub mod guest {
         pub fn last_error(buf: *mut u8, buf_len: u32) -> i32;
     }
 
+    /// The signature of every op's import: `(inputs_ptr, n_inputs, params_ptr, n_params,
+    /// out_handle_ptr) -> code`.
+    pub type OpImport = unsafe extern "C" fn(inputs: *const u32, n_inputs: u32, params: *const i64, n_params: u32, out_handle: *mut u32) -> i32;
+
     macro_rules! op_imports {
         ($($(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, inputs $inputs:expr, params $params:expr;)*) => {
-            mod raw {
+            /// Each op's import on its own, named after its [`Op`] variant. A job whose code names
+            /// only some of them imports only those (the linker drops the rest), which matters:
+            /// a manifest without `tensor.ops` grants only the ops of the first release
+            /// ([`Op::granted_by_default`]), and a module importing any other is refused at load.
+            /// [`call_op`] names them all.
+            pub mod imports {
                 #[link(wasm_import_module = "gridbox_tensor_v1")]
                 unsafe extern "C" {
                     $(
                         #[link_name = $name]
-                        pub(super) fn $variant(inputs: *const u32, n_inputs: u32, params: *const i64, n_params: u32, out_handle: *mut u32) -> i32;
+                        pub fn $variant(inputs: *const u32, n_inputs: u32, params: *const i64, n_params: u32, out_handle: *mut u32) -> i32;
                     )*
                 }
             }
 
-            /// Calls the import of `op`.
+            /// Calls the import of `op`. Its code names every op's import, so a module that calls
+            /// it imports them all; call one of [`imports`] (or take it as an [`OpImport`]) to
+            /// import only that op.
             ///
             /// # Safety
             /// `inputs` must point to `n_inputs` readable u32s, `params` to `n_params` readable
@@ -297,7 +343,7 @@ pub mod guest {
                 // SAFETY: the caller upholds the pointer contract above.
                 unsafe {
                     match op {
-                        $(Op::$variant => raw::$variant(inputs, n_inputs, params, n_params, out_handle),)*
+                        $(Op::$variant => imports::$variant(inputs, n_inputs, params, n_params, out_handle),)*
                     }
                 }
             }
@@ -318,6 +364,10 @@ mod tests {
             assert_eq!(Op::from_name(op.name()), Some(*op));
             assert!(!CORE_FUNCTIONS.contains(&op.name()));
         }
+        for (index, dtype) in DType::ALL.iter().enumerate() {
+            assert_eq!((dtype.code() as usize, DType::from_code(dtype.code())), (index, Some(*dtype)));
+        }
+        assert_eq!(DType::from_code(4), None);
         for raw in 0..6 {
             assert_eq!(ErrorCode::from_raw(raw).map(ErrorCode::raw), Some(raw));
         }

@@ -40,6 +40,14 @@ const FUNCTIONS: &[Function] = &[
     Function { name: "log", ours: math::log, reference: reference::log, ranges: ALL },
     Function { name: "tanh", ours: math::tanh, reference: reference::tanh, ranges: ALL },
     Function { name: "sigmoid", ours: math::sigmoid, reference: reference::sigmoid, ranges: ALL },
+    Function { name: "sin", ours: math::sin, reference: reference::sin, ranges: ALL },
+    Function { name: "cos", ours: math::cos, reference: reference::cos, ranges: ALL },
+    Function {
+        name: "silu",
+        ours: math::silu,
+        reference: reference::silu,
+        ranges: &[Range { name: "x >= -87", contains: |x| x >= -87.0 }, Range { name: "x < -87", contains: |x| x < -87.0 }],
+    },
     Function {
         name: "gelu",
         ours: math::gelu,

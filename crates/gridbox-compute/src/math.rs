@@ -8,6 +8,10 @@
 //! below check it on samples, dense sweeps of each function's worst region, and the inputs where
 //! each maximum is reached.
 
+mod trig;
+
+pub use trig::{cos, sin, sincos};
+
 /// The canonical NaN every NaN result is stored as.
 pub const CANONICAL_NAN: f32 = f32::from_bits(0x7FC0_0000);
 
@@ -161,6 +165,18 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
+/// SiLU (swish), `x * sigmoid(x)`: the product of `x` and [`sigmoid`], rounded once. `-inf`
+/// gives `-0` (the limit; the product would be `-inf * 0`, NaN).
+pub fn silu(x: f32) -> f32 {
+    if x.is_nan() {
+        return CANONICAL_NAN;
+    }
+    if x == f32::NEG_INFINITY {
+        return -0.0;
+    }
+    x * sigmoid(x)
+}
+
 /// 2 sqrt(2 / pi), the factor of `w = 2z` below.
 const GELU_K2: f32 = f32::from_bits(0x3FCC_422A); // 1.59576917
 const GELU_K1: f32 = 0.044715;
@@ -209,7 +225,7 @@ pub fn gelu(x: f32) -> f32 {
 
 /// Correctly rounded references (shared with examples/accuracy_sweep.rs, which includes the file by path).
 #[cfg(test)]
-mod reference;
+pub(crate) mod reference;
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +311,33 @@ mod tests {
         assert_within("gelu below -9.5", 11, gelu, reference::gelu, spread().filter(|&x| x < -9.5));
     }
 
+    #[test]
+    fn sin_and_cos_are_within_their_stated_bounds() {
+        assert_within("sin", 1, sin, reference::sin, spread());
+        assert_within("cos", 1, cos, reference::cos, spread());
+        // Near pi/4 (where the reduction starts), near multiples of pi/2 far out, and huge arguments.
+        for (from, to) in [(0.5, 1.0), (1.5, 1.6), (1e4, 1.0001e4), (1e30, 1.0001e30)] {
+            assert_within("sin", 1, sin, reference::sin, every(97, from, to));
+            assert_within("cos", 1, cos, reference::cos, every(97, from, to));
+        }
+        assert_error_at(sin, reference::sin, 0x3A12_85FF, 1);
+        assert_error_at(cos, reference::cos, 0x39DD_B3D7, 1);
+    }
+
+    #[test]
+    fn silu_is_within_its_stated_bound() {
+        assert_within("silu on [-87, inf)", 3, silu, reference::silu, spread().filter(|&x| x >= -87.0));
+        assert_within("silu below -87", 52, silu, reference::silu, spread().filter(|&x| x < -87.0));
+        // The 3-ulp inputs all lie in [-15.55, -1.867]; the 52-ulp ones in [-103.99, -102.87] (subnormal results).
+        assert_within("silu on [-16, -1.8]", 3, silu, reference::silu, every(29, -16.0, -1.8));
+        assert_within("silu on [-104, -102]", 52, silu, reference::silu, every(3, -104.0, -102.0));
+        assert_error_at(silu, reference::silu, 0xBFEE_FC28, 3);
+        assert_error_at(silu, reference::silu, 0xC2CD_BE95, 52);
+        assert_eq!(silu(f32::NEG_INFINITY).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(silu(f32::INFINITY), f32::INFINITY);
+        assert_eq!(silu(-0.0).to_bits(), (-0.0f32).to_bits());
+    }
+
     /// gelu's errors concentrate: all 211 inputs at 4 ulp lie in [-3.8875, -1.8213], with results in the upper part of
     /// their binade (significand above 1.64, where an ulp is smallest relative to the result); all 39 at 11 ulp lie in
     /// [-10.14, -10.07], where e^w is subnormal. The 3M spread missed both (issue 11): dense sweeps of each, and the
@@ -340,7 +383,7 @@ mod tests {
         assert_eq!(sigmoid(f32::INFINITY), 1.0);
         assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
         assert_eq!(gelu(f32::NEG_INFINITY).to_bits(), (-0.0f32).to_bits());
-        for f in [exp, log, tanh, sigmoid, gelu] {
+        for f in [exp, log, tanh, sigmoid, gelu, silu] {
             assert_eq!(f(f32::NAN).to_bits(), CANONICAL_NAN.to_bits());
             assert_eq!(f(-f32::NAN).to_bits(), CANONICAL_NAN.to_bits());
         }

@@ -71,6 +71,7 @@ pub enum UnaryOp {
     Exp,
     Log,
     Sqrt,
+    Silu,
 }
 
 /// Reductions over one axis.
@@ -140,6 +141,20 @@ pub enum OpCall {
     },
     /// Rows of a table picked by i32 indices.
     Gather,
+    /// Index of the largest element over the last axis, as i32.
+    Argmax,
+    /// Rotary position embedding over the last two axes `[..., T, D]`.
+    Rope {
+        /// The position of row 0 of the `T` axis.
+        offset: u32,
+        /// The base of the frequencies, finite and > 0.
+        theta: f32,
+    },
+    /// Element type conversion (f16 and bf16 to f32).
+    Cast {
+        /// The dtype of the result.
+        to: DType,
+    },
     /// NCHW x OIHW convolution.
     Conv2d {
         /// Vertical stride, >= 1.
@@ -152,6 +167,10 @@ pub enum OpCall {
         pad_w: usize,
     },
 }
+
+/// The largest position `rope` takes (`offset + T <= ROPE_MAX_POSITION`): 2^24, up to which f32
+/// holds every integer.
+pub const ROPE_MAX_POSITION: u32 = 1 << 24;
 
 /// Fuel every bridge call pays before its work: the fixed cost of crossing the boundary.
 pub const CALL_BASE_FUEL: u64 = 100;
@@ -193,6 +212,24 @@ impl OpCall {
             Op::Exp => OpCall::Unary(UnaryOp::Exp),
             Op::Log => OpCall::Unary(UnaryOp::Log),
             Op::Sqrt => OpCall::Unary(UnaryOp::Sqrt),
+            Op::Silu => OpCall::Unary(UnaryOp::Silu),
+            Op::Argmax => OpCall::Argmax,
+            Op::Rope => {
+                let offset = u32::try_from(params[0]).ok().filter(|&p| p <= ROPE_MAX_POSITION);
+                let offset =
+                    offset.ok_or_else(|| OpError::InvalidParameter(format!("the position offset {} must be in 0..={ROPE_MAX_POSITION}", params[0])))?;
+                let theta = f32::from_bits(params[1] as u32);
+                if !(theta.is_finite() && theta > 0.0) {
+                    return Err(OpError::InvalidParameter(format!("theta {theta:?} must be finite and > 0")));
+                }
+                OpCall::Rope { offset, theta }
+            }
+            Op::Cast => {
+                let to = u32::try_from(params[0]).ok().and_then(DType::from_code);
+                OpCall::Cast {
+                    to: to.ok_or_else(|| OpError::InvalidParameter(format!("the target dtype code {} is not a dtype ({})", params[0], dtype_codes())))?,
+                }
+            }
             Op::Softmax => OpCall::Softmax,
             Op::LayerNorm => OpCall::LayerNorm { eps: eps(params[0])? },
             Op::RmsNorm => OpCall::RmsNorm { eps: eps(params[0])? },
@@ -391,6 +428,45 @@ impl OpCall {
                 }
                 Ok(TensorMeta::new(table.dtype, shape))
             }
+            OpCall::Argmax => {
+                all_f32(inputs)?;
+                let (&last, outer) =
+                    first.shape.split_last().ok_or_else(|| OpError::ShapeMismatch("needs rank >= 1 (it works over the last axis), got a scalar".into()))?;
+                if last == 0 || last - 1 > i32::MAX as usize {
+                    return Err(OpError::ShapeMismatch(format!(
+                        "the last axis of x {:?} must hold 1..={} elements (an index is an i32), got {last}",
+                        first.shape,
+                        i32::MAX as u64 + 1
+                    )));
+                }
+                Ok(TensorMeta::new(DType::I32, outer.to_vec()))
+            }
+            OpCall::Rope { offset, .. } => {
+                all_f32(inputs)?;
+                let rank = first.shape.len();
+                if rank < 2 || !first.shape[rank - 1].is_multiple_of(2) {
+                    return Err(OpError::ShapeMismatch(format!("x must be [..., T, D] with D even, got {:?}", first.shape)));
+                }
+                let t = first.shape[rank - 2];
+                if t > (ROPE_MAX_POSITION - offset) as usize {
+                    return Err(OpError::InvalidParameter(format!(
+                        "positions {offset}..{offset}+{t} (x {:?}) pass {ROPE_MAX_POSITION}, beyond which f32 does not hold every integer",
+                        first.shape
+                    )));
+                }
+                Ok(first.clone())
+            }
+            OpCall::Cast { to } => {
+                if !matches!((first.dtype, to), (DType::F16 | DType::BF16, DType::F32)) {
+                    return Err(OpError::UnsupportedDType(format!(
+                        "converts f16 and bf16 to f32, not {} {:?} to {}",
+                        first.dtype.name(),
+                        first.shape,
+                        to.name()
+                    )));
+                }
+                Ok(TensorMeta::new(*to, first.shape.clone()))
+            }
             OpCall::Conv2d { stride_h, stride_w, pad_h, pad_w } => {
                 all_f32(inputs)?;
                 let (x, w) = (&inputs[0], &inputs[1]);
@@ -432,11 +508,11 @@ impl OpCall {
                 out.saturating_mul(k.max(1))
             }
             OpCall::Binary(_) | OpCall::Unary(UnaryOp::Neg | UnaryOp::Relu | UnaryOp::Sqrt) => out,
-            OpCall::Unary(_) => out.saturating_mul(8),
+            OpCall::Unary(_) | OpCall::Rope { .. } => out.saturating_mul(8),
             OpCall::Softmax => out.saturating_mul(10),
             OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => out.saturating_mul(4),
-            OpCall::Reduce { .. } => input_total,
-            OpCall::Permute { .. } | OpCall::Reshape { .. } | OpCall::Slice { .. } | OpCall::Concat { .. } | OpCall::Gather => out,
+            OpCall::Reduce { .. } | OpCall::Argmax => input_total,
+            OpCall::Permute { .. } | OpCall::Reshape { .. } | OpCall::Slice { .. } | OpCall::Concat { .. } | OpCall::Gather | OpCall::Cast { .. } => out,
             OpCall::Conv2d { .. } => {
                 let per_output = inputs[1].shape[1..].iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
                 out.saturating_mul(per_output.max(1))
@@ -459,6 +535,11 @@ fn count(n: usize, noun: &str) -> String {
         (_, "axis") => format!("{n} axes"),
         _ => format!("{n} {noun}s"),
     }
+}
+
+/// Every dtype's name and code, for details: `f32 is 0, i32 is 1, f16 is 2, bf16 is 3`.
+pub fn dtype_codes() -> String {
+    DType::ALL.iter().map(|d| format!("{} is {}", d.name(), d.code())).collect::<Vec<_>>().join(", ")
 }
 
 /// Arithmetic ops take f32 only: the first input of another dtype is named.

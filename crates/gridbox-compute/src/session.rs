@@ -330,8 +330,7 @@ impl TensorSession {
     /// The dtype a create names by its ABI code: an unknown code is `unsupported_dtype`.
     pub fn create_dtype(code: u32) -> Result<DType, CallError> {
         DType::from_code(code).ok_or_else(|| {
-            let (f32, i32) = (DType::F32, DType::I32);
-            let known = format!("{} is {}, {} is {}", f32.name(), f32.code(), i32.name(), i32.code());
+            let known = crate::ops::dtype_codes();
             CallError::refused(ErrorCode::UnsupportedDType, format!("create: dtype code {code} is not a dtype ({known})"))
         })
     }
@@ -530,7 +529,7 @@ mod tests {
             let Ok(hostile) = call(&mut session, Op::Reshape, &[empty], &shape) else { continue };
             let axis = (next() % rank as u64) as i64 - (next() % 2) as i64 * rank as i64;
             let huge = big[(next() % big.len() as u64) as usize];
-            let attempts: [(Op, Vec<u32>, Vec<i64>); 12] = [
+            let attempts: [(Op, Vec<u32>, Vec<i64>); 16] = [
                 (Op::Sum, vec![hostile], vec![axis, (next() % 2) as i64]),
                 (Op::Max, vec![hostile], vec![axis, 1]),
                 (Op::Mean, vec![hostile], vec![axis, 0]),
@@ -539,6 +538,10 @@ mod tests {
                 (Op::Permute, vec![hostile], (0..rank as i64).rev().collect()),
                 (Op::Softmax, vec![hostile], vec![]),
                 (Op::Relu, vec![hostile], vec![]),
+                (Op::Silu, vec![hostile], vec![]),
+                (Op::Argmax, vec![hostile], vec![]),
+                (Op::Cast, vec![hostile], vec![0]),
+                (Op::Rope, vec![hostile], vec![huge.min(1 << 24), 10_000f32.to_bits() as i64]),
                 (Op::Add, vec![hostile, ones], vec![]),
                 (Op::Matmul, vec![hostile, hostile], vec![]),
                 (Op::Gather, vec![hostile, ids], vec![]),
@@ -596,6 +599,10 @@ mod tests {
         let image = create(&mut s, &[1, 3, 5, 5], &[0.0; 75]);
         let filter = create(&mut s, &[2, 4, 3, 3], &[0.0; 72]);
         let empty = create(&mut s, &[0], &[]);
+        let half = {
+            let plan = s.plan_create(DType::F16.code(), &[2], 4).unwrap();
+            s.create(plan, &[0, 0x3C, 0, 0xBC]).unwrap()
+        };
         let f = |bits: f32| bits.to_bits() as i64;
         /// The call (op, inputs, params) and the code and detail it must get.
         type Case = (Op, Vec<u32>, Vec<i64>, ErrorCode, &'static str);
@@ -643,6 +650,26 @@ mod tests {
             (Op::Conv2d, vec![image, filter], vec![1, 1, 0, 0], ShapeMismatch, "conv2d: x [1, 3, 5, 5] has 3 channels, the weight [2, 4, 3, 3] takes 4"),
             (Op::Conv2d, vec![image, m], vec![1, 1, 0, 0], ShapeMismatch, "conv2d: the weight (input 1) must be [O, C, KH, KW] (rank 4), got [2, 3]"),
             (Op::Conv2d, vec![image, filter], vec![0, 1, 0, 0], InvalidParameter, "conv2d: stride_h 0 must be in 1..=4294967295"),
+            (Op::Silu, vec![ids], vec![], UnsupportedDType, "silu: takes f32 only, but input 0 is i32 [2]"),
+            (Op::Exp, vec![half], vec![], UnsupportedDType, "exp: takes f32 only, but input 0 is f16 [2]"),
+            (Op::Matmul, vec![m, half], vec![], UnsupportedDType, "matmul: takes f32 only, but input 1 is f16 [2]"),
+            (Op::Cast, vec![m], vec![0], UnsupportedDType, "cast: converts f16 and bf16 to f32, not f32 [2, 3] to f32"),
+            (Op::Cast, vec![half], vec![2], UnsupportedDType, "cast: converts f16 and bf16 to f32, not f16 [2] to f16"),
+            (Op::Cast, vec![half], vec![-1], InvalidParameter, "cast: the target dtype code -1 is not a dtype (f32 is 0, i32 is 1, f16 is 2, bf16 is 3)"),
+            (Op::Concat, vec![half, v], vec![0], UnsupportedDType, "concat: inputs must share one dtype: input 0 is f16, input 1 is f32"),
+            (Op::Rope, vec![m], vec![0, f(1e4)], ShapeMismatch, "rope: x must be [..., T, D] with D even, got [2, 3]"),
+            (Op::Rope, vec![v], vec![0, f(1e4)], ShapeMismatch, "rope: x must be [..., T, D] with D even, got [4]"),
+            (Op::Rope, vec![t], vec![-1, f(1e4)], InvalidParameter, "rope: the position offset -1 must be in 0..=16777216"),
+            (Op::Rope, vec![t], vec![0, f(-1.0)], InvalidParameter, "rope: theta -1.0 must be finite and > 0"),
+            (Op::Rope, vec![t], vec![0, f(f32::INFINITY)], InvalidParameter, "rope: theta inf must be finite and > 0"),
+            (
+                Op::Rope,
+                vec![t],
+                vec![(1 << 24) - 2, f(1e4)],
+                InvalidParameter,
+                "rope: positions 16777214..16777214+3 (x [3, 2]) pass 16777216, beyond which f32 does not hold every integer",
+            ),
+            (Op::Argmax, vec![empty], vec![], ShapeMismatch, "argmax: the last axis of x [0] must hold 1..=2147483648 elements (an index is an i32), got 0"),
         ];
         for (op, inputs, params, code, detail) in cases {
             let result = call(&mut s, op, &inputs, &params);
@@ -650,10 +677,46 @@ mod tests {
         }
         // Create's own refusals: an unknown dtype and a shape too large to hold.
         let result = s.plan_create(7, &[2], 8).map(|_| 0);
-        assert_eq!(refused(&mut s, result), (UnsupportedDType, "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1)".into()));
+        assert_eq!(refused(&mut s, result), (UnsupportedDType, "create: dtype code 7 is not a dtype (f32 is 0, i32 is 1, f16 is 2, bf16 is 3)".into()));
         let result = s.plan_create(DType::F32.code(), &[u32::MAX; 3], 0).map(|_| 0);
         let (code, detail) = refused(&mut s, result);
         assert_eq!((code, detail.starts_with("create: shape [4294967295, 4294967295, 4294967295]")), (ShapeMismatch, true), "{detail}");
+    }
+
+    /// f16 and bf16 tensors are created from their little-endian bytes, held at 2 bytes an
+    /// element (the quota counts that), moved by layout ops as stored and cast to f32 exactly.
+    #[test]
+    fn half_precision_weights_are_held_as_stored_and_cast_exactly() {
+        let grant = TensorGrant { ops: Op::ALL.iter().copied().collect(), max_bytes: 64, max_tensors: 16, trace_level: TraceLevel::Full };
+        let mut s = TensorSession::new(grant, Backend::cpu(1).for_job(Stop::never()).unwrap());
+        // f16 1.0, -2.0, the smallest subnormal, -inf; bf16 1.0, NaN with a payload, -0.0, 2^-133.
+        let f16 = [0x00, 0x3C, 0x00, 0xC0, 0x01, 0x00, 0x00, 0xFC];
+        let bf16 = [0x80, 0x3F, 0xC1, 0x7F, 0x00, 0x80, 0x01, 0x00];
+        let mut handles = Vec::new();
+        for (dtype, bytes) in [(DType::F16, f16), (DType::BF16, bf16)] {
+            let plan = s.plan_create(dtype.code(), &[2, 2], 8).unwrap();
+            handles.push(s.create(plan, &bytes).unwrap());
+        }
+        assert_eq!(s.bytes_used(), 16);
+        assert!(matches!(s.plan_create(DType::F16.code(), &[2, 2], 16), Err(CallError::Misuse(_))), "4 f16s are 8 bytes");
+        let row = call(&mut s, Op::Slice, &[handles[0]], &[0, 1, 2]).unwrap();
+        let mut out = [0u8; 4];
+        s.read(row, &mut out).unwrap();
+        assert_eq!(out, f16[4..]);
+        let want: [[f32; 4]; 2] = [[1.0, -2.0, 2f32.powi(-24), f32::NEG_INFINITY], [1.0, f32::NAN, -0.0, f32::from_bits(0x0001_0000)]];
+        for (handle, want) in handles.iter().zip(want) {
+            let plan = s.plan_op(Op::Cast, vec![*handle], vec![DType::F32.code() as i64]).unwrap();
+            assert_eq!(plan.fuel(), crate::ops::CALL_BASE_FUEL + 4);
+            let y = s.run_op(plan).unwrap();
+            let mut bytes = [0u8; 16];
+            s.read(y, &mut bytes).unwrap();
+            let got: Vec<u32> = bytes.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let want: Vec<u32> = want.iter().map(|v| if v.is_nan() { 0x7FC0_0000 } else { v.to_bits() }).collect();
+            assert_eq!(got, want);
+        }
+        // 16 + 4 + 2 * 16 bytes are held; one more f32 [2, 2] passes the 64-byte quota.
+        let result = call(&mut s, Op::Cast, &[handles[0]], &[0]);
+        assert_eq!(refused(&mut s, result).0, ErrorCode::TensorMemoryQuota);
     }
 
     #[test]

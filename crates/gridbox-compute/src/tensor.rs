@@ -44,6 +44,10 @@ pub enum TensorData {
     F32(Vec<f32>),
     /// `i32` elements.
     I32(Vec<i32>),
+    /// `f16` elements, as their bit patterns.
+    F16(Vec<u16>),
+    /// `bf16` elements, as their bit patterns.
+    Bf16(Vec<u16>),
 }
 
 impl TensorData {
@@ -51,7 +55,33 @@ impl TensorData {
     pub fn empty(dtype: DType) -> TensorData {
         match dtype {
             DType::I32 => TensorData::I32(Vec::new()),
+            DType::F16 => TensorData::F16(Vec::new()),
+            DType::BF16 => TensorData::Bf16(Vec::new()),
             _ => TensorData::F32(Vec::new()),
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::F16(v) | TensorData::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::I32(_) => DType::I32,
+            TensorData::F16(_) => DType::F16,
+            TensorData::Bf16(_) => DType::BF16,
         }
     }
 }
@@ -74,13 +104,20 @@ impl Tensor {
         Tensor::new(shape, TensorData::I32(data))
     }
 
+    /// An `f16` tensor from bit patterns. Fails when `bits` does not have the shape's element count.
+    pub fn f16(shape: Vec<usize>, bits: Vec<u16>) -> Result<Tensor, OpError> {
+        Tensor::new(shape, TensorData::F16(bits))
+    }
+
+    /// A `bf16` tensor from bit patterns. Fails when `bits` does not have the shape's element count.
+    pub fn bf16(shape: Vec<usize>, bits: Vec<u16>) -> Result<Tensor, OpError> {
+        Tensor::new(shape, TensorData::Bf16(bits))
+    }
+
     /// A tensor from its parts. Fails when the element count does not match the shape.
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, OpError> {
         let len = checked_product(&shape)?;
-        let actual = match &data {
-            TensorData::F32(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-        };
+        let actual = data.len();
         if len != actual {
             return Err(OpError::ShapeMismatch(format!("shape {shape:?} needs {len} elements, got {actual}")));
         }
@@ -94,10 +131,13 @@ impl Tensor {
         if bytes.len() != expected {
             return Err(OpError::ShapeMismatch(format!("shape {:?} of {} needs {expected} bytes, got {}", meta.shape, dtype.name(), bytes.len())));
         }
-        let words = bytes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+        let words = || bytes.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]);
+        let halves = || bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
         let data = match dtype {
-            DType::I32 => TensorData::I32(words.map(i32::from_le_bytes).collect()),
-            _ => TensorData::F32(words.map(f32::from_le_bytes).collect()),
+            DType::I32 => TensorData::I32(words().map(i32::from_le_bytes).collect()),
+            DType::F16 => TensorData::F16(halves().collect()),
+            DType::BF16 => TensorData::Bf16(halves().collect()),
+            _ => TensorData::F32(words().map(f32::from_le_bytes).collect()),
         };
         Tensor::new(meta.shape, data)
     }
@@ -107,6 +147,7 @@ impl Tensor {
         match &self.data {
             TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) | TensorData::Bf16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
     }
 
@@ -119,6 +160,7 @@ impl Tensor {
         match &self.data {
             TensorData::F32(v) => out.chunks_exact_mut(4).zip(v).for_each(|(slot, x)| slot.copy_from_slice(&x.to_le_bytes())),
             TensorData::I32(v) => out.chunks_exact_mut(4).zip(v).for_each(|(slot, x)| slot.copy_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) | TensorData::Bf16(v) => out.chunks_exact_mut(2).zip(v).for_each(|(slot, x)| slot.copy_from_slice(&x.to_le_bytes())),
         }
         true
     }
@@ -132,10 +174,7 @@ impl Tensor {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        match self.data {
-            TensorData::F32(_) => DType::F32,
-            TensorData::I32(_) => DType::I32,
-        }
+        self.data.dtype()
     }
 
     /// The dimensions.
@@ -157,7 +196,7 @@ impl Tensor {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             TensorData::F32(v) => Some(v),
-            TensorData::I32(_) => None,
+            _ => None,
         }
     }
 
@@ -165,16 +204,21 @@ impl Tensor {
     pub fn as_i32(&self) -> Option<&[i32]> {
         match &self.data {
             TensorData::I32(v) => Some(v),
-            TensorData::F32(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The bit patterns if `f16` or `bf16` (which one: [`Tensor::dtype`]).
+    pub fn as_u16(&self) -> Option<&[u16]> {
+        match &self.data {
+            TensorData::F16(v) | TensorData::Bf16(v) => Some(v),
+            _ => None,
         }
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match &self.data {
-            TensorData::F32(v) => v.len(),
-            TensorData::I32(v) => v.len(),
-        }
+        self.data.len()
     }
 
     /// Whether it has no elements.
@@ -184,7 +228,7 @@ impl Tensor {
 
     /// Size in bytes.
     pub fn byte_len(&self) -> usize {
-        self.len() * 4
+        self.len() * self.dtype().size()
     }
 
     /// BLAKE3 over dtype code, rank, dims (u64 LE) and the element bytes: what the trace records.
@@ -206,6 +250,13 @@ impl Tensor {
                 }
             }
             TensorData::I32(v) => {
+                for part in v.chunks(chunk) {
+                    bytes.clear();
+                    part.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+                    hasher.update(&bytes);
+                }
+            }
+            TensorData::F16(v) | TensorData::Bf16(v) => {
                 for part in v.chunks(chunk) {
                     bytes.clear();
                     part.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));

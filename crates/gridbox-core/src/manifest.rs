@@ -171,8 +171,9 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorSection {
-    /// Op names (spec/abi.md); a module importing any other op is refused at load. Default: all.
-    #[serde(default = "all_op_names")]
+    /// Op names (spec/abi.md); a module importing any other op is refused at load. Default: the
+    /// ops of the ABI's first release ([`Op::granted_by_default`]); newer ones must be named.
+    #[serde(default = "default_op_names")]
     pub ops: Vec<String>,
     /// `full` (every call, every tensor hashed) or `readback` (creates and reads only).
     #[serde(default)]
@@ -181,7 +182,7 @@ pub struct TensorSection {
 
 impl Default for TensorSection {
     fn default() -> Self {
-        TensorSection { ops: all_op_names(), trace: TraceLevel::Full }
+        TensorSection { ops: default_op_names(), trace: TraceLevel::Full }
     }
 }
 
@@ -192,8 +193,10 @@ impl TensorSection {
     }
 }
 
-fn all_op_names() -> Vec<String> {
-    Op::ALL.iter().map(|op| op.name().to_string()).collect()
+/// The ops a manifest without `tensor.ops` is granted: those of the first release, so that such a
+/// job's resolved manifest (which its receipt embeds) is the same as before newer ops existed.
+fn default_op_names() -> Vec<String> {
+    Op::ALL.iter().filter(|op| op.granted_by_default()).map(|op| op.name().to_string()).collect()
 }
 
 fn default_start_time() -> u64 {

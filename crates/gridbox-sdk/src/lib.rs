@@ -22,11 +22,15 @@
 //! ```
 //!
 //! Build jobs for `wasm32-wasip1` and run them with `gridbox run` (the manifest needs the
-//! `tensor` capability). On other targets every call returns [`Error::NotOnWasm`].
+//! `tensor` capability). The ops newer than the bridge's first release ([`Tensor::silu`],
+//! [`Tensor::rope`], [`Tensor::argmax`], [`Tensor::cast`]) are granted only when the manifest
+//! names them in `[tensor] ops`. On other targets every call returns [`Error::NotOnWasm`].
 
 use std::fmt;
 
-/// Element types of tensors: [`DType::F32`] for values, [`DType::I32`] for gather indices.
+/// Element types of tensors: [`DType::F32`] for values, [`DType::I32`] for gather indices,
+/// [`DType::F16`] and [`DType::BF16`] for weights stored at half precision
+/// ([`Tensor::from_f16_bytes`], [`Tensor::cast`]).
 ///
 /// ```
 /// use gridbox_sdk::DType;
@@ -218,12 +222,32 @@ impl std::error::Error for Error {}
 /// ```
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `Tensor::op` through the import of op `$variant` alone: a job imports only the ops it calls,
+/// so one that calls only the first release's ops runs under a manifest that does not list
+/// `tensor.ops` (which grants only those), whatever else the SDK offers.
+#[cfg(target_family = "wasm")]
+macro_rules! call_op {
+    ($variant:ident, $inputs:expr, $params:expr) => {
+        Tensor::op(gridbox_abi::guest::imports::$variant as sys::Import, $inputs, $params)
+    };
+}
+
+/// Off wasm there is no import to name (every call returns [`Error::NotOnWasm`]); the op is
+/// still checked to be one.
+#[cfg(not(target_family = "wasm"))]
+macro_rules! call_op {
+    ($variant:ident, $inputs:expr, $params:expr) => {{
+        let _ = Op::$variant;
+        Tensor::op((), $inputs, $params)
+    }};
+}
+
 /// The calls into the host. On wasm they are the bridge's imports; elsewhere a twin that
 /// returns [`Error::NotOnWasm`], so the SDK builds (and documents) on any target.
 #[cfg(target_family = "wasm")]
 #[allow(unsafe_code)]
 mod sys {
-    use super::{Error, ErrorCode, Op, Result};
+    use super::{Error, ErrorCode, Result};
     use gridbox_abi::guest;
 
     /// `Ok` for success; else the error, with the host's detail fetched at once (the next
@@ -273,17 +297,21 @@ mod sys {
         let _ = unsafe { guest::free(handle) };
     }
 
-    pub(crate) fn op(op: Op, inputs: &[u32], params: &[i64]) -> Result<u32> {
+    /// One op's import ([`call_op!`] names it).
+    pub(crate) type Import = guest::OpImport;
+
+    pub(crate) fn op(import: Import, inputs: &[u32], params: &[i64]) -> Result<u32> {
         let mut handle = 0u32;
-        // SAFETY: the slices are live for the call and their lengths are passed with them.
-        check(unsafe { guest::call_op(op, inputs.as_ptr(), inputs.len() as u32, params.as_ptr(), params.len() as u32, &mut handle) })?;
+        // SAFETY: `import` is one of the bridge's op imports (their signature is `OpImport`);
+        // the slices are live for the call and their lengths are passed with them.
+        check(unsafe { import(inputs.as_ptr(), inputs.len() as u32, params.as_ptr(), params.len() as u32, &mut handle) })?;
         Ok(handle)
     }
 }
 
 #[cfg(not(target_family = "wasm"))]
 mod sys {
-    use super::{Error, Op, Result};
+    use super::{Error, Result};
 
     pub(crate) fn create(_: u32, _: &[u32], _: &[u8]) -> Result<u32> {
         Err(Error::NotOnWasm)
@@ -295,7 +323,10 @@ mod sys {
         Err(Error::NotOnWasm)
     }
     pub(crate) fn free(_: u32) {}
-    pub(crate) fn op(_: Op, _: &[u32], _: &[i64]) -> Result<u32> {
+    /// Nothing to call off wasm.
+    pub(crate) type Import = ();
+
+    pub(crate) fn op(_: Import, _: &[u32], _: &[i64]) -> Result<u32> {
         Err(Error::NotOnWasm)
     }
 }
@@ -439,7 +470,8 @@ impl Tensor {
     ///
     /// # Errors
     ///
-    /// [`Error::UnsupportedDType`] for an `i32` tensor (use [`Tensor::to_vec_i32`]).
+    /// [`Error::UnsupportedDType`] for an `i32` tensor (use [`Tensor::to_vec_i32`]) or an
+    /// `f16` or `bf16` one ([`Tensor::cast`] it, or use [`Tensor::to_le_bytes`]).
     ///
     /// ```no_run
     /// use gridbox_sdk::Tensor;
@@ -526,9 +558,10 @@ impl Tensor {
         self.len() == 0
     }
 
-    fn op(op: Op, inputs: &[&Tensor], params: &[i64]) -> Result<Tensor> {
+    /// Calls `import` (an op's own import, from [`call_op!`]) on `inputs` and `params`.
+    fn op(import: sys::Import, inputs: &[&Tensor], params: &[i64]) -> Result<Tensor> {
         let handles: Vec<u32> = inputs.iter().map(|t| t.handle).collect();
-        Tensor::from_handle(sys::op(op, &handles, params)?)
+        Tensor::from_handle(sys::op(import, &handles, params)?)
     }
 
     /// Matrix product `[..., M, K] x [..., K, N] -> [..., M, N]`, batch dims broadcast.
@@ -549,7 +582,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Matmul, &[self, other], &[])
+        call_op!(Matmul, &[self, other], &[])
     }
 
     /// `self + other`, broadcast as NumPy does (also the `+` operator on references).
@@ -568,7 +601,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Add, &[self, other], &[])
+        call_op!(Add, &[self, other], &[])
     }
 
     /// `self - other`, broadcast (also the `-` operator on references).
@@ -585,7 +618,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Sub, &[self, other], &[])
+        call_op!(Sub, &[self, other], &[])
     }
 
     /// `self * other` elementwise, broadcast (also the `*` operator on references).
@@ -602,7 +635,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Mul, &[self, other], &[])
+        call_op!(Mul, &[self, other], &[])
     }
 
     /// `self / other` elementwise, broadcast (also the `/` operator on references).
@@ -619,7 +652,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Div, &[self, other], &[])
+        call_op!(Div, &[self, other], &[])
     }
 
     /// `-self` (also the unary `-` operator on a reference).
@@ -637,7 +670,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn neg(&self) -> Result<Tensor> {
-        Tensor::op(Op::Neg, &[self], &[])
+        call_op!(Neg, &[self], &[])
     }
 
     /// `max(x, 0)`.
@@ -654,7 +687,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn relu(&self) -> Result<Tensor> {
-        Tensor::op(Op::Relu, &[self], &[])
+        call_op!(Relu, &[self], &[])
     }
 
     /// GELU, tanh form: `0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`.
@@ -671,7 +704,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn gelu(&self) -> Result<Tensor> {
-        Tensor::op(Op::Gelu, &[self], &[])
+        call_op!(Gelu, &[self], &[])
     }
 
     /// Logistic sigmoid, `1 / (1 + e^-x)`.
@@ -687,7 +720,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn sigmoid(&self) -> Result<Tensor> {
-        Tensor::op(Op::Sigmoid, &[self], &[])
+        call_op!(Sigmoid, &[self], &[])
     }
 
     /// Hyperbolic tangent.
@@ -703,7 +736,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn tanh(&self) -> Result<Tensor> {
-        Tensor::op(Op::Tanh, &[self], &[])
+        call_op!(Tanh, &[self], &[])
     }
 
     /// `e^x`.
@@ -719,7 +752,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn exp(&self) -> Result<Tensor> {
-        Tensor::op(Op::Exp, &[self], &[])
+        call_op!(Exp, &[self], &[])
     }
 
     /// Natural logarithm (NaN below 0, -inf at 0).
@@ -735,7 +768,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn log(&self) -> Result<Tensor> {
-        Tensor::op(Op::Log, &[self], &[])
+        call_op!(Log, &[self], &[])
     }
 
     /// Square root (NaN below 0).
@@ -751,7 +784,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn sqrt(&self) -> Result<Tensor> {
-        Tensor::op(Op::Sqrt, &[self], &[])
+        call_op!(Sqrt, &[self], &[])
     }
 
     /// Softmax over the last axis.
@@ -768,7 +801,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn softmax(&self) -> Result<Tensor> {
-        Tensor::op(Op::Softmax, &[self], &[])
+        call_op!(Softmax, &[self], &[])
     }
 
     /// Layer norm over the last axis with scale `gamma` and shift `beta` (both `[last dim]`):
@@ -790,7 +823,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn layer_norm(&self, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
-        Tensor::op(Op::LayerNorm, &[self, gamma, beta], &[eps.to_bits() as i64])
+        call_op!(LayerNorm, &[self, gamma, beta], &[eps.to_bits() as i64])
     }
 
     /// RMS norm over the last axis with scale `gamma` (`[last dim]`):
@@ -809,7 +842,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn rms_norm(&self, gamma: &Tensor, eps: f32) -> Result<Tensor> {
-        Tensor::op(Op::RmsNorm, &[self, gamma], &[eps.to_bits() as i64])
+        call_op!(RmsNorm, &[self, gamma], &[eps.to_bits() as i64])
     }
 
     /// Sum over `axis` (negative counts from the end); `keepdims` keeps it as a dim of 1.
@@ -828,7 +861,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn sum(&self, axis: isize, keepdims: bool) -> Result<Tensor> {
-        Tensor::op(Op::Sum, &[self], &[axis as i64, keepdims as i64])
+        call_op!(Sum, &[self], &[axis as i64, keepdims as i64])
     }
 
     /// Mean over `axis`.
@@ -845,7 +878,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn mean(&self, axis: isize, keepdims: bool) -> Result<Tensor> {
-        Tensor::op(Op::Mean, &[self], &[axis as i64, keepdims as i64])
+        call_op!(Mean, &[self], &[axis as i64, keepdims as i64])
     }
 
     /// Maximum over `axis`.
@@ -862,7 +895,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn max(&self, axis: isize, keepdims: bool) -> Result<Tensor> {
-        Tensor::op(Op::Max, &[self], &[axis as i64, keepdims as i64])
+        call_op!(Max, &[self], &[axis as i64, keepdims as i64])
     }
 
     /// Reorders axes: output axis `i` is input axis `perm[i]`.
@@ -881,7 +914,7 @@ impl Tensor {
     /// ```
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let params: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
-        Tensor::op(Op::Permute, &[self], &params)
+        call_op!(Permute, &[self], &params)
     }
 
     /// Swaps the last two axes.
@@ -924,7 +957,7 @@ impl Tensor {
     /// ```
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let params: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-        Tensor::op(Op::Reshape, &[self], &params)
+        call_op!(Reshape, &[self], &params)
     }
 
     /// Elements `start..end` along `axis` (negative counts from the end).
@@ -942,7 +975,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn slice(&self, axis: isize, start: usize, end: usize) -> Result<Tensor> {
-        Tensor::op(Op::Slice, &[self], &[axis as i64, start as i64, end as i64])
+        call_op!(Slice, &[self], &[axis as i64, start as i64, end as i64])
     }
 
     /// Concatenates `tensors` (one or more, of one dtype) along `axis`.
@@ -962,7 +995,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
-        Tensor::op(Op::Concat, tensors, &[axis as i64])
+        call_op!(Concat, tensors, &[axis as i64])
     }
 
     /// Rows of this table picked by `indices` (i32): `[V, D...]` with indices `[I...]` gives
@@ -983,7 +1016,7 @@ impl Tensor {
     /// # Ok::<(), gridbox_sdk::Error>(())
     /// ```
     pub fn gather(&self, indices: &Tensor) -> Result<Tensor> {
-        Tensor::op(Op::Gather, &[self, indices], &[])
+        call_op!(Gather, &[self, indices], &[])
     }
 
     /// 2-D convolution of this NCHW input with `weight` (OIHW) and optional `bias` (`[O]`),
@@ -1007,9 +1040,168 @@ impl Tensor {
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: (usize, usize), padding: (usize, usize)) -> Result<Tensor> {
         let params = [stride.0 as i64, stride.1 as i64, padding.0 as i64, padding.1 as i64];
         match bias {
-            Some(bias) => Tensor::op(Op::Conv2d, &[self, weight, bias], &params),
-            None => Tensor::op(Op::Conv2d, &[self, weight], &params),
+            Some(bias) => call_op!(Conv2d, &[self, weight, bias], &params),
+            None => call_op!(Conv2d, &[self, weight], &params),
         }
+    }
+}
+
+// ---- The ops language models need beyond the basics (spec/abi.md): SiLU, rotary position
+// embedding, half-precision weights and their conversion, argmax. They are newer than the first
+// release, so a job's manifest names them in `[tensor] ops`. (Here rather than in a module of
+// their own because `gridbox new` copies this one file into the projects it writes.)
+
+impl Tensor {
+    /// SiLU (swish), `x * sigmoid(x)`: the gate of a SwiGLU MLP.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tensor::neg`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::Tensor;
+    ///
+    /// let x = Tensor::from_slice(&[0.0, f32::NEG_INFINITY], &[2])?;
+    /// assert_eq!(x.silu()?.to_vec()?, [0.0, -0.0]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn silu(&self) -> Result<Tensor> {
+        call_op!(Silu, &[self], &[])
+    }
+
+    /// The index of the largest element over the last axis, as an `i32` tensor of the other
+    /// dims (`[..., D]` gives `[...]`): greedy decoding's next token. Ties go to the lowest
+    /// index; NaN counts as larger than every number, so the first NaN wins.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] for a scalar or an empty last
+    /// axis (or one longer than 2^31); otherwise as [`Tensor::neg`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::Tensor;
+    ///
+    /// let logits = Tensor::from_slice(&[0.5, 2.0, 2.0, -1.0, 3.0, 0.0], &[2, 3])?;
+    /// assert_eq!(logits.argmax()?.to_vec_i32()?, [1, 1]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn argmax(&self) -> Result<Tensor> {
+        call_op!(Argmax, &[self], &[])
+    }
+
+    /// Rotary position embedding (Llama's "rotate half" layout) of this `[..., T, D]` tensor:
+    /// row `t` of the `T` axis is at position `offset + t`, and each pair `(i, i + D/2)` of its
+    /// last axis turns by the angle `position * theta^(-2i/D)`:
+    /// `(x_i cos - x_(i+D/2) sin, x_(i+D/2) cos + x_i sin)`. With a KV cache, `offset` is the
+    /// number of tokens already cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] for a rank below 2 or an odd `D`;
+    /// [`Error::InvalidParameter`] for a `theta` that is not
+    /// finite and positive or positions past 2^24; otherwise as [`Tensor::neg`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::Tensor;
+    ///
+    /// // One head, two positions, D = 4.
+    /// let q = Tensor::from_slice(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], &[1, 2, 4])?;
+    /// let rotated = q.rope(0, 10_000.0)?;
+    /// // Position 0 does not turn; position 1 turns pair 0 by 1 radian.
+    /// assert_eq!(rotated.to_vec()?[..4], [1.0, 0.0, 0.0, 0.0]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn rope(&self, offset: usize, theta: f32) -> Result<Tensor> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        call_op!(Rope, &[self], &[offset, theta.to_bits() as i64])
+    }
+
+    /// A new `f16` tensor from little-endian IEEE binary16 bytes (2 an element, as safetensors
+    /// stores `F16` weights). The host keeps them as they are, at 2 bytes an element; layout ops
+    /// (slice, permute, reshape, concat, gather) move them as stored and [`Tensor::cast`] makes
+    /// f32 of them, exactly. Other ops refuse them with [`Error::UnsupportedDType`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] when `bytes` is not 2 bytes for every element of `shape`; as
+    /// [`Tensor::from_slice`] otherwise.
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::{DType, Tensor};
+    ///
+    /// // 1.0 and -2.0 in binary16.
+    /// let w = Tensor::from_f16_bytes(&[0x00, 0x3C, 0x00, 0xC0], &[2])?;
+    /// assert_eq!(w.dtype(), DType::F16);
+    /// assert_eq!(w.cast(DType::F32)?.to_vec()?, [1.0, -2.0]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn from_f16_bytes(bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_half_bytes(DType::F16, bytes, shape)
+    }
+
+    /// A new `bf16` tensor from little-endian bfloat16 bytes (2 an element, the high half of an
+    /// f32's bits, as safetensors stores `BF16` weights); held and used as
+    /// [`Tensor::from_f16_bytes`] says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tensor::from_f16_bytes`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::{DType, Tensor};
+    ///
+    /// // 1.0 and -0.5 in bfloat16.
+    /// let w = Tensor::from_bf16_bytes(&[0x80, 0x3F, 0x00, 0xBF], &[2])?;
+    /// assert_eq!(w.cast(DType::F32)?.to_vec()?, [1.0, -0.5]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn from_bf16_bytes(bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_half_bytes(DType::BF16, bytes, shape)
+    }
+
+    fn from_half_bytes(dtype: DType, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
+        if !bytes.len().is_multiple_of(2) {
+            return Err(Error::Usage(format!("{} bytes are not whole {} elements (2 bytes each)", bytes.len(), dtype.name())));
+        }
+        check_len(bytes.len() / 2, shape)?;
+        Tensor::from_handle(sys::create(dtype.code(), &shape_u32(shape)?, bytes)?)
+    }
+
+    /// This tensor converted to `dtype`: `f16` and `bf16` to `f32`, exactly (every value of
+    /// either is an f32; NaNs become the canonical NaN).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedDType`] for any other pair of dtypes; the quota errors.
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::{DType, Tensor};
+    ///
+    /// let w = Tensor::from_bf16_bytes(&[0x80, 0x3F], &[1])?;
+    /// assert_eq!(w.cast(DType::F32)?.to_vec()?, [1.0]);
+    /// assert!(Tensor::scalar(1.0)?.cast(DType::F16).is_err());
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn cast(&self, dtype: DType) -> Result<Tensor> {
+        call_op!(Cast, &[self], &[dtype.code() as i64])
+    }
+
+    /// A copy of the tensor's elements as the host holds them: little-endian, 4 bytes an
+    /// element for `f32` and `i32`, 2 for `f16` and `bf16`.
+    ///
+    /// # Errors
+    ///
+    /// The host's refusals, as for [`Tensor::to_vec`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::Tensor;
+    ///
+    /// let w = Tensor::from_f16_bytes(&[0x00, 0x3C, 0x00, 0xC0], &[2])?;
+    /// assert_eq!(w.slice(0, 1, 2)?.to_le_bytes()?, [0x00, 0xC0]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn to_le_bytes(&self) -> Result<Vec<u8>> {
+        self.bytes()
     }
 }
 

@@ -128,6 +128,14 @@ fn flip(tensor: Tensor, bit: u64) -> Tensor {
             v[element] ^= 1 << within;
             TensorData::I32(v)
         }
+        TensorData::F16(mut v) => {
+            v[element] ^= 1 << (within % 16);
+            TensorData::F16(v)
+        }
+        TensorData::Bf16(mut v) => {
+            v[element] ^= 1 << (within % 16);
+            TensorData::Bf16(v)
+        }
     };
     Tensor::new(shape, data).unwrap_or(tensor)
 }

@@ -37,6 +37,7 @@ pub(crate) fn apply_unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Exp => math::exp(x),
         UnaryOp::Log => math::log(x),
         UnaryOp::Sqrt => canonical(x.sqrt()),
+        UnaryOp::Silu => math::silu(x),
     }
 }
 
@@ -164,7 +165,7 @@ mod tests {
     fn special_values_and_threads() {
         let values: Vec<f32> = (0..200_000).map(|i| f32::from_bits((i as u32).wrapping_mul(2_654_435_761))).collect();
         let x = Tensor::f32(vec![values.len()], values).unwrap();
-        for op in [UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt] {
+        for op in [UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt, UnaryOp::Silu] {
             let one = run(OpCall::Unary(op), &[&x], 1);
             let three = run(OpCall::Unary(op), &[&x], 3);
             assert_eq!(one.to_le_bytes(), three.to_le_bytes(), "{op:?}");

@@ -1,5 +1,5 @@
 //! Ops that move elements without arithmetic: permute, reshape, slice, concat, gather. Exact by
-//! construction, for either dtype.
+//! construction, for every dtype (the 2-byte f16 and bf16 too: weights are sliced as stored).
 
 use crate::ops::{OpError, resolve_axis};
 use crate::tensor::{Tensor, TensorData, TensorMeta, checked_product};
@@ -9,12 +9,22 @@ use super::Workers;
 /// Elements copied between checks of whether to stop.
 const CHECK_EVERY: usize = 1 << 16;
 
-/// Applies `f` to the elements of either dtype, producing the same dtype.
-fn map_data(t: &Tensor, f32s: impl FnOnce(&[f32]) -> Vec<f32>, i32s: impl FnOnce(&[i32]) -> Vec<i32>) -> TensorData {
-    match t.data() {
-        TensorData::F32(v) => TensorData::F32(f32s(v)),
-        TensorData::I32(v) => TensorData::I32(i32s(v)),
-    }
+/// `$body` (an expression of the elements `$v`, a slice of whichever type the dtype stores) as
+/// data of the same dtype: one generic copy routine serves every dtype.
+macro_rules! map_data {
+    ($t:expr, |$v:ident| $body:expr) => {
+        match $t.data() {
+            TensorData::F32($v) => TensorData::F32($body),
+            TensorData::I32($v) => TensorData::I32($body),
+            TensorData::F16($v) => TensorData::F16($body),
+            TensorData::Bf16($v) => TensorData::Bf16($body),
+        }
+    };
+}
+
+/// No elements, of `t`'s dtype: what an op stopped partway returns (and its caller throws away).
+fn stopped(t: &Tensor) -> Result<Tensor, OpError> {
+    Tensor::new(vec![0], TensorData::empty(t.dtype()))
 }
 
 fn check_len(out: &TensorMeta, len: usize) -> Result<(), OpError> {
@@ -62,10 +72,10 @@ pub(crate) fn permute(x: &Tensor, perm: &[i64], out: &TensorMeta, workers: Worke
         }
         result
     }
-    let data = map_data(x, |v| gather(v, &out_shape, &strides, workers), |v| gather(v, &out_shape, &strides, workers));
+    let data = map_data!(x, |v| gather(v, &out_shape, &strides, workers));
     if workers.should_stop() {
         // Incomplete: the caller throws it away. Keep the shape consistent with the data.
-        return Tensor::new(vec![0], map_data(x, |_| Vec::new(), |_| Vec::new()));
+        return stopped(x);
     }
     Tensor::new(out_shape, data)
 }
@@ -99,9 +109,9 @@ pub(crate) fn slice(x: &Tensor, axis: i64, start: i64, out: &TensorMeta, workers
         }
         result
     }
-    let data = map_data(x, |v| cut(v, outer, n, inner, start, taken, workers), |v| cut(v, outer, n, inner, start, taken, workers));
+    let data = map_data!(x, |v| cut(v, outer, n, inner, start, taken, workers));
     if workers.should_stop() {
-        return Tensor::new(vec![0], map_data(x, |_| Vec::new(), |_| Vec::new()));
+        return stopped(x);
     }
     Tensor::new(out.shape.clone(), data)
 }
@@ -115,20 +125,23 @@ pub(crate) fn concat(inputs: &[&Tensor], axis: i64, out: &TensorMeta, workers: W
     check_len(out, total)?;
     let blocks = inputs.iter().map(|t| t.shape().get(axis..).map_or(Ok(0), checked_product)).collect::<Result<Vec<usize>, _>>()?;
     if workers.should_stop() {
-        return Tensor::new(vec![0], map_data(first, |_| Vec::new(), |_| Vec::new()));
+        return stopped(first);
     }
-    match first.data() {
-        TensorData::F32(_) => {
-            let sources: Option<Vec<&[f32]>> = inputs.iter().map(|t| t.as_f32()).collect();
-            let sources = sources.ok_or_else(|| OpError::UnsupportedDType("concat inputs must share one dtype".into()))?;
-            Tensor::new(out.shape.clone(), TensorData::F32(join(&sources, &blocks, outer, workers)))
-        }
-        TensorData::I32(_) => {
-            let sources: Option<Vec<&[i32]>> = inputs.iter().map(|t| t.as_i32()).collect();
-            let sources = sources.ok_or_else(|| OpError::UnsupportedDType("concat inputs must share one dtype".into()))?;
-            Tensor::new(out.shape.clone(), TensorData::I32(join(&sources, &blocks, outer, workers)))
-        }
+    let mismatch = || OpError::UnsupportedDType("concat inputs must share one dtype".into());
+    /// The inputs' elements as `$variant` slices, joined.
+    macro_rules! joined {
+        ($variant:ident) => {{
+            let sources: Option<Vec<_>> = inputs.iter().map(|t| if let TensorData::$variant(v) = t.data() { Some(&v[..]) } else { None }).collect();
+            TensorData::$variant(join(&sources.ok_or_else(mismatch)?, &blocks, outer, workers))
+        }};
     }
+    let data = match first.data() {
+        TensorData::F32(_) => joined!(F32),
+        TensorData::I32(_) => joined!(I32),
+        TensorData::F16(_) => joined!(F16),
+        TensorData::Bf16(_) => joined!(Bf16),
+    };
+    Tensor::new(out.shape.clone(), data)
 }
 
 fn join<T: Copy>(sources: &[&[T]], blocks: &[usize], outer: usize, workers: Workers<'_>) -> Vec<T> {
@@ -165,9 +178,9 @@ pub(crate) fn gather(table: &Tensor, indices: &Tensor, out: &TensorMeta, workers
         }
         result
     }
-    let data = map_data(table, |v| pick(v, ids, row, workers), |v| pick(v, ids, row, workers));
+    let data = map_data!(table, |v| pick(v, ids, row, workers));
     if workers.should_stop() {
-        return Tensor::new(vec![0], map_data(table, |_| Vec::new(), |_| Vec::new()));
+        return stopped(table);
     }
     Tensor::new(out.shape.clone(), data)
 }
@@ -224,5 +237,28 @@ mod tests {
         assert_eq!(r.as_f32(), x.as_f32());
         let ints = Tensor::i32(vec![2, 2], vec![1, 2, 3, 4]).unwrap();
         assert_eq!(run(OpCall::Permute { perm: vec![1, 0] }, &[&ints]).unwrap().as_i32().unwrap(), &[1, 3, 2, 4]);
+    }
+
+    /// f16 and bf16 weights are sliced, joined, transposed and looked up as stored, bit for bit,
+    /// and keep their dtype.
+    #[test]
+    fn layout_ops_move_half_precision_elements_as_stored() {
+        for half in [Tensor::f16 as fn(Vec<usize>, Vec<u16>) -> Result<Tensor, OpError>, Tensor::bf16] {
+            let bits: Vec<u16> = (0..12u16).map(|i| 0x7C01u16.wrapping_add(i.wrapping_mul(0x1111))).collect();
+            let x = half(vec![3, 4], bits.clone()).unwrap();
+            let t = run(OpCall::Permute { perm: vec![1, 0] }, &[&x]).unwrap();
+            assert_eq!((t.dtype(), &t.as_u16().unwrap()[..4]), (x.dtype(), &[bits[0], bits[4], bits[8], bits[1]][..]));
+            let s = run(OpCall::Slice { axis: 1, start: 1, end: 3 }, &[&x]).unwrap();
+            assert_eq!(s.as_u16().unwrap(), [bits[1], bits[2], bits[5], bits[6], bits[9], bits[10]]);
+            let c = run(OpCall::Concat { axis: 0 }, &[&x, &x]).unwrap();
+            assert_eq!((c.shape(), &c.as_u16().unwrap()[12..]), (&[6, 4][..], &bits[..]));
+            let ids = Tensor::i32(vec![2], vec![2, 0]).unwrap();
+            let g = run(OpCall::Gather, &[&x, &ids]).unwrap();
+            assert_eq!(g.as_u16().unwrap(), [&bits[8..12], &bits[..4]].concat());
+            let r = run(OpCall::Reshape { shape: vec![12] }, &[&x]).unwrap();
+            assert_eq!((r.dtype(), r.as_u16().unwrap()), (x.dtype(), &bits[..]));
+            let f = Tensor::f32(vec![3, 4], vec![0.0; 12]).unwrap();
+            assert_eq!(run(OpCall::Concat { axis: 0 }, &[&x, &f]).unwrap_err().code(), gridbox_abi::ErrorCode::UnsupportedDType);
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! every other backend must reproduce these bits. `threads` only changes speed: work is split
 //! by output elements or rows, never inside a reduction.
 
+mod cast;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -9,10 +10,12 @@ mod layout;
 mod matmul;
 mod pool;
 mod reduce;
+mod rope;
 mod simd;
 #[cfg(test)]
 mod vectors;
 
+pub use cast::{bf16_to_f32, f16_to_f32};
 pub use conv::conv2d;
 pub use matmul::matmul;
 pub use reduce::{max_f32, sum_f32};
@@ -73,6 +76,9 @@ fn run(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: Workers<'_>
         OpCall::LayerNorm { eps } => reduce::layer_norm(input(0)?, input(1)?, Some(input(2)?), *eps, out, threads),
         OpCall::RmsNorm { eps } => reduce::layer_norm(input(0)?, input(1)?, None, *eps, out, threads),
         OpCall::Reduce { op, axis, .. } => reduce::reduce(*op, input(0)?, *axis, out, threads),
+        OpCall::Argmax => reduce::argmax(input(0)?, out, threads),
+        OpCall::Cast { .. } => cast::cast(input(0)?, out, threads),
+        OpCall::Rope { offset, theta } => rope::rope(input(0)?, *offset, *theta, out, threads),
         OpCall::Permute { perm } => layout::permute(input(0)?, perm, out, threads),
         OpCall::Reshape { .. } => layout::reshape(input(0)?, out),
         OpCall::Slice { axis, start, .. } => layout::slice(input(0)?, *axis, *start, out, threads),

@@ -110,6 +110,45 @@ pub(crate) fn reduce(op: ReduceOp, x: &Tensor, axis: i64, out: &TensorMeta, work
     Tensor::f32(out.shape.clone(), result)
 }
 
+/// The index of the largest of `xs` (not empty): scanning up from index 0, a later element takes
+/// over when it is NaN and the best so far is not, or when both are numbers and it is greater.
+/// So ties (+0.0 and -0.0 among them) go to the lowest index and the first NaN wins.
+pub(crate) fn argmax_row(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (index, &v) in xs.iter().enumerate().skip(1) {
+        let b = xs[best];
+        if b.is_nan() {
+            break;
+        }
+        if v.is_nan() || v > b {
+            best = index;
+        }
+    }
+    best
+}
+
+/// Argmax over the last axis: `[..., D]` f32 to `[...]` i32.
+pub(crate) fn argmax(x: &Tensor, out: &TensorMeta, workers: Workers<'_>) -> Result<Tensor, OpError> {
+    let data = x.as_f32().ok_or_else(|| OpError::UnsupportedDType("argmax takes f32".into()))?;
+    let row = x.shape().last().copied().filter(|&d| d > 0).ok_or_else(|| OpError::ShapeMismatch("argmax needs a last axis of 1 or more".into()))?;
+    let rows = data.len() / row;
+    if out.checked_len()? != rows || out.dtype != gridbox_abi::DType::I32 {
+        return Err(OpError::ShapeMismatch(format!("argmax output {:?} for input {:?}", out.shape, x.shape())));
+    }
+    let mut result = Vec::with_capacity(rows);
+    // About 64 Ki elements between checks of whether to stop (whole rows).
+    let per_check = (super::MIN_PARALLEL_ELEMENTS / row).max(1);
+    for (index, xs) in data.chunks_exact(row).enumerate() {
+        if index % per_check == 0 && workers.should_stop() {
+            break;
+        }
+        // The index is below 2^31: `OpCall::infer` refuses longer rows.
+        result.push(argmax_row(xs) as i32);
+    }
+    result.resize(rows, 0);
+    Tensor::i32(out.shape.clone(), result)
+}
+
 fn rows_of<'a>(x: &'a Tensor, out: &TensorMeta, what: &str) -> Result<(&'a [f32], usize), OpError> {
     let data = x.as_f32().ok_or_else(|| OpError::UnsupportedDType(format!("{what} takes f32")))?;
     if out.shape != x.shape() {
@@ -244,6 +283,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn argmax_takes_the_lowest_index_of_ties_and_the_first_nan() {
+        let nan = f32::NAN;
+        for (row, want) in [
+            (vec![1.0], 0),
+            (vec![1.0, 3.0, 3.0, 2.0], 1),
+            (vec![-0.0, 0.0], 0),
+            (vec![0.0, -0.0], 0),
+            (vec![f32::NEG_INFINITY, f32::NEG_INFINITY], 0),
+            (vec![f32::NEG_INFINITY, -f32::MAX], 1),
+            (vec![1.0, nan, f32::INFINITY, -nan], 1),
+            (vec![f32::INFINITY, 2.0, -nan], 2),
+            (vec![f32::from_bits(1), 0.0, f32::from_bits(2)], 2),
+        ] {
+            assert_eq!(argmax_row(&row), want, "{row:?}");
+        }
+        // Rows around the reduction width, against the spec's scan written out, in one call.
+        let mut xs = values(3 * 97);
+        xs[5] = nan;
+        xs[100] = xs[150];
+        let x = Tensor::f32(vec![3, 97], xs.clone()).unwrap();
+        let got = run(OpCall::Argmax, &[&x], 2);
+        assert_eq!(got.shape(), [3]);
+        let want: Vec<i32> = xs.chunks(97).map(|r| argmax_row(r) as i32).collect();
+        assert_eq!(got.as_i32().unwrap(), want);
+        assert_eq!(want[0], 5);
+        assert!(OpCall::Argmax.infer(&[Tensor::f32(vec![2, 0], vec![]).unwrap().meta()]).is_err());
+        assert!(OpCall::Argmax.infer(&[Tensor::f32(vec![], vec![1.0]).unwrap().meta()]).is_err());
     }
 
     #[test]

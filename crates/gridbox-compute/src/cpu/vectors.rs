@@ -21,6 +21,8 @@ fn parse_tensor(text: &str) -> Tensor {
     match dtype {
         "f32" => Tensor::f32(shape, words.into_iter().map(f32::from_bits).collect()).unwrap(),
         "i32" => Tensor::i32(shape, words.into_iter().map(|w| w as i32).collect()).unwrap(),
+        "f16" => Tensor::f16(shape, words.into_iter().map(|w| u16::try_from(w).unwrap()).collect()).unwrap(),
+        "bf16" => Tensor::bf16(shape, words.into_iter().map(|w| u16::try_from(w).unwrap()).collect()).unwrap(),
         other => panic!("dtype {other}"),
     }
 }
@@ -59,6 +61,7 @@ fn every_op_matches_the_numpy_oracle() {
         let context = || format!("case {number}: {op_name} {params:?} ({tolerance})");
         match (got.data(), want.data()) {
             (TensorData::I32(g), TensorData::I32(w)) => assert_eq!(g, w, "{}", context()),
+            (TensorData::F16(g), TensorData::F16(w)) | (TensorData::Bf16(g), TensorData::Bf16(w)) => assert_eq!(g, w, "{}", context()),
             (TensorData::F32(g), TensorData::F32(w)) => {
                 let scale = w.iter().filter(|v| v.is_finite()).fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
                 for (index, (&g, &w)) in g.iter().zip(w).enumerate() {

@@ -138,6 +138,108 @@ __device__ float gb_gelu(float x) {
     return x * s;
 }
 
+__device__ float gb_silu(float x) {
+    if (isnan(x)) return CANONICAL_NAN;
+    if (x == __int_as_float(0xff800000)) return -0.0f;
+    return x * gb_sigmoid(x);
+}
+
+// ---- math/trig.rs: sin and cos, argument reduced exactly in 128-bit integers ------------------
+
+__device__ const unsigned int TWO_OVER_PI[12] = {0x00000000u, 0xA2F9836Eu, 0x4E441529u, 0xFC2757D1u, 0xF534DDC0u, 0xDB629599u,
+                                                 0x3C439041u, 0xFE5163ABu, 0xDEBBC561u, 0xB7246E3Au, 0x424DD2E0u, 0x06492EEAu};
+
+__device__ void gb_reduce(float x, unsigned int* quadrant_out, float* r_hi, float* r_lo) {
+    unsigned int bits = __float_as_uint(x) & 0x7FFFFFFFu;
+    int e = (int)(bits >> 23) - 150;
+    unsigned long long m = (bits & 0x007FFFFFu) | 0x00800000u;
+    int start = e + 30;
+    int word = start / 32, shift = start % 32;
+    // The 96-bit window of 2/pi from bit e - 1, as three 32-bit words (most significant first),
+    // times m: the same integer as trig.rs's 128-bit product, in 32-bit limbs.
+    unsigned long long w[3];
+    for (int k = 0; k < 3; k++) {
+        unsigned long long pair = ((unsigned long long)TWO_OVER_PI[word + k] << 32) | TWO_OVER_PI[word + k + 1];
+        w[k] = (pair << shift) >> 32;
+    }
+    unsigned long long t = m * w[2];                     // product bits 0..31 (dropped) and a carry
+    t = m * w[1] + (t >> 32);
+    unsigned long long low32 = t & 0xFFFFFFFFull;        // bits 32..63
+    t = m * w[0] + (t >> 32);
+    unsigned long long l1 = t & 0xFFFFFFFFull;           // bits 64..95
+    // product bits: l1 = 64..95, low32 = 32..63.
+    unsigned int quadrant = (unsigned int)(l1 >> 30) & 3u;
+    long long fraction = (long long)(((l1 & 0x3FFFFFFFull) << 32) | low32);
+    if (fraction >= (1ll << 61)) {
+        fraction -= (1ll << 62);
+        quadrant += 1;
+    }
+    float hi = __ll2float_rn(fraction);
+    float lo = __ll2float_rn(fraction - (long long)hi);
+    const float PIO2_HI = __int_as_float(0x20C90FDB), PIO2_LO = __int_as_float(0x943BBD2E);
+    float p = hi * PIO2_HI;
+    float err = fmaf(hi, PIO2_HI, -p) + (hi * PIO2_LO + lo * PIO2_HI);
+    float rh = p + err;
+    float rl = err - (rh - p);
+    if (x < 0.0f) {
+        *quadrant_out = (4u - (quadrant & 3u)) & 3u;
+        *r_hi = -rh;
+        *r_lo = -rl;
+    } else {
+        *quadrant_out = quadrant & 3u;
+        *r_hi = rh;
+        *r_lo = rl;
+    }
+}
+
+__device__ __forceinline__ float gb_sin_kernel(float r, float r_lo) {
+    float z = r * r;
+    float s = __int_as_float(0x2F309231);
+    s = fmaf(s, z, __int_as_float(0xB2D7322B));
+    s = fmaf(s, z, __int_as_float(0x3638EF1D));
+    s = fmaf(s, z, __int_as_float(0xB9500D01));
+    s = fmaf(s, z, __int_as_float(0x3C088889));
+    s = fmaf(s, z, __int_as_float(0xBE2AAAAB));
+    return r + fmaf(r, z * s, r_lo);
+}
+
+__device__ __forceinline__ float gb_cos_kernel(float r, float r_lo) {
+    float z = r * r;
+    float c = __int_as_float(0xAD49CBA5);
+    c = fmaf(c, z, __int_as_float(0x310F76C7));
+    c = fmaf(c, z, __int_as_float(0xB493F27E));
+    c = fmaf(c, z, __int_as_float(0x37D00D01));
+    c = fmaf(c, z, __int_as_float(0xBAB60B61));
+    c = fmaf(c, z, __int_as_float(0x3D2AAAAB));
+    float hz = 0.5f * z;
+    float w = 1.0f - hz;
+    return w + (((1.0f - w) - hz) + (z * (z * c) - r * r_lo));
+}
+
+__device__ void gb_sincos(float x, float* sin_out, float* cos_out) {
+    if (!isfinite(x)) {
+        *sin_out = CANONICAL_NAN;
+        *cos_out = CANONICAL_NAN;
+        return;
+    }
+    unsigned int a = __float_as_uint(x) & 0x7FFFFFFFu;
+    if (a < 0x39800000u) {
+        *sin_out = x;
+        *cos_out = 1.0f;
+        return;
+    }
+    unsigned int quadrant = 0;
+    float r = x, r_lo = 0.0f;
+    if (a >= 0x3F490FDBu) gb_reduce(x, &quadrant, &r, &r_lo);
+    float s = gb_sin_kernel(r, r_lo), c = gb_cos_kernel(r, r_lo);
+    switch (quadrant) {
+        case 0: *sin_out = s; *cos_out = c; break;
+        case 1: *sin_out = c; *cos_out = -s; break;
+        case 2: *sin_out = -s; *cos_out = -c; break;
+        default: *sin_out = -c; *cos_out = s; break;
+    }
+}
+
 // ---- elementwise ----------------------------------------------------------------------------
 
 // Unary op codes: the order of UnaryOp in ops.rs.
@@ -150,7 +252,8 @@ __device__ float apply_unary(int op, float x) {
         case 4: return gb_tanh(x);
         case 5: return gb_exp(x);
         case 6: return gb_log(x);
-        default: return canon(sqrtf(x));
+        case 7: return canon(sqrtf(x));
+        default: return gb_silu(x);
     }
 }
 
@@ -179,6 +282,36 @@ __global__ void binary_f32(float* out, const float* a, const float* b, unsigned 
             default: r = x / y; break;
         }
         out[i] = canon(r);
+    }
+}
+
+// ---- rope (cpu/rope.rs): one thread per (row, pair) ------------------------------------------
+
+__device__ float rope_frequency(unsigned long long i, unsigned long long d, float theta) {
+    float two_i = (float)(2 * i), df = (float)d;
+    float e = two_i / df;
+    float eq = fmaf(-e, df, two_i) / df;
+    float l = gb_log(theta);
+    float c = fmaf(theta, gb_exp(-l), -1.0f);
+    float w = e * l;
+    float ew = fmaf(e, l, -w) + (e * c + eq * l);
+    float v = gb_exp(-w);
+    return fmaf(v, -ew, v);
+}
+
+// x is [rows, D] with rows = leading * T; row r is at position offset + r % T.
+__global__ void rope_f32(float* out, const float* x, unsigned long long rows, unsigned long long t_len, unsigned long long d,
+                         unsigned int offset, float theta) {
+    unsigned long long half = d / 2, n = rows * half;
+    for (unsigned long long k = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; k < n; k += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long row = k / half, i = k % half;
+        unsigned int position = offset + (unsigned int)(row % t_len);
+        float s, c;
+        gb_sincos((float)position * rope_frequency(i, d, theta), &s, &c);
+        const float* xs = x + row * d;
+        float x1 = xs[i], x2 = xs[i + half];
+        out[row * d + i] = canon(x1 * c - x2 * s);
+        out[row * d + i + half] = canon(x2 * c + x1 * s);
     }
 }
 
@@ -237,6 +370,41 @@ __global__ void softmax_f32(float* out, const float* x, unsigned long long rows,
     for (unsigned long long k = lane; k < n; k += 32) ys[k] = canon(ys[k] / s);
 }
 
+// Whether (a, ia) beats (b, ib) in argmax's order: NaN above every number, numbers by value
+// (+0.0 and -0.0 equal), ties to the lower index. It is a total order on distinct indices, so
+// any reduction order finds the element the CPU's scan from index 0 finds.
+__device__ __forceinline__ bool argmax_beats(float a, unsigned long long ia, float b, unsigned long long ib) {
+    bool an = isnan(a), bn = isnan(b);
+    if (an != bn) return an;
+    if (!an && a != b) return a > b;
+    return ia < ib;
+}
+
+// Argmax over rows of length n (n >= 1); one warp per row.
+__global__ void argmax_f32(int* out, const float* x, unsigned long long rows, unsigned long long n) {
+    unsigned long long row = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float* xs = x + row * n;
+    float best = CANONICAL_NAN;
+    unsigned long long at = ~0ull;
+    for (unsigned long long k = lane; k < n; k += 32) {
+        if (at == ~0ull || argmax_beats(xs[k], k, best, at)) {
+            best = xs[k];
+            at = k;
+        }
+    }
+    for (int s = 16; s > 0; s >>= 1) {
+        float other = __shfl_down_sync(FULL_MASK, best, s);
+        unsigned long long other_at = __shfl_down_sync(FULL_MASK, at, s);
+        if (other_at != ~0ull && (at == ~0ull || argmax_beats(other, other_at, best, at))) {
+            best = other;
+            at = other_at;
+        }
+    }
+    if (lane == 0) out[row] = (int)at;
+}
+
 // Layer norm (beta != null) or RMS norm (beta == null) over rows of length n.
 __global__ void norm_f32(float* out, const float* x, const float* gamma, const float* beta, unsigned long long rows, unsigned long long n, float eps) {
     unsigned long long row = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
@@ -263,10 +431,13 @@ __global__ void norm_f32(float* out, const float* x, const float* gamma, const f
     }
 }
 
-// ---- layout (32-bit words: f32 and i32 alike) ------------------------------------------------
+// ---- layout (32-bit words: f32 and i32 alike; 16-bit words: f16 and bf16) -----------------
+
+}  // extern "C": the templates below have C++ linkage; the kernels that call them do not.
 
 // out[i] = x[offset(i)] where offset decodes i over `shape.dims` with `shape.strides_a`.
-__global__ void permute_u32(unsigned int* out, const unsigned int* x, unsigned long long n, Shape shape) {
+template <typename T>
+__device__ __forceinline__ void permute_words(T* out, const T* x, unsigned long long n, const Shape& shape) {
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
         unsigned long long rest = i, at = 0;
         for (int d = shape.rank - 1; d >= 0; d--) {
@@ -278,8 +449,10 @@ __global__ void permute_u32(unsigned int* out, const unsigned int* x, unsigned l
 }
 
 // For o < outer, r < block: dst[o * dst_stride + dst_offset + r] = src[o * src_stride + src_offset + r].
-__global__ void copy_blocks_u32(unsigned int* dst, const unsigned int* src, unsigned long long outer, unsigned long long block,
-                                unsigned long long dst_stride, unsigned long long dst_offset, unsigned long long src_stride, unsigned long long src_offset) {
+template <typename T>
+__device__ __forceinline__ void copy_blocks_words(T* dst, const T* src, unsigned long long outer, unsigned long long block,
+                                                  unsigned long long dst_stride, unsigned long long dst_offset, unsigned long long src_stride,
+                                                  unsigned long long src_offset) {
     unsigned long long n = outer * block;
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
         unsigned long long o = i / block, r = i % block;
@@ -288,11 +461,52 @@ __global__ void copy_blocks_u32(unsigned int* dst, const unsigned int* src, unsi
 }
 
 // Rows of a table picked by indices already checked on the host.
-__global__ void gather_u32(unsigned int* out, const unsigned int* table, const int* ids, unsigned long long count, unsigned long long row) {
+template <typename T>
+__device__ __forceinline__ void gather_words(T* out, const T* table, const int* ids, unsigned long long count, unsigned long long row) {
     unsigned long long n = count * row;
     for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
         unsigned long long q = i / row, r = i % row;
         out[i] = table[(unsigned long long)ids[q] * row + r];
+    }
+}
+
+extern "C" {
+
+__global__ void permute_u32(unsigned int* out, const unsigned int* x, unsigned long long n, Shape shape) { permute_words(out, x, n, shape); }
+__global__ void permute_u16(unsigned short* out, const unsigned short* x, unsigned long long n, Shape shape) { permute_words(out, x, n, shape); }
+
+__global__ void copy_blocks_u32(unsigned int* dst, const unsigned int* src, unsigned long long outer, unsigned long long block,
+                                unsigned long long dst_stride, unsigned long long dst_offset, unsigned long long src_stride, unsigned long long src_offset) {
+    copy_blocks_words(dst, src, outer, block, dst_stride, dst_offset, src_stride, src_offset);
+}
+__global__ void copy_blocks_u16(unsigned short* dst, const unsigned short* src, unsigned long long outer, unsigned long long block,
+                                unsigned long long dst_stride, unsigned long long dst_offset, unsigned long long src_stride, unsigned long long src_offset) {
+    copy_blocks_words(dst, src, outer, block, dst_stride, dst_offset, src_stride, src_offset);
+}
+
+__global__ void gather_u32(unsigned int* out, const unsigned int* table, const int* ids, unsigned long long count, unsigned long long row) {
+    gather_words(out, table, ids, count, row);
+}
+__global__ void gather_u16(unsigned short* out, const unsigned short* table, const int* ids, unsigned long long count, unsigned long long row) {
+    gather_words(out, table, ids, count, row);
+}
+
+// ---- cast: f16 (kind 0) or bf16 (kind 1) bit patterns to f32, exactly (cpu/cast.rs) ----------
+
+__device__ __forceinline__ float f16_to_f32(unsigned int h) {
+    unsigned int sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
+    if (e == 0x1Fu) return m == 0 ? __uint_as_float(sign | 0x7F800000u) : CANONICAL_NAN;
+    if (e == 0) return __uint_as_float(sign | __float_as_uint((float)m * __uint_as_float(0x33800000u)));
+    return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+__device__ __forceinline__ float bf16_to_f32(unsigned int b) {
+    return (b & 0x7FFFu) > 0x7F80u ? CANONICAL_NAN : __uint_as_float(b << 16);
+}
+
+__global__ void cast_half_f32(float* out, const unsigned short* x, unsigned long long n, int kind) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += (unsigned long long)gridDim.x * blockDim.x) {
+        out[i] = kind == 0 ? f16_to_f32(x[i]) : bf16_to_f32(x[i]);
     }
 }
 

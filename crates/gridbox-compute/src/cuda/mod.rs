@@ -28,8 +28,14 @@ use crate::tensor::{Tensor, TensorData, TensorMeta};
 /// The kernels' source, compiled by NVRTC.
 pub const KERNELS_SOURCE: &str = include_str!("kernels.cu");
 
-const KERNEL_NAMES: [&str; 11] = [
+const KERNEL_NAMES: [&str; 17] = [
     "unary_f32",
+    "rope_f32",
+    "argmax_f32",
+    "cast_half_f32",
+    "permute_u16",
+    "copy_blocks_u16",
+    "gather_u16",
     "binary_f32",
     "reduce_f32",
     "softmax_f32",
@@ -156,7 +162,9 @@ impl GpuDevice for CudaDevice {
     }
 }
 
-/// A tensor in device memory, as 32-bit words (f32 bits or i32).
+/// A tensor in device memory, as 32-bit words: f32 bits or i32, or two f16 or bf16 elements a
+/// word (little-endian: element `2i` in the low half of word `i`), which kernels read as 16-bit
+/// words.
 pub struct DeviceTensor {
     meta: TensorMeta,
     data: CudaSlice<u32>,
@@ -169,7 +177,7 @@ impl DeviceTensorMeta for DeviceTensor {
 }
 
 impl DeviceTensor {
-    /// The elements as 32-bit words in device memory.
+    /// The elements as 32-bit words in device memory (two a word for 2-byte dtypes).
     pub fn words(&self) -> &CudaSlice<u32> {
         &self.data
     }
@@ -252,7 +260,13 @@ impl CudaJob {
         self.device.functions.get(name).ok_or(CudaError::Internal("a kernel is not loaded"))
     }
 
-    /// Uninitialised device memory for `meta`; every kernel writes all of it.
+    /// The layout kernel `name` (`permute`, `copy_blocks`, `gather`) for `dtype`'s element width.
+    fn layout_function(&self, name: &'static str, dtype: DType) -> Result<&CudaFunction, CudaError> {
+        let width = if dtype.size() == 2 { "u16" } else { "u32" };
+        self.function(&format!("{name}_{width}"))
+    }
+
+    /// Uninitialised device memory for `len` 32-bit words; every kernel writes all of it.
     fn alloc(&self, len: usize) -> Result<CudaSlice<u32>, CudaError> {
         // SAFETY: the memory is written in full by the kernel that produces the tensor before
         // anything reads it (same stream).
@@ -267,6 +281,9 @@ impl GpuJob for CudaJob {
         let words: Vec<u32> = match tensor.data() {
             TensorData::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
             TensorData::I32(v) => v.iter().map(|&x| x as u32).collect(),
+            TensorData::F16(v) | TensorData::Bf16(v) => {
+                v.chunks(2).map(|pair| u32::from(pair[0]) | u32::from(pair.get(1).copied().unwrap_or(0)) << 16).collect()
+            }
         };
         let data = if words.is_empty() { self.alloc(0)? } else { self.stream.clone_htod(&words).map_err(driver)? };
         Ok(DeviceTensor { meta: tensor.meta(), data })
@@ -275,9 +292,12 @@ impl GpuJob for CudaJob {
     fn download(&self, tensor: &DeviceTensor) -> Result<Tensor, CudaError> {
         let len = tensor.meta.checked_len().map_err(|_| CudaError::Internal("a device tensor's size overflows"))?;
         let mut words = self.stream.clone_dtoh(&tensor.data).map_err(driver)?;
+        let halves = |words: Vec<u32>| -> Vec<u16> { words.into_iter().flat_map(|w| [w as u16, (w >> 16) as u16]).take(len).collect() };
         words.truncate(len);
         let data = match tensor.meta.dtype {
             DType::I32 => TensorData::I32(words.into_iter().map(|w| w as i32).collect()),
+            DType::F16 => TensorData::F16(halves(words)),
+            DType::BF16 => TensorData::Bf16(halves(words)),
             _ => TensorData::F32(words.into_iter().map(f32::from_bits).collect()),
         };
         Tensor::new(tensor.meta.shape.clone(), data).map_err(|_| CudaError::Internal("a device tensor does not fill its shape"))
@@ -286,7 +306,9 @@ impl GpuJob for CudaJob {
     fn execute(&self, call: &OpCall, inputs: &[&DeviceTensor], out: &TensorMeta) -> Result<DeviceTensor, ExecError> {
         let len = out.checked_len()?;
         let input = |i: usize| inputs.get(i).copied().ok_or_else(|| OpError::InvalidParameter(format!("missing input {i}")));
-        let mut result = self.alloc(len)?;
+        // 32-bit words: one element each, or two of a 2-byte dtype.
+        let mut result = self.alloc(words_for(out.dtype, len))?;
+        let layout = |name: &'static str| self.layout_function(name, out.dtype);
         let n = len as u64;
         let stream = &self.stream;
         // SAFETY (every launch below): the arguments match the kernel's C signature in
@@ -350,6 +372,21 @@ impl GpuJob for CudaJob {
                             .map_err(driver)?;
                     }
                 }
+                OpCall::Argmax => {
+                    let x = input(0)?;
+                    let row = x.meta.shape.last().copied().unwrap_or(1) as u64;
+                    // `OpCall::infer` refuses an empty last axis; the output has one index per row.
+                    if n > 0 && row > 0 {
+                        stream
+                            .launch_builder(self.function("argmax_f32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&n)
+                            .arg(&row)
+                            .launch(grid_for(n * 32))
+                            .map_err(driver)?;
+                    }
+                }
                 OpCall::Softmax | OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => {
                     let x = input(0)?;
                     let row = x.meta.shape.last().copied().unwrap_or(1) as u64;
@@ -403,14 +440,7 @@ impl GpuJob for CudaJob {
                     let permuted: Vec<usize> = perm.iter().map(|&p| strides.get(p as usize).copied().unwrap_or(0)).collect();
                     let params = Shape::new(&out.shape, &permuted, &[])?;
                     if len > 0 {
-                        stream
-                            .launch_builder(self.function("permute_u32")?)
-                            .arg(&mut result)
-                            .arg(&x.data)
-                            .arg(&n)
-                            .arg(&params)
-                            .launch(grid_for(n))
-                            .map_err(driver)?;
+                        stream.launch_builder(layout("permute")?).arg(&mut result).arg(&x.data).arg(&n).arg(&params).launch(grid_for(n)).map_err(driver)?;
                     }
                 }
                 OpCall::Reshape { .. } => {
@@ -427,7 +457,7 @@ impl GpuJob for CudaJob {
                     let (block, src_stride, src_offset, zero) = (taken * inner, x.meta.shape[axis] as u64 * inner, *start as u64 * inner, 0u64);
                     if len > 0 {
                         stream
-                            .launch_builder(self.function("copy_blocks_u32")?)
+                            .launch_builder(layout("copy_blocks")?)
                             .arg(&mut result)
                             .arg(&x.data)
                             .arg(&outer)
@@ -451,7 +481,7 @@ impl GpuJob for CudaJob {
                         let zero = 0u64;
                         if outer * block > 0 {
                             stream
-                                .launch_builder(self.function("copy_blocks_u32")?)
+                                .launch_builder(layout("copy_blocks")?)
                                 .arg(&mut result)
                                 .arg(&x.data)
                                 .arg(&outer)
@@ -480,12 +510,50 @@ impl GpuJob for CudaJob {
                     let count = host_ids.len() as u64;
                     if len > 0 {
                         stream
-                            .launch_builder(self.function("gather_u32")?)
+                            .launch_builder(layout("gather")?)
                             .arg(&mut result)
                             .arg(&table.data)
                             .arg(&ids.data)
                             .arg(&count)
                             .arg(&row)
+                            .launch(grid_for(n))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Rope { offset, theta } => {
+                    let x = input(0)?;
+                    let rank = x.meta.shape.len();
+                    let (t_len, d) = (x.meta.shape[rank - 2] as u64, x.meta.shape[rank - 1] as u64);
+                    // `OpCall::infer` checked rank >= 2, D even and the positions; an empty x has no kernel.
+                    let rows = n.checked_div(d).unwrap_or(0);
+                    if rows > 0 && d > 0 && t_len > 0 {
+                        stream
+                            .launch_builder(self.function("rope_f32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&rows)
+                            .arg(&t_len)
+                            .arg(&d)
+                            .arg(offset)
+                            .arg(theta)
+                            .launch(grid_for(rows * (d / 2)))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Cast { .. } => {
+                    let x = input(0)?;
+                    let kind: i32 = match x.meta.dtype {
+                        DType::F16 => 0,
+                        DType::BF16 => 1,
+                        other => return Err(OpError::UnsupportedDType(format!("cast converts f16 and bf16, not {}", other.name())).into()),
+                    };
+                    if len > 0 {
+                        stream
+                            .launch_builder(self.function("cast_half_f32")?)
+                            .arg(&mut result)
+                            .arg(&x.data)
+                            .arg(&n)
+                            .arg(&kind)
                             .launch(grid_for(n))
                             .map_err(driver)?;
                     }
@@ -572,6 +640,11 @@ impl CudaJob {
     }
 }
 
+/// 32-bit words holding `len` elements of `dtype`.
+fn words_for(dtype: DType, len: usize) -> usize {
+    if dtype.size() == 2 { len.div_ceil(2) } else { len }
+}
+
 fn unary_code(op: UnaryOp) -> i32 {
     match op {
         UnaryOp::Neg => 0,
@@ -582,6 +655,7 @@ fn unary_code(op: UnaryOp) -> i32 {
         UnaryOp::Exp => 5,
         UnaryOp::Log => 6,
         UnaryOp::Sqrt => 7,
+        UnaryOp::Silu => 8,
     }
 }
 
@@ -595,209 +669,4 @@ fn binary_code(op: BinaryOp) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The cross-backend suite: every op on CUDA against the CPU reference, bit for bit, over
-    //! edge sizes and special values. Without a GPU each test prints one line saying it was
-    //! skipped and checks nothing; kernel compilation needs only NVRTC, which CI installs.
-
-    use super::*;
-    use crate::cpu;
-    use gridbox_abi::Op;
-
-    /// The device, or a printed reason to skip.
-    fn device(test: &str) -> Option<Arc<CudaDevice>> {
-        match CudaDevice::open(0) {
-            Ok(device) => Some(device),
-            Err(why) => {
-                println!("SKIPPED {test}: no CUDA device ({why}); nothing was checked");
-                None
-            }
-        }
-    }
-
-    #[test]
-    fn kernels_compile_with_nvrtc() {
-        let required = std::env::var_os("GRIDBOX_REQUIRE_NVRTC").is_some();
-        for arch in ["compute_80", "compute_90"] {
-            match compile_kernels(arch) {
-                Ok(_) => println!("kernels compiled for {arch}"),
-                Err(CudaError::LibraryMissing(lib)) if !required => {
-                    println!("SKIPPED kernels_compile_with_nvrtc: {lib} is not installed; set GRIDBOX_REQUIRE_NVRTC=1 to make this a failure");
-                    return;
-                }
-                Err(e) => panic!("{arch}: {e}"),
-            }
-        }
-    }
-
-    /// A deterministic generator of awkward f32 values: mostly ordinary, some special.
-    struct Values(u64);
-
-    impl Values {
-        fn next_u32(&mut self) -> u32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 16) as u32
-        }
-
-        fn ordinary(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| (self.next_u32() % 20_000) as f32 / 1000.0 - 10.0).collect()
-        }
-
-        fn any_bits(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| f32::from_bits(self.next_u32())).collect()
-        }
-    }
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.to_le_bytes().chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    }
-
-    /// Runs `call` on both backends and compares every bit.
-    fn same(job: &CudaJob, call: &OpCall, inputs: &[&Tensor], what: &str) {
-        let metas: Vec<TensorMeta> = inputs.iter().map(|t| t.meta()).collect();
-        let out = call.infer(&metas).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let want = cpu::execute(call, inputs, &out, 2);
-        let device: Vec<DeviceTensor> = inputs.iter().map(|t| job.upload(t).unwrap()).collect();
-        let refs: Vec<&DeviceTensor> = device.iter().collect();
-        let got = job.execute(call, &refs, &out);
-        match (want, got) {
-            (Ok(want), Ok(got)) => {
-                let got = job.download(&got).unwrap();
-                let (w, g) = (bits(&want), bits(&got));
-                if let Some(i) = (0..w.len()).find(|&i| w[i] != g[i]) {
-                    panic!("{what}: element {i} of {}: cpu {:08x} ({:e}), cuda {:08x} ({:e})", w.len(), w[i], f32::from_bits(w[i]), g[i], f32::from_bits(g[i]));
-                }
-            }
-            // The same code and the same detail: a job's `last_error` must not tell backends apart.
-            (Err(w), Err(ExecError::Op(g))) => assert_eq!(w, g, "{what}"),
-            (w, g) => panic!("{what}: cpu {:?}, cuda {:?}", w.map(|_| ()), g.map(|_| ())),
-        }
-    }
-
-    #[test]
-    fn elementwise_and_transcendentals_match_bit_for_bit() {
-        let Some(device) = device("elementwise_and_transcendentals_match_bit_for_bit") else { return };
-        let job = device.new_job().unwrap();
-        let mut values = Values(1);
-        let mut all = values.any_bits(1 << 20);
-        all.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, 1e-45, -1e-45, 88.7, -103.9, 9.0, -9.5, 10.0, -20.0]);
-        all.extend(values.ordinary(1 << 16));
-        let x = Tensor::f32(vec![all.len()], all).unwrap();
-        for op in [UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Gelu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Sqrt] {
-            same(&job, &OpCall::Unary(op), &[&x], &format!("{op:?}"));
-        }
-        for (sa, sb) in [(vec![0], vec![0]), (vec![1], vec![1]), (vec![97], vec![97]), (vec![3, 1, 33], vec![4, 1]), (vec![1], vec![65]), (vec![2, 31], vec![])]
-        {
-            let a = Tensor::f32(sa.clone(), values.any_bits(sa.iter().product())).unwrap();
-            let b = Tensor::f32(sb.clone(), values.ordinary(sb.iter().product())).unwrap();
-            for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
-                same(&job, &OpCall::Binary(op), &[&a, &b], &format!("{op:?} {sa:?} {sb:?}"));
-            }
-        }
-    }
-
-    #[test]
-    fn reductions_softmax_and_norms_match_bit_for_bit() {
-        let Some(device) = device("reductions_softmax_and_norms_match_bit_for_bit") else { return };
-        let job = device.new_job().unwrap();
-        let mut values = Values(2);
-        for shape in [vec![0, 5], vec![1], vec![31], vec![32], vec![33], vec![7, 1000], vec![3, 65, 5], vec![2, 4097]] {
-            let x = Tensor::f32(shape.clone(), values.ordinary(shape.iter().product())).unwrap();
-            for axis in -1..shape.len() as i64 {
-                for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
-                    same(&job, &OpCall::Reduce { op, axis, keepdims: false }, &[&x], &format!("{op:?} axis {axis} of {shape:?}"));
-                }
-            }
-            let d = *shape.last().unwrap();
-            let gamma = Tensor::f32(vec![d], values.ordinary(d)).unwrap();
-            let beta = Tensor::f32(vec![d], values.ordinary(d)).unwrap();
-            same(&job, &OpCall::Softmax, &[&x], &format!("softmax {shape:?}"));
-            same(&job, &OpCall::LayerNorm { eps: 1e-5 }, &[&x, &gamma, &beta], &format!("layer_norm {shape:?}"));
-            same(&job, &OpCall::RmsNorm { eps: 1e-6 }, &[&x, &gamma], &format!("rms_norm {shape:?}"));
-        }
-        let special = Tensor::f32(vec![2, 3], vec![f32::NEG_INFINITY, 0.0, f32::NAN, -0.0, 0.0, f32::INFINITY]).unwrap();
-        same(&job, &OpCall::Softmax, &[&special], "softmax specials");
-        same(&job, &OpCall::Reduce { op: ReduceOp::Max, axis: 1, keepdims: true }, &[&special], "max specials");
-    }
-
-    #[test]
-    fn matmul_and_conv2d_match_bit_for_bit_at_edge_sizes() {
-        let Some(device) = device("matmul_and_conv2d_match_bit_for_bit_at_edge_sizes") else { return };
-        let job = device.new_job().unwrap();
-        let mut values = Values(3);
-        for &m in &[0usize, 1, 7, 127, 128, 129, 257] {
-            for &k in &[0usize, 1, 8, 9, 20, 255, 260] {
-                for &n in &[1usize, 4, 33, 128, 130, 132] {
-                    let mut a = values.ordinary(m * k);
-                    a.iter_mut().step_by(7).for_each(|v| *v = -0.0);
-                    let a = Tensor::f32(vec![m, k], a).unwrap();
-                    let b = Tensor::f32(vec![k, n], values.ordinary(k * n)).unwrap();
-                    same(&job, &OpCall::Matmul, &[&a, &b], &format!("matmul {m}x{k}x{n}"));
-                }
-            }
-        }
-        let a = Tensor::f32(vec![2, 1, 5, 7], values.any_bits(70)).unwrap();
-        let b = Tensor::f32(vec![3, 7, 9], values.ordinary(189)).unwrap();
-        same(&job, &OpCall::Matmul, &[&a, &b], "batched matmul with special values");
-        for (x_shape, w_shape, params) in [
-            (vec![1, 1, 5, 5], vec![2, 1, 3, 3], [1, 1, 0, 0]),
-            (vec![2, 3, 7, 6], vec![4, 3, 2, 3], [2, 1, 1, 2]),
-            (vec![1, 2, 4, 4], vec![1, 2, 4, 4], [1, 1, 0, 0]),
-            (vec![1, 1, 1, 1], vec![3, 1, 1, 1], [3, 3, 2, 2]),
-        ] {
-            let x = Tensor::f32(x_shape.clone(), values.ordinary(x_shape.iter().product())).unwrap();
-            let w = Tensor::f32(w_shape.clone(), values.ordinary(w_shape.iter().product())).unwrap();
-            let bias = Tensor::f32(vec![w_shape[0]], values.ordinary(w_shape[0])).unwrap();
-            let call = OpCall::decode(Op::Conv2d, &params.map(|p| p as i64), 3).unwrap();
-            same(&job, &call, &[&x, &w, &bias], &format!("conv2d {x_shape:?} {w_shape:?} {params:?}"));
-            let call = OpCall::decode(Op::Conv2d, &params.map(|p| p as i64), 2).unwrap();
-            same(&job, &call, &[&x, &w], &format!("conv2d without bias {x_shape:?}"));
-        }
-    }
-
-    #[test]
-    fn layout_ops_match_and_bad_gathers_are_codes() {
-        let Some(device) = device("layout_ops_match_and_bad_gathers_are_codes") else { return };
-        let job = device.new_job().unwrap();
-        let mut values = Values(4);
-        let x = Tensor::f32(vec![2, 3, 5], values.any_bits(30)).unwrap();
-        same(&job, &OpCall::Permute { perm: vec![2, 0, 1] }, &[&x], "permute");
-        same(&job, &OpCall::Reshape { shape: vec![5, 6] }, &[&x], "reshape");
-        same(&job, &OpCall::Slice { axis: 2, start: 1, end: 4 }, &[&x], "slice");
-        same(&job, &OpCall::Slice { axis: 0, start: 1, end: 1 }, &[&x], "empty slice");
-        let y = Tensor::f32(vec![2, 1, 5], values.ordinary(10)).unwrap();
-        same(&job, &OpCall::Concat { axis: 1 }, &[&x, &y, &x], "concat");
-        let ids = Tensor::i32(vec![2, 2], vec![1, 0, 1, 1]).unwrap();
-        same(&job, &OpCall::Gather, &[&x, &ids], "gather");
-        // Two bad indices: both backends name the first in row-major order (position 1, -1).
-        let bad = Tensor::i32(vec![2, 2], vec![1, -1, 2, 0]).unwrap();
-        same(&job, &OpCall::Gather, &[&x, &bad], "gather out of range");
-        let ints = Tensor::i32(vec![3, 4], (0..12).collect()).unwrap();
-        same(&job, &OpCall::Permute { perm: vec![1, 0] }, &[&ints], "permute i32");
-    }
-
-    #[test]
-    fn a_job_never_sees_what_an_earlier_job_left_on_the_device() {
-        let Some(device) = device("a_job_never_sees_what_an_earlier_job_left_on_the_device") else { return };
-        // An earlier job fills and frees a large poisoned buffer...
-        {
-            let earlier = device.new_job().unwrap();
-            let poison = Tensor::f32(vec![1 << 24], vec![f32::from_bits(0x7FBA_DBAD); 1 << 24]).unwrap();
-            let held = earlier.upload(&poison).unwrap();
-            drop(held);
-            earlier.stream.synchronize().unwrap();
-        }
-        // ...and a later job's outputs, which reuse that memory, hold only what it computed.
-        let job = device.new_job().unwrap();
-        let mut values = Values(5);
-        let a = Tensor::f32(vec![300, 200], values.ordinary(60_000)).unwrap();
-        let b = Tensor::f32(vec![200, 300], values.ordinary(60_000)).unwrap();
-        for _ in 0..4 {
-            same(&job, &OpCall::Matmul, &[&a, &b], "matmul after a poisoned job");
-            same(&job, &OpCall::Unary(UnaryOp::Exp), &[&a], "exp after a poisoned job");
-            same(&job, &OpCall::Reduce { op: ReduceOp::Sum, axis: 0, keepdims: false }, &[&a], "sum after a poisoned job");
-        }
-    }
-}
+mod tests;

@@ -60,6 +60,122 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     rounded(sigmoid64(x), || relative(sigmoid_dd(Dd::from(x))))
 }
 
+/// x / (1 + e^-x) (SiLU), correctly rounded to f32.
+pub(crate) fn silu(x: f32) -> f32 {
+    let x = f64::from(x);
+    if x == f64::NEG_INFINITY {
+        // x * sigmoid(x) is -inf * 0 in f64; the limit is -0.
+        return -0.0;
+    }
+    rounded(x * sigmoid64(x), || {
+        if x.abs() < 2f64.powi(-64) {
+            // silu x = x/2 + x^2/4 - x^4/48 + ...: at a subnormal odd x, x/2 is an f32 midpoint exactly and only x^2/4
+            // (exact in f64) decides, far below double-double's relative error; the series' error is O(x^4).
+            let q = (x * x) / 4.0;
+            (Dd { hi: x / 2.0, lo: q }, q * 2f64.powi(-100))
+        } else {
+            relative(Dd::from(x).mul(sigmoid_dd(Dd::from(x))))
+        }
+    })
+}
+
+/// sin x, correctly rounded to f32 (NaN for infinities).
+pub(crate) fn sin(x: f32) -> f32 {
+    rounded(f64::from(x).sin(), || relative(sincos_dd(x).0))
+}
+
+/// cos x, correctly rounded to f32 (NaN for infinities).
+pub(crate) fn cos(x: f32) -> f32 {
+    rounded(f64::from(x).cos(), || relative(sincos_dd(x).1))
+}
+
+/// 2/pi to 352 bits after one zero word (word `k >= 1` holds bits `32(k-1)+1 ..= 32k`), from mpmath; math::trig's tests
+/// check that its own table is the same.
+pub(crate) const TWO_OVER_PI: [u32; 12] = [
+    0x0000_0000,
+    0xA2F9_836E,
+    0x4E44_1529,
+    0xFC27_57D1,
+    0xF534_DDC0,
+    0xDB62_9599,
+    0x3C43_9041,
+    0xFE51_63AB,
+    0xDEBB_C561,
+    0xB724_6E3A,
+    0x424D_D2E0,
+    0x0649_2EEA,
+];
+
+/// pi/2 to 106 bits.
+const PIO2: Dd = Dd { hi: core::f64::consts::FRAC_PI_2, lo: 6.123_233_995_736_766e-17 };
+
+/// `x = (q + f) pi/2`, `|f| <= 1/2`: `(q mod 4, f pi/2)` in double-double. `|x| * 2/pi` is formed exactly in integers
+/// from 160 bits of 2/pi (the bits left out weigh less than 2^-134 quarter turns; f keeps 126 bits), so even where
+/// `f` is ~2^-32 (f32 inputs closest to a multiple of pi/2) it is good to ~2^-94 relative.
+fn reduce_dd(x: f32) -> (u32, Dd) {
+    let a = x.abs();
+    if a < core::f32::consts::FRAC_PI_4 {
+        return (0, Dd::from(f64::from(x)));
+    }
+    let bits = a.to_bits();
+    let e = (bits >> 23) as i32 - 150;
+    let m = u64::from((bits & 0x007F_FFFF) | 0x0080_0000);
+    let start = (e + 30) as usize;
+    let (word, shift) = (start / 32, start % 32);
+    // 160 bits of 2/pi from bit e - 1, as five limbs, most significant first.
+    let limb = |k: usize| {
+        let hi = u64::from(TWO_OVER_PI[word + k]) << 32 | u64::from(TWO_OVER_PI[word + k + 1]);
+        (hi << shift >> 32) as u32
+    };
+    let window: Vec<u64> = (0..5).map(|k| u64::from(limb(k))).collect();
+    // m * window, six limbs (most significant first).
+    let mut product = [0u64; 6];
+    let mut carry = 0u64;
+    for k in (0..5).rev() {
+        let t = m * window[k] + carry;
+        product[k + 1] = t & 0xFFFF_FFFF;
+        carry = t >> 32;
+    }
+    product[0] = carry;
+    // |x| * 2/pi = product * 2^-158: bits 32..159 of the product, the quarter turns mod 4 on top.
+    let v = product[1..5].iter().fold(0u128, |acc, &l| acc << 32 | u128::from(l));
+    let mut quadrant = (v >> 126) as u32;
+    let mut fraction = (v & ((1 << 126) - 1)) as i128;
+    if fraction >= 1 << 125 {
+        fraction -= 1 << 126;
+        quadrant += 1;
+    }
+    let hi = fraction as f64;
+    let lo = (fraction - hi as i128) as f64;
+    let r = fast_two_sum(hi, lo).mul(PIO2).scale(-126);
+    if x < 0.0 { ((4 - (quadrant & 3)) & 3, r.neg()) } else { (quadrant & 3, r) }
+}
+
+/// `(sin x, cos x)` in double-double, by their Taylor series after [`reduce_dd`].
+fn sincos_dd(x: f32) -> (Dd, Dd) {
+    let (quadrant, r) = reduce_dd(x);
+    let r2 = r.mul(r);
+    // sum (-1)^k r^(2k+n) / (2k+n)!: n = 1 for sin (first term r), 0 for cos (first term 1).
+    let series = |first: Dd, mut n: f64| {
+        let (mut term, mut sum) = (first, first);
+        loop {
+            term = term.mul(r2).div(Dd::from((n + 1.0) * (n + 2.0))).neg();
+            n += 2.0;
+            sum = sum.add(term);
+            if term.hi.abs() <= sum.hi.abs() * 2f64.powi(-110) || term.hi == 0.0 {
+                return sum;
+            }
+        }
+    };
+    let (s, c) = (series(r, 1.0), series(Dd::from(1.0), 0.0));
+    match quadrant {
+        0 => (s, c),
+        1 => (c, s.neg()),
+        2 => (s.neg(), c.neg()),
+        _ => (c.neg(), s),
+    }
+}
+
 /// gelu's constants as spec/determinism.md states them (the reference follows the spec, not math.rs).
 pub(crate) const GELU_K2: f32 = f32::from_bits(0x3FCC_422A);
 pub(crate) const GELU_K1: f32 = 0.044715;
@@ -318,6 +434,10 @@ mod tests {
             let k = (f64::from(GELU_K1), f64::from(GELU_K2));
             let g = f64::from((x / 5.0) as f32);
             assert!(near(gelu_dd(g, k.0, k.1), g * sigmoid64(k.1 * (g + k.0 * g * g * g)), 42), "gelu {g}");
+            let t = (x * 1e3) as f32;
+            let (s, c) = sincos_dd(t);
+            let (s64, c64) = (f64::from(t).sin(), f64::from(t).cos());
+            assert!((s.hi + s.lo - s64).abs() <= 2f64.powi(-52) && (c.hi + c.lo - c64).abs() <= 2f64.powi(-52), "sincos {t}");
         }
     }
 
