@@ -33,6 +33,9 @@ pub(crate) const TRANSFORMER: Guest = Guest { workspace: "examples", bin: "trans
 /// Column statistics of a CSV table, configured by JSON, arguments and environment (examples/csvstats).
 pub(crate) const CSVSTATS: Guest = Guest { workspace: "examples", bin: "csvstats" };
 
+/// Llama-architecture text generation from a model folder (examples/llama).
+pub(crate) const LLAMA: Guest = Guest { workspace: "examples", bin: "llama" };
+
 /// The repository's root.
 pub(crate) fn repo_root() -> PathBuf {
     // This file is tests/all/guests.rs, and both the tests and the benches are compiled by a

@@ -17,6 +17,7 @@ mod hardening;
 mod layout;
 mod limits;
 mod mounts;
+mod llama;
 mod receipts;
 mod refusals;
 mod serve;

@@ -13,10 +13,11 @@
 //!     --threads 2 --rounds 3
 //! ```
 //!
-//! gridbox is timed as a user runs it, whole `gridbox run` processes: load only (`--tokens 0`),
-//! prompt and one token (`--tokens 1`), prompt and 65 tokens; the prompt's time is the second
-//! less the first, 64 generated tokens' the third less the second. candle is timed in process
-//! after loading.
+//! gridbox is timed as a user runs it, one `gridbox run` process per round, by the job's progress
+//! lines on stderr as they arrive (the job has no clock of its own: its time is deterministic):
+//! from "generating" (loaded) to "1/65 tokens" is the prompt's forward pass and its token, from
+//! there to "65/65 tokens" the 64 generated tokens. candle is timed in process after loading,
+//! over the same spans.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,37 +99,54 @@ fn candle_run(llama: &Llama, config: &candle_transformers::models::llama::Config
     Ok(Timing { prompt: prompt_time, generated: start.elapsed(), tokens })
 }
 
-fn gridbox_once(o: &Options, threads: usize, tokens: usize, out: &Path, policy_dir: &Path) -> Result<Duration> {
+/// One `gridbox run` of the job generating `tokens`, timed by the job's progress lines on
+/// stderr as they arrive: "generating" (the model is loaded), "1/N tokens" (the prompt's forward
+/// pass and the first token), "N/N tokens" (the rest).
+fn gridbox_once(o: &Options, threads: usize, tokens: usize, out: &Path, policy_dir: &Path) -> Result<Timing> {
+    use std::io::BufRead;
     let policy = policy_dir.join(format!("policy-{threads}.toml"));
-    std::fs::write(&policy, format!("kernel_threads = {threads}\n[max]\nfuel = 1000000000000000\n"))?;
+    std::fs::write(&policy, format!("kernel_threads = {threads}\n[max]\nfuel = 1000000000000000\nwall_time_ms = 900000\n"))?;
     let _ = std::fs::remove_dir_all(out);
-    let start = Instant::now();
-    let status = Command::new(&o.gridbox)
+    let mut child = Command::new(&o.gridbox)
         .arg("run")
         .arg(&o.module)
-        .args(["--capability", "tensor", "--quiet", "--policy"])
+        .args(["--capability", "tensor", "--device", "cpu", "--policy"])
         .arg(&policy)
-        .args(["--limit", "fuel=1000000000000000", "--ro-dir"])
+        .args(["--limit", "fuel=1000000000000000", "--limit", "wall_time_ms=900000", "--ro-dir"])
         .arg(format!("{}::/model", o.model.display()))
         .arg("--out")
         .arg(out)
         .args(["--", "--prompt", &prompt(o.prompt_tokens), "--tokens", &tokens.to_string()])
         .stdout(std::process::Stdio::null())
-        .status()?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("gridbox run failed ({status})");
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let (mut loaded, mut first, mut last) = (None, None, None);
+    let mut log = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().context("stderr")?).lines() {
+        let line = line?;
+        let now = Instant::now();
+        if line.starts_with("llama: ") && line.contains("generating") {
+            loaded = Some(now);
+        } else if line == format!("llama: 1/{tokens} tokens") {
+            first = Some(now);
+        }
+        if line == format!("llama: {tokens}/{tokens} tokens") {
+            last = Some(now);
+        }
+        log.push_str(&line);
+        log.push('\n');
     }
-    Ok(elapsed)
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("gridbox run failed ({status}):\n{log}");
+    }
+    let (Some(loaded), Some(first), Some(last)) = (loaded, first, last) else { bail!("the job's progress lines are missing:\n{log}") };
+    let ids: Vec<u32> = std::fs::read_to_string(out.join("output/tokens.txt"))?.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    Ok(Timing { prompt: first - loaded, generated: last - first, tokens: ids[o.prompt_tokens..].to_vec() })
 }
 
 fn gridbox_run(o: &Options, threads: usize, work: &Path) -> Result<Timing> {
-    let load = gridbox_once(o, threads, 0, &work.join("load"), work)?;
-    let one = gridbox_once(o, threads, 1, &work.join("one"), work)?;
-    let out = work.join(format!("all-{threads}"));
-    let all = gridbox_once(o, threads, o.generated + 1, &out, work)?;
-    let ids: Vec<u32> = std::fs::read_to_string(out.join("output/tokens.txt"))?.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
-    Ok(Timing { prompt: one.saturating_sub(load), generated: all.saturating_sub(one), tokens: ids[o.prompt_tokens..].to_vec() })
+    gridbox_once(o, threads, o.generated + 1, &work.join(format!("all-{threads}")), work)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -137,16 +137,49 @@ fn manifest_from_flags(args: &JobFlags, module: &[u8], files: &JobFiles) -> Resu
             manifest.capabilities.push(capability);
         }
     }
+    if manifest.capabilities.contains(&Capability::Tensor) {
+        let newer = newer_ops_imported(module);
+        if !newer.is_empty() {
+            let mut section = manifest.tensor.take().unwrap_or_default();
+            section.ops.extend(newer.iter().map(|op| op.name().to_string()));
+            manifest.tensor = Some(section);
+        }
+    }
     if let Some(level) = &args.trace {
         let trace: TraceLevel = serde_json::from_value(serde_json::Value::String(level.clone()))
             .map_err(|_| anyhow::anyhow!("--trace {level:?}: expected `full` or `readback`"))?;
         if !manifest.capabilities.contains(&Capability::Tensor) {
             bail!("--trace needs --capability tensor");
         }
-        manifest.tensor = Some(TensorSection { trace, ..TensorSection::default() });
+        manifest.tensor.get_or_insert_with(TensorSection::default).trace = trace;
     }
     manifest.validate()?;
     Ok(manifest)
+}
+
+/// The ops newer than the ABI's first release (not granted by default, spec/manifest.md) that
+/// `module` imports: `--capability tensor` grants them too, so a job that uses them runs from the
+/// flags alone, while a job that does not gets the same manifest (and receipt) as before they
+/// existed. A module that does not parse imports nothing here; compiling it says what is wrong.
+fn newer_ops_imported(module: &[u8]) -> Vec<gridbox_abi::Op> {
+    let mut ops = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        let Ok(payload) = payload else { break };
+        if let wasmparser::Payload::ImportSection(section) = payload {
+            for import in section.into_imports().flatten() {
+                if import.module == gridbox_abi::IMPORT_MODULE
+                    && let Some(op) = gridbox_abi::Op::from_name(import.name)
+                    && !op.granted_by_default()
+                    && !ops.contains(&op)
+                {
+                    ops.push(op);
+                }
+            }
+        }
+    }
+    // In ABI order, as the default list is.
+    ops.sort_by_key(|op| *op as u32);
+    ops
 }
 
 /// The inputs `--input`, `--dir` and `--ro-dir` name, read into memory, and the mounts.

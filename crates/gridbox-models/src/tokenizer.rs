@@ -58,10 +58,13 @@ impl Tokenizer {
     /// The text of `ids` (bytes that are not UTF-8 become U+FFFD).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         match self {
-            Tokenizer::Bytes => {
-                let bytes = ids.iter().map(|&id| u8::try_from(id).map_err(|_| TokenizerError::BadId { id, size: 256 })).collect::<Result<Vec<u8>, _>>()?;
-                Ok(String::from_utf8_lossy(&bytes).into_owned())
-            }
+            // An id past 255 (a model whose vocabulary is larger than bytes, used without its
+            // tokenizer) has no text: it becomes U+FFFD, as bytes that are not UTF-8 do.
+            Tokenizer::Bytes => Ok(ids
+                .split(|&id| id > 255)
+                .map(|run| String::from_utf8_lossy(&run.iter().map(|&id| id as u8).collect::<Vec<u8>>()).into_owned())
+                .collect::<Vec<_>>()
+                .join("\u{FFFD}")),
             Tokenizer::Bpe(bpe) => bpe.decode(ids),
         }
     }
@@ -399,6 +402,13 @@ mod tests {
         assert_eq!(gpt2_split("  a"), vec![" ", " a"]);
         assert_eq!(gpt2_split("a  "), vec!["a", "  "]);
         assert_eq!(gpt2_split("héllo wörld"), vec!["héllo", " wörld"]);
+    }
+
+    #[test]
+    fn byte_tokens_decode_losslessly_and_larger_ids_as_replacement() {
+        assert_eq!(Tokenizer::Bytes.encode("hé").unwrap(), vec![104, 195, 169]);
+        assert_eq!(Tokenizer::Bytes.decode(&[104, 195, 169]).unwrap(), "hé");
+        assert_eq!(Tokenizer::Bytes.decode(&[104, 4000, 105]).unwrap(), "h\u{FFFD}i");
     }
 
     #[test]
