@@ -14,8 +14,11 @@
 //! Threads: each block of B (all of K where it fits in [`PACK_CAP`] floats) is packed once,
 //! its panels shared out among the threads, and then read by all of them; the output is cut
 //! into rectangles (row blocks, and column ranges when there are too few rows), which the
-//! threads take one at a time from a queue. Each rectangle's chains are computed whole by the
-//! thread that took it, so the cut changes nothing but speed.
+//! threads take one at a time from a queue. With few rows (at most two row blocks: conv2d's
+//! output channels, a few tokens) each B panel serves one rectangle only, so it is packed by
+//! that rectangle's thread right where it is used, and the threads split the columns. Each
+//! rectangle's chains are computed whole by the thread that took it, so the cut changes nothing
+//! but speed.
 
 use std::cell::RefCell;
 use std::ops::Range;
