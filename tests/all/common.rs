@@ -41,11 +41,17 @@ pub(crate) fn run_probe(args: &[&str], limits: &[(LimitKind, u64)]) -> JobRun {
     engine().run(&job(probe(), args, &[], limits), RunOptions::default()).expect("job starts")
 }
 
-/// The `gridbox` binary.
+/// The `gridbox` binary, its compiled-module cache in the build's own folder (not the home
+/// folder of whoever runs the tests), shared by every test: most runs find their module there.
 pub(crate) fn gridbox() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gridbox"));
-    command.env_remove("RUST_BACKTRACE");
+    command.env_remove("RUST_BACKTRACE").env_remove("GRIDBOX_CACHE").env("GRIDBOX_CACHE_DIR", test_cache_dir());
     command
+}
+
+/// The compiled-module cache of the `gridbox` processes the tests start.
+pub(crate) fn test_cache_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-cache")
 }
 
 /// Runs `gridbox` with `args` and returns its output, checking it did not panic.

@@ -6,6 +6,7 @@
 
 mod authoring;
 mod common;
+mod compiled_cache;
 mod determinism;
 mod dispute;
 mod examples;

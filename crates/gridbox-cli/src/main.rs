@@ -4,6 +4,7 @@
 //! in [`exit`]. The only crate of gridbox that uses `anyhow`.
 
 mod allocator;
+mod cache;
 mod commands;
 mod device;
 mod exit;

@@ -1,11 +1,12 @@
-//! The wasmtime engine configured for determinism, and a cache of prepared modules.
+//! The wasmtime engine configured for determinism, and a cache of prepared modules (in memory,
+//! over an optional [`CompiledCache`] on disk).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel, PoolingAllocationConfig};
 
@@ -13,6 +14,7 @@ use gridbox_abi::{CORE_FUNCTIONS, IMPORT_MODULE, Op};
 use gridbox_compute::Backend;
 
 use crate::bridge;
+use crate::compiled_cache::{CacheKey, CompiledCache};
 use crate::digest::Digest;
 use crate::job::{RunError, RunState};
 use crate::limits::LimitKind;
@@ -38,21 +40,23 @@ pub struct PreparedModule {
 /// A wasmtime engine set up for deterministic jobs, with its linker and module cache.
 ///
 /// Create one per process and share it: compiled modules are cached by BLAKE3(module) and the
-/// engine's configuration, and instances come from a pooling allocator.
+/// engine's configuration (in memory, and on disk with [`JobEngine::with_compiled_cache`]), and
+/// instances come from a pooling allocator.
 pub struct JobEngine {
     engine: Engine,
     linker: Linker<RunState>,
-    config_fingerprint: u64,
+    config_fingerprint: [u8; 32],
     backend: Backend,
     cache: Mutex<ModuleCache>,
+    disk: Option<CompiledCache>,
     ticker: Option<JoinHandle<()>>,
     stop_ticker: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
 struct ModuleCache {
-    entries: HashMap<(Digest, u64), Arc<PreparedModule>>,
-    order: VecDeque<(Digest, u64)>,
+    entries: HashMap<CacheKey, Arc<PreparedModule>>,
+    order: VecDeque<CacheKey>,
 }
 
 impl JobEngine {
@@ -81,9 +85,7 @@ impl JobEngine {
         wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
         bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
 
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let config_fingerprint = hasher.finish();
+        let config_fingerprint = config_fingerprint(&engine);
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -92,14 +94,31 @@ impl JobEngine {
             std::thread::Builder::new()
                 .name("gridbox-epoch".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
+                    // Parked rather than asleep between ticks, so that `Drop` can wake it: a
+                    // process then exits at once instead of waiting out the tick (10 ms, most
+                    // of a cached hello world's run). A spurious wake-up only loops.
+                    let mut next = Instant::now() + EPOCH_TICK;
+                    while !stop.load(Ordering::Acquire) {
+                        let now = Instant::now();
+                        if now < next {
+                            std::thread::park_timeout(next - now);
+                            continue;
+                        }
                         engine.increment_epoch();
+                        next = now + EPOCH_TICK;
                     }
                 })
                 .map_err(|e| RunError::Engine { what: "the epoch thread", source: e.into() })?
         };
-        Ok(JobEngine { engine, linker, config_fingerprint, backend, cache: Mutex::new(ModuleCache::default()), ticker: Some(ticker), stop_ticker })
+        Ok(JobEngine { engine, linker, config_fingerprint, backend, cache: Mutex::new(ModuleCache::default()), disk: None, ticker: Some(ticker), stop_ticker })
+    }
+
+    /// This engine, keeping the modules it compiles in `cache` and taking them from there
+    /// instead of compiling them again (in this process or a later one).
+    #[must_use]
+    pub fn with_compiled_cache(mut self, cache: CompiledCache) -> Self {
+        self.disk = Some(cache);
+        self
     }
 
     /// The tensor backend jobs' bridge calls run on.
@@ -123,7 +142,7 @@ impl JobEngine {
     ///
     /// [`Job`]: crate::job::Job
     pub(crate) fn prepare_hashed(&self, hash: Digest, module: &[u8], granted: &[Capability], ops: &BTreeSet<Op>) -> Result<Arc<PreparedModule>, RunError> {
-        let key = (hash, self.config_fingerprint);
+        let key = CacheKey { module: hash, engine: self.config_fingerprint };
         let cached = self.lock_cache().entries.get(&key).cloned();
         let prepared = match cached {
             Some(prepared) => prepared,
@@ -131,7 +150,7 @@ impl JobEngine {
                 if !module.starts_with(b"\0asm") {
                     return Err(RunError::NotWasm { looks_like: looks_like(module) });
                 }
-                let compiled = Module::new(&self.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
+                let compiled = self.compile(&key, module)?;
                 check_imports(&compiled)?;
                 match compiled.get_export("_start") {
                     Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
@@ -168,6 +187,20 @@ impl JobEngine {
         Ok(prepared)
     }
 
+    /// `module` compiled: taken from the disk cache if it holds a sound copy, else compiled and
+    /// stored there. The disk cache is only ever a shortcut: what it holds is exactly what
+    /// compiling gives, so a run cannot tell the difference.
+    fn compile(&self, key: &CacheKey, module: &[u8]) -> Result<Module, RunError> {
+        if let Some(compiled) = self.disk.as_ref().and_then(|disk| disk.load(&self.engine, key)) {
+            return Ok(compiled);
+        }
+        let compiled = Module::new(&self.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
+        if let Some(disk) = &self.disk {
+            disk.store(key, &compiled);
+        }
+        Ok(compiled)
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, ModuleCache> {
         // The cache holds no invariant a panic could break mid-update, so poison is ignored.
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -176,8 +209,9 @@ impl JobEngine {
 
 impl Drop for JobEngine {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.stop_ticker.store(true, Ordering::Release);
         if let Some(ticker) = self.ticker.take() {
+            ticker.thread().unpark();
             let _ = ticker.join();
         }
     }
@@ -197,6 +231,27 @@ pub fn deterministic_config() -> Config {
         .relaxed_simd_deterministic(true)
         .cranelift_opt_level(OptLevel::Speed);
     config
+}
+
+/// What a compiled module depends on besides its own bytes: wasmtime's compatibility hash of the
+/// engine (its version, target, CPU features, compiler flags and settings) and gridbox's version,
+/// in one BLAKE3.
+fn config_fingerprint(engine: &Engine) -> [u8; 32] {
+    /// `Hash` into BLAKE3, whose output, unlike `DefaultHasher`'s, is the same in every build.
+    struct Blake3Hasher(blake3::Hasher);
+    impl Hasher for Blake3Hasher {
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+        fn finish(&self) -> u64 {
+            let bytes = self.0.finalize();
+            u64::from_le_bytes(bytes.as_bytes()[..8].try_into().unwrap_or_default())
+        }
+    }
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    hasher.write(concat!("gridbox ", env!("CARGO_PKG_VERSION"), " engine\n").as_bytes());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    *hasher.0.finalize().as_bytes()
 }
 
 /// Refuses imports gridbox does not provide, naming the first one.

@@ -5,13 +5,15 @@
 //! on it, and a third-party verifier needs nothing else.
 //!
 //! The pieces, in the order a run uses them: [`manifest`] (what a job asks, what a policy
-//! grants), [`engine`] (deterministic wasmtime and its module cache), [`job`] (one run), the
+//! grants), [`engine`] (deterministic wasmtime and its module cache, with [`compiled_cache`] on
+//! disk), [`job`] (one run), the
 //! job's imports ([`wasi`], deterministic WASI, and [`bridge`], the tensor bridge over
 //! `gridbox-compute`), [`receipt`] (signing), [`artifacts`] (the output directory) and
 //! [`verify`] (replay and compare).
 
 pub mod artifacts;
 pub mod bridge;
+pub mod compiled_cache;
 pub mod digest;
 pub mod dispute;
 pub mod engine;
@@ -32,6 +34,7 @@ pub mod trap_names;
 pub mod verify;
 pub mod wasi;
 
+pub use compiled_cache::CompiledCache;
 pub use digest::{BlobRef, Digest};
 pub use engine::JobEngine;
 pub use fault::ProviderFault;

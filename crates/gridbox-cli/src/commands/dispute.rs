@@ -12,7 +12,8 @@ use gridbox_core::dispute::{self, Party, Replay, Wrong};
 use gridbox_core::trace_file::{self, TRACE_FILE};
 use gridbox_core::{Manifest, Policy, Receipt};
 
-use crate::device::engine_on;
+use crate::cache::CacheArgs;
+use crate::device::{engine_on, uses_tensors};
 use crate::exit;
 use crate::flags::{InputArgs, gather_inputs, read};
 
@@ -43,6 +44,8 @@ pub(crate) struct DisputeArgs {
     /// Where a replay's tensor ops run: auto (the default), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE")]
     device: Option<DeviceChoice>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Print the verdict as JSON.
     #[arg(long)]
     json: bool,
@@ -61,7 +64,7 @@ pub(crate) fn dispute(args: DisputeArgs) -> Result<u8> {
         Some(module) => {
             // The receipt's manifest says which inputs a mount flag's files are.
             let manifest = Manifest::from_toml(&receipt_a.manifest.text).ok();
-            engine = engine_on(&Policy::default(), args.device)?;
+            engine = engine_on(&Policy::default(), args.device, uses_tensors(manifest.as_ref()), &args.cache)?;
             let module: Arc<[u8]> = read(module)?.into();
             Some(Replay { engine: &engine, module, inputs: gather_inputs(&args.inputs, manifest.as_ref())?.inputs, time_ms: None })
         }

@@ -10,9 +10,10 @@ use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
 use gridbox_core::kept_tensors::TensorDir;
 use gridbox_core::wasi::{StdStream, StdioEcho};
-use gridbox_core::{Job, Outcome, Policy, Receipt, RunOptions, keys};
+use gridbox_core::{Capability, Job, Outcome, Policy, Receipt, RunOptions, keys};
 use gridbox_service::ServiceConfig;
 
+use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::exit;
 use crate::flags::{InputArgs, JobFlags, job_manifest, read, read_text};
@@ -52,6 +53,8 @@ pub(crate) struct RunArgs {
     /// Where tensor ops run: auto (the default: a CUDA GPU if there is one), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE")]
     device: Option<DeviceChoice>,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Runs the job; the exit status is the job's own or what stopped it.
@@ -70,7 +73,8 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         Some(path) => keys::read_secret_key(path)?,
         None => keys::generate()?,
     };
-    let engine = engine_on(&policy, args.device)?;
+    let tensors = resolved.manifest().capabilities.contains(&Capability::Tensor);
+    let engine = engine_on(&policy, args.device, tensors, &args.cache)?;
     let job = Job::new(module, resolved, inputs)?;
     engine.announce(&job)?;
     // The job's output is shown as it is written, so a long job shows signs of life.

@@ -10,6 +10,7 @@ use gridbox_compute::DeviceChoice;
 use gridbox_core::keys;
 use gridbox_service::{EventHook, JobEvent, JobEventKind, Service, ServiceConfig};
 
+use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::flags::read_text;
 
@@ -31,6 +32,8 @@ pub(crate) struct ServeArgs {
     /// Where tensor ops run: auto (the default), cpu, cuda or cuda:N.
     #[arg(long, value_name = "DEVICE")]
     device: Option<DeviceChoice>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// How each job event (accepted, started, ended, ...) is logged on stderr: `text`, or `json`
     /// (one object per line). Other messages stay plain text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
@@ -70,8 +73,8 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
     };
     // Tensor jobs are the policy's to allow: say which device runs them only if it does.
     let tensors = config.policy.capabilities.contains(&gridbox_core::Capability::Tensor);
-    let engine = engine_on(&config.policy, args.device)?;
-    engine.announce_if(tensors);
+    let engine = engine_on(&config.policy, args.device, tensors, &args.cache)?;
+    engine.announce_device();
     let engine = engine.into_engine();
     let events = log_events(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;

@@ -9,11 +9,12 @@ use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
 use gridbox_core::verify::{self, Evidence};
-use gridbox_core::{BlobRef, Capability, Job, Policy, Receipt};
+use gridbox_core::{BlobRef, Job, Policy, Receipt};
 use gridbox_service::client::Client;
 
 use super::verify::{table, trusted_keys, warn_if_unpinned};
-use crate::device::engine_on;
+use crate::cache::CacheArgs;
+use crate::device::{engine_on, uses_tensors};
 use crate::exit;
 use crate::flags::{InputArgs, JobFlags, ServerArgs, job_manifest, read};
 
@@ -51,6 +52,8 @@ pub(crate) struct SubmitArgs {
     device: Option<DeviceChoice>,
     #[command(flatten)]
     job: JobFlags,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Submits and waits; exit status as for `run`, 1 if a replay does not match.
@@ -122,8 +125,8 @@ pub(crate) fn submit(args: SubmitArgs) -> Result<u8> {
     if args.verify {
         // The manifest this client built is the request: the receipt must show that it ran.
         let evidence = Evidence { module: module.into(), inputs, artifacts: Some(parts), requested: Some(manifest), trace: None };
-        let engine = engine_on(&Policy::default(), args.device)?;
-        engine.announce_if(evidence.requested.as_ref().is_some_and(|m| m.capabilities.contains(&Capability::Tensor)));
+        let engine = engine_on(&Policy::default(), args.device, uses_tensors(evidence.requested.as_ref()), &args.cache)?;
+        engine.announce_device();
         let options = verify::VerifyOptions { trusted_keys: trusted_keys(&args.trust)?, ..verify::VerifyOptions::default() };
         let report = verify::verify(&engine, &receipt, &evidence, options)?;
         if let Some(check) = report.first_mismatch() {

@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use gridbox_compute::DeviceChoice;
 use gridbox_core::verify::{self, Basis, Evidence, Verification, VerifyOptions};
-use gridbox_core::{Capability, Manifest, Policy, Receipt, artifacts, trace_file};
+use gridbox_core::{Manifest, Policy, Receipt, artifacts, trace_file};
 
-use crate::device::engine_on;
+use crate::cache::CacheArgs;
+use crate::device::{engine_on, uses_tensors};
 use crate::exit;
 use crate::flags::{InputArgs, artifacts_beside, gather_inputs, read, read_text};
 
@@ -54,6 +55,8 @@ pub(crate) struct VerifyArgs {
     /// must give the receipt's bytes.
     #[arg(long, value_name = "DEVICE")]
     device: Option<DeviceChoice>,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Give up on a replay that runs longer than this (exit status 2); default: ten times the
     /// job's own wall-time limit, at least 60 s.
     #[arg(long, value_name = "SECONDS")]
@@ -82,8 +85,8 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<u8> {
             None => None,
         },
     };
-    let engine = engine_on(&Policy::default(), args.device)?;
-    engine.announce_if(manifest.as_ref().is_some_and(|m| m.capabilities.contains(&Capability::Tensor)));
+    let engine = engine_on(&Policy::default(), args.device, uses_tensors(manifest.as_ref()), &args.cache)?;
+    engine.announce_device();
     let options =
         VerifyOptions { replay_time_ms: args.time_limit.map(|s| s.saturating_mul(1000)), trusted_keys: trusted_keys(&args.trust)?, no_replay: args.no_replay };
     let report = verify::verify(&engine, &receipt, &evidence, options)?;
