@@ -235,23 +235,25 @@ pub fn run_calls(bridge_only: bool, data: &[u8]) {
 /// Where well-formed calls put their arguments: the second page, away from the seeded bytes.
 const ARGS_AT: usize = 65536;
 
-/// A create of a small tensor (rank 0-4, dims 0-4, f32 or i32, fuzzed element bytes) or an op on
+/// A create of a small tensor (rank 0-4, dims 0-4, any dtype, fuzzed element bytes) or an op on
 /// 1-3 handles among the first 8 with 0-4 small parameters; returns the function and arguments.
 fn well_formed_call(harness: &Harness, input: &mut Input<'_>, store: &mut Store<State>, memory: wasmtime::Memory) -> (usize, Vec<Val>) {
     let mut put = |offset: usize, bytes: &[u8]| memory.data_mut(&mut *store)[ARGS_AT + offset..ARGS_AT + offset + bytes.len()].copy_from_slice(bytes);
     let at = |offset: usize| Val::I32((ARGS_AT + offset) as i32);
     if input.byte().is_multiple_of(2) {
         // create(dtype, shape_ptr, rank, data_ptr, data_len, out_handle_ptr)
-        let dtype = i32::from(input.byte() % 2);
+        // f32, i32, f16, bf16: 4 bytes an element for the first two, 2 for the others.
+        let dtype = input.byte() % 4;
+        let size = if dtype < 2 { 4 } else { 2 };
         let rank = usize::from(input.byte() % 5);
         let dims: Vec<u32> = (0..rank).map(|_| u32::from(input.byte() % 5)).collect();
         let elements: usize = dims.iter().map(|&d| d as usize).product();
         for (i, dim) in dims.iter().enumerate() {
             put(i * 4, &dim.to_le_bytes());
         }
-        let data: Vec<u8> = (0..elements * 4).map(|_| input.byte()).collect();
+        let data: Vec<u8> = (0..elements * size).map(|_| input.byte()).collect();
         put(64, &data);
-        let args = vec![Val::I32(dtype), at(0), Val::I32(rank as i32), at(64), Val::I32(data.len() as i32), at(32)];
+        let args = vec![Val::I32(i32::from(dtype)), at(0), Val::I32(rank as i32), at(64), Val::I32(data.len() as i32), at(32)];
         let create = CORE_FUNCTIONS.iter().position(|&name| name == FN_CREATE).unwrap_or(0);
         (create, args)
     } else {

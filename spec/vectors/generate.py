@@ -151,6 +151,25 @@ for shape, offset, theta in [((1, 2), 0, 10000.0), ((3, 7, 64), 5, 10000.0), ((2
     theta32 = np.float32(theta)
     case("rope", [offset, int(theta32.view(np.uint32))], "rel 2e-5", [x], rope(x, offset, float(theta32)))
 
+# attention: causal, grouped-query heads, against float64 (scores, softmax and the weighted sum).
+def attention(q, k, v, offset, scale):
+    hq, t_len, _ = q.shape
+    hkv, s_len, _ = k.shape
+    g = np.arange(hq) // (hq // hkv)
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    scores = np.einsum("htd,hsd->hts", q64, k64[g]) * np.float64(scale)
+    masked = np.arange(s_len)[None, :] > offset + np.arange(t_len)[:, None]
+    scores = np.where(masked[None], -np.inf, scores)
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    return np.einsum("hts,hsd->htd", p, v64[g]).astype(np.float32)
+
+
+for hq, hkv, t_len, s_len, d, offset in [(1, 1, 1, 1, 1, 0), (9, 3, 4, 4, 64, 0), (4, 2, 1, 33, 16, 32), (2, 1, 5, 12, 8, 3), (3, 3, 0, 2, 4, 0)]:
+    q, k, v = rand(hq, t_len, d), rand(hkv, s_len, d), rand(hkv, s_len, d)
+    scale = np.float32(1 / np.sqrt(d))
+    case("attention", [offset, int(scale.view(np.uint32))], "rel 1e-5", [q, k, v], attention(q, k, v, offset, float(scale)))
+
 # Softmax and norms over the last axis.
 for shape in [(1,), (5, 33), (2, 3, 97)]:
     x = rand(*shape)

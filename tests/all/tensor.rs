@@ -131,14 +131,14 @@ fn ungranted_capabilities_and_ops_are_refused_at_load() {
     assert!(message.contains("gridbox_tensor_v1::") && message.contains("tensor.ops"), "{message}");
 }
 
-/// The ops added after the first release (silu, argmax, cast, rope) run when the manifest names
+/// The ops added after the first release (silu, argmax, cast, rope, attention) run when the manifest names
 /// them; a manifest that lists no `tensor.ops` grants exactly the first release's 25, so the
 /// resolved manifest (and so the receipt) of a job written before them is unchanged.
 #[test]
 fn model_ops_run_when_named_and_the_default_grant_is_the_first_releases() {
     let module: Arc<[u8]> = std::fs::read(guests::MODEL_PROBE.path()).unwrap().into();
     let mut every_op = TensorSection::default();
-    every_op.ops.extend(["silu", "argmax", "cast", "rope"].map(String::from));
+    every_op.ops.extend(["silu", "argmax", "cast", "rope", "attention"].map(String::from));
     let manifest = tensor_manifest(&module, &["ops"], &[], Some(every_op.clone()));
     let run = run_with(engine(), module.clone(), manifest).unwrap();
     assert_eq!(run.outcome, Outcome::Exited { code: 0 }, "{}", String::from_utf8_lossy(&run.stderr));
@@ -157,6 +157,7 @@ fn model_ops_run_when_named_and_the_default_grant_is_the_first_releases() {
         "cast_f16 [2, 2] 3f800000,ff800000,33800000,7fc00000\n",
         "cast_bf16 [2, 1] 00010000,7fc00000\n",
         "bf16_bytes [0, 128, 193, 127]\n",
+        "attention [3, 2, 2] ",
     ] {
         assert!(text.contains(expected), "{expected} not in {text}");
     }

@@ -281,6 +281,9 @@ macro_rules! for_each_op {
             /// Rotary position embedding of x [..., T, D] (D even; pairs (i, i + D/2), the Llama
             /// "rotate half" layout): params [position offset, theta f32 bits].
             Rope = 28, "rope", inputs Some(1), params Some(2);
+            /// Causal attention with grouped-query heads: q [Hq, T, D], k and v [Hkv, S, D]
+            /// (Hq a multiple of Hkv) -> [Hq, T, D]; params [causal offset, scale f32 bits].
+            Attention = 29, "attention", inputs Some(3), params Some(2);
         }
     };
 }

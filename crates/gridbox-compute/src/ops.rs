@@ -150,6 +150,13 @@ pub enum OpCall {
         /// The base of the frequencies, finite and > 0.
         theta: f32,
     },
+    /// Causal attention with grouped-query heads.
+    Attention {
+        /// The position of query row 0: query `t` sees keys `0..=offset + t`.
+        offset: u64,
+        /// The factor on every score (usually `1 / sqrt(D)`), finite.
+        scale: f32,
+    },
     /// Element type conversion (f16 and bf16 to f32).
     Cast {
         /// The dtype of the result.
@@ -214,6 +221,14 @@ impl OpCall {
             Op::Sqrt => OpCall::Unary(UnaryOp::Sqrt),
             Op::Silu => OpCall::Unary(UnaryOp::Silu),
             Op::Argmax => OpCall::Argmax,
+            Op::Attention => {
+                let offset = u64::try_from(params[0]).map_err(|_| OpError::InvalidParameter(format!("the causal offset {} is negative", params[0])))?;
+                let scale = f32::from_bits(params[1] as u32);
+                if !scale.is_finite() {
+                    return Err(OpError::InvalidParameter(format!("scale {scale:?} must be finite")));
+                }
+                OpCall::Attention { offset, scale }
+            }
             Op::Rope => {
                 let offset = u32::try_from(params[0]).ok().filter(|&p| p <= ROPE_MAX_POSITION);
                 let offset =
@@ -456,6 +471,26 @@ impl OpCall {
                 }
                 Ok(first.clone())
             }
+            OpCall::Attention { .. } => {
+                all_f32(inputs)?;
+                let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+                let fit = |why: &str| OpError::ShapeMismatch(format!("q {:?}, k {:?}, v {:?}: {why}", q.shape, k.shape, v.shape));
+                let [hq, t, d] = dims3(&q.shape).ok_or_else(|| fit("q must be [Hq, T, D]"))?;
+                let [hkv, s, dk] = dims3(&k.shape).ok_or_else(|| fit("k must be [Hkv, S, D]"))?;
+                if v.shape != k.shape {
+                    return Err(fit("v must have k's shape [Hkv, S, D]"));
+                }
+                if dk != d {
+                    return Err(fit("q and k must have the same D"));
+                }
+                if hkv == 0 && hq > 0 || hkv > 0 && !hq.is_multiple_of(hkv) {
+                    return Err(fit("Hq must be a multiple of Hkv"));
+                }
+                if s == 0 && hq > 0 && t > 0 {
+                    return Err(fit("there must be at least one key (S >= 1)"));
+                }
+                Ok(TensorMeta::new(DType::F32, vec![hq, t, d]))
+            }
             OpCall::Cast { to } => {
                 if !matches!((first.dtype, to), (DType::F16 | DType::BF16, DType::F32)) {
                     return Err(OpError::UnsupportedDType(format!(
@@ -509,6 +544,13 @@ impl OpCall {
             }
             OpCall::Binary(_) | OpCall::Unary(UnaryOp::Neg | UnaryOp::Relu | UnaryOp::Sqrt) => out,
             OpCall::Unary(_) | OpCall::Rope { .. } => out.saturating_mul(8),
+            OpCall::Attention { .. } => {
+                // Two products of Hq x T x S x D multiply-adds, and softmax over Hq x T x S scores.
+                let (hq, t) = (inputs[0].shape[0] as u64, inputs[0].shape[1] as u64);
+                let (s, d) = (inputs[1].shape[1] as u64, inputs[1].shape[2] as u64);
+                let scores = hq.saturating_mul(t).saturating_mul(s);
+                scores.saturating_mul(d).saturating_mul(2).saturating_add(scores.saturating_mul(10))
+            }
             OpCall::Softmax => out.saturating_mul(10),
             OpCall::LayerNorm { .. } | OpCall::RmsNorm { .. } => out.saturating_mul(4),
             OpCall::Reduce { .. } | OpCall::Argmax => input_total,
@@ -550,6 +592,10 @@ fn all_f32(inputs: &[TensorMeta]) -> Result<(), OpError> {
         }
         None => Ok(()),
     }
+}
+
+fn dims3(shape: &[usize]) -> Option<[usize; 3]> {
+    <[usize; 3]>::try_from(shape).ok()
 }
 
 fn dims4(shape: &[usize], what: &str) -> Result<[usize; 4], OpError> {

@@ -529,7 +529,7 @@ mod tests {
             let Ok(hostile) = call(&mut session, Op::Reshape, &[empty], &shape) else { continue };
             let axis = (next() % rank as u64) as i64 - (next() % 2) as i64 * rank as i64;
             let huge = big[(next() % big.len() as u64) as usize];
-            let attempts: [(Op, Vec<u32>, Vec<i64>); 16] = [
+            let attempts: [(Op, Vec<u32>, Vec<i64>); 17] = [
                 (Op::Sum, vec![hostile], vec![axis, (next() % 2) as i64]),
                 (Op::Max, vec![hostile], vec![axis, 1]),
                 (Op::Mean, vec![hostile], vec![axis, 0]),
@@ -542,6 +542,7 @@ mod tests {
                 (Op::Argmax, vec![hostile], vec![]),
                 (Op::Cast, vec![hostile], vec![0]),
                 (Op::Rope, vec![hostile], vec![huge.min(1 << 24), 10_000f32.to_bits() as i64]),
+                (Op::Attention, vec![hostile, hostile, hostile], vec![huge, 1f32.to_bits() as i64]),
                 (Op::Add, vec![hostile, ones], vec![]),
                 (Op::Matmul, vec![hostile, hostile], vec![]),
                 (Op::Gather, vec![hostile, ids], vec![]),
@@ -658,6 +659,9 @@ mod tests {
             (Op::Cast, vec![half], vec![-1], InvalidParameter, "cast: the target dtype code -1 is not a dtype (f32 is 0, i32 is 1, f16 is 2, bf16 is 3)"),
             (Op::Concat, vec![half, v], vec![0], UnsupportedDType, "concat: inputs must share one dtype: input 0 is f16, input 1 is f32"),
             (Op::Rope, vec![m], vec![0, f(1e4)], ShapeMismatch, "rope: x must be [..., T, D] with D even, got [2, 3]"),
+            (Op::Attention, vec![m, m, m], vec![0, f(1.0)], ShapeMismatch, "attention: q [2, 3], k [2, 3], v [2, 3]: q must be [Hq, T, D]"),
+            (Op::Attention, vec![image, image, image], vec![-1, f(1.0)], InvalidParameter, "attention: the causal offset -1 is negative"),
+            (Op::Attention, vec![image, image, image], vec![0, f(f32::NAN)], InvalidParameter, "attention: scale NaN must be finite"),
             (Op::Rope, vec![v], vec![0, f(1e4)], ShapeMismatch, "rope: x must be [..., T, D] with D even, got [4]"),
             (Op::Rope, vec![t], vec![-1, f(1e4)], InvalidParameter, "rope: the position offset -1 must be in 0..=16777216"),
             (Op::Rope, vec![t], vec![0, f(-1.0)], InvalidParameter, "rope: theta -1.0 must be finite and > 0"),

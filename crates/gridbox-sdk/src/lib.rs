@@ -23,8 +23,8 @@
 //!
 //! Build jobs for `wasm32-wasip1` and run them with `gridbox run` (the manifest needs the
 //! `tensor` capability). The ops newer than the bridge's first release ([`Tensor::silu`],
-//! [`Tensor::rope`], [`Tensor::argmax`], [`Tensor::cast`]) are granted only when the manifest
-//! names them in `[tensor] ops`. On other targets every call returns [`Error::NotOnWasm`].
+//! [`Tensor::rope`], [`Tensor::argmax`], [`Tensor::cast`], [`Tensor::attention`]) are granted
+//! only when the manifest names them in `[tensor] ops`. On other targets every call returns [`Error::NotOnWasm`].
 
 use std::fmt;
 
@@ -1047,7 +1047,7 @@ impl Tensor {
 }
 
 // ---- The ops language models need beyond the basics (spec/abi.md): SiLU, rotary position
-// embedding, half-precision weights and their conversion, argmax. They are newer than the first
+// embedding, causal attention, half-precision weights and their conversion, argmax. They are newer than the first
 // release, so a job's manifest names them in `[tensor] ops`. (Here rather than in a module of
 // their own because `gridbox new` copies this one file into the projects it writes.)
 
@@ -1114,6 +1114,36 @@ impl Tensor {
     pub fn rope(&self, offset: usize, theta: f32) -> Result<Tensor> {
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
         call_op!(Rope, &[self], &[offset, theta.to_bits() as i64])
+    }
+
+    /// Causal attention of this query `[Hq, T, D]` over keys `k` and values `v` (`[Hkv, S, D]`,
+    /// grouped-query heads: query head `h` uses key/value head `h / (Hq / Hkv)`): query row `t`
+    /// sits at position `offset + t` and sees the keys `0..=offset + t`. The result, `[Hq, T,
+    /// D]`, is that of `matmul` with `k` transposed, `mul` by `scale`, a causal mask, `softmax`
+    /// and `matmul` with `v`, bit for bit, in one call. With a KV cache, `k` and `v` hold the
+    /// cached positions and `offset` is how many came before this call's queries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] when a rank is not 3, the `D`s differ, `v` is not `k`'s shape,
+    /// `Hq` is not a multiple of `Hkv` or there are queries and no keys;
+    /// [`Error::InvalidParameter`] for a scale that is not finite; otherwise as [`Tensor::neg`].
+    ///
+    /// ```no_run
+    /// use gridbox_sdk::Tensor;
+    ///
+    /// // Two query heads sharing one key/value head; two positions, D = 2.
+    /// let q = Tensor::from_slice(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.5, 0.5], &[2, 2, 2])?;
+    /// let k = Tensor::from_slice(&[1.0, 0.0, 0.0, 1.0], &[1, 2, 2])?;
+    /// let v = Tensor::from_slice(&[1.0, 2.0, 3.0, 4.0], &[1, 2, 2])?;
+    /// let out = q.attention(&k, &v, 0, 1.0 / 2f32.sqrt())?;
+    /// // Position 0 sees only key 0: its output is v's first row.
+    /// assert_eq!(out.to_vec()?[..2], [1.0, 2.0]);
+    /// # Ok::<(), gridbox_sdk::Error>(())
+    /// ```
+    pub fn attention(&self, k: &Tensor, v: &Tensor, offset: usize, scale: f32) -> Result<Tensor> {
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        call_op!(Attention, &[self, k, v], &[offset, scale.to_bits() as i64])
     }
 
     /// A new `f16` tensor from little-endian IEEE binary16 bytes (2 an element, as safetensors

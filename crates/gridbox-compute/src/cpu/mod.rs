@@ -2,6 +2,7 @@
 //! every other backend must reproduce these bits. `threads` only changes speed: work is split
 //! by output elements or rows, never inside a reduction.
 
+mod attention;
 mod cast;
 mod conv;
 mod elementwise;
@@ -79,6 +80,7 @@ fn run(call: &OpCall, inputs: &[&Tensor], out: &TensorMeta, threads: Workers<'_>
         OpCall::Argmax => reduce::argmax(input(0)?, out, threads),
         OpCall::Cast { .. } => cast::cast(input(0)?, out, threads),
         OpCall::Rope { offset, theta } => rope::rope(input(0)?, *offset, *theta, out, threads),
+        OpCall::Attention { offset, scale } => attention::attention(input(0)?, input(1)?, input(2)?, *offset, *scale, out, threads),
         OpCall::Permute { perm } => layout::permute(input(0)?, perm, out, threads),
         OpCall::Reshape { .. } => layout::reshape(input(0)?, out),
         OpCall::Slice { axis, start, .. } => layout::slice(input(0)?, *axis, *start, out, threads),

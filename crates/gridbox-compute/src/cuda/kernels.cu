@@ -431,6 +431,63 @@ __global__ void norm_f32(float* out, const float* x, const float* gamma, const f
     }
 }
 
+// ---- attention (cpu/attention.rs): one warp per query row (h, t) ------------------------------
+
+// The score of key s for the query row at `q`: the fma chain over d in order, times scale, or
+// -inf past the causal limit.
+__device__ __forceinline__ float attention_score(const float* q, const float* keys, unsigned long long s, unsigned long long d,
+                                                 unsigned long long last, float scale) {
+    if (s > last) return __int_as_float(0xff800000);
+    const float* key = keys + s * d;
+    float acc = 0.0f;
+    for (unsigned long long j = 0; j < d; j++) acc = fmaf(q[j], key[j], acc);
+    return canon(acc) * scale;
+}
+
+#define ATTENTION_COLS 4
+
+// Lane l folds scores l, l+32, ... (the reduction order) for the max and the sum; the output
+// chain over s runs in order in every lane, the probabilities of 32 keys at a time computed by
+// their lanes and passed round by shuffles. Each lane owns columns lane + 32 r of a block of
+// 128 columns; the probabilities are computed again for each further block.
+__global__ void attention_f32(float* out, const float* q, const float* k, const float* v, unsigned long long hq, unsigned long long t_len,
+                              unsigned long long s_len, unsigned long long d, unsigned long long group, unsigned long long offset, float scale) {
+    unsigned long long row = (blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= hq * t_len) return;
+    unsigned long long h = row / t_len, t = row % t_len, g = h / group;
+    const float* query = q + row * d;
+    const float* keys = k + g * s_len * d;
+    const float* values = v + g * s_len * d;
+    unsigned long long last = offset + t < offset ? ~0ull : offset + t;
+    float m = __int_as_float(0xff800000);
+    for (unsigned long long s = lane; s < s_len; s += 32) m = max2(m, attention_score(query, keys, s, d, last, scale));
+    m = warp_max(m);
+    float total = 0.0f;
+    for (unsigned long long s = lane; s < s_len; s += 32) total = total + gb_exp(attention_score(query, keys, s, d, last, scale) - m);
+    total = warp_sum(total);
+    for (unsigned long long d0 = 0; d0 < d; d0 += 32 * ATTENTION_COLS) {
+        float acc[ATTENTION_COLS];
+        for (int r = 0; r < ATTENTION_COLS; r++) acc[r] = 0.0f;
+        for (unsigned long long c = 0; c < s_len; c += 32) {
+            unsigned long long s = c + lane;
+            float p = s < s_len ? canon(gb_exp(attention_score(query, keys, s, d, last, scale) - m) / total) : 0.0f;
+            unsigned long long count = s_len - c < 32 ? s_len - c : 32;
+            for (unsigned long long j = 0; j < count; j++) {
+                float pj = __shfl_sync(FULL_MASK, p, (int)j);
+                for (int r = 0; r < ATTENTION_COLS; r++) {
+                    unsigned long long col = d0 + lane + 32 * r;
+                    if (col < d) acc[r] = fmaf(pj, values[(c + j) * d + col], acc[r]);
+                }
+            }
+        }
+        for (int r = 0; r < ATTENTION_COLS; r++) {
+            unsigned long long col = d0 + lane + 32 * r;
+            if (col < d) out[row * d + col] = canon(acc[r]);
+        }
+    }
+}
+
 // ---- layout (32-bit words: f32 and i32 alike; 16-bit words: f16 and bf16) -----------------
 
 }  // extern "C": the templates below have C++ linkage; the kernels that call them do not.

@@ -28,8 +28,9 @@ use crate::tensor::{Tensor, TensorData, TensorMeta};
 /// The kernels' source, compiled by NVRTC.
 pub const KERNELS_SOURCE: &str = include_str!("kernels.cu");
 
-const KERNEL_NAMES: [&str; 17] = [
+const KERNEL_NAMES: [&str; 18] = [
     "unary_f32",
+    "attention_f32",
     "rope_f32",
     "argmax_f32",
     "cast_half_f32",
@@ -537,6 +538,32 @@ impl GpuJob for CudaJob {
                             .arg(offset)
                             .arg(theta)
                             .launch(grid_for(rows * (d / 2)))
+                            .map_err(driver)?;
+                    }
+                }
+                OpCall::Attention { offset, scale } => {
+                    let (q, k, v) = (input(0)?, input(1)?, input(2)?);
+                    let dim = |t: &DeviceTensor, i: usize| t.meta.shape.get(i).copied().unwrap_or(0) as u64;
+                    let (hq, t_len, d) = (dim(q, 0), dim(q, 1), dim(q, 2));
+                    let (hkv, s_len) = (dim(k, 0), dim(k, 1));
+                    // `OpCall::infer` checked the shapes: Hq a multiple of Hkv, S >= 1 for any row.
+                    let group = hq.checked_div(hkv).unwrap_or(1).max(1);
+                    let rows = hq * t_len;
+                    if rows > 0 && d > 0 {
+                        stream
+                            .launch_builder(self.function("attention_f32")?)
+                            .arg(&mut result)
+                            .arg(&q.data)
+                            .arg(&k.data)
+                            .arg(&v.data)
+                            .arg(&hq)
+                            .arg(&t_len)
+                            .arg(&s_len)
+                            .arg(&d)
+                            .arg(&group)
+                            .arg(offset)
+                            .arg(scale)
+                            .launch(grid_for(rows * 32))
                             .map_err(driver)?;
                     }
                 }

@@ -271,3 +271,27 @@ fn rope_and_its_sin_and_cos_match_bit_for_bit() {
         same(&job, &OpCall::Rope { offset, theta }, &[&x], &format!("rope {shape:?} offset {offset} theta {theta}"));
     }
 }
+
+#[test]
+fn attention_matches_bit_for_bit() {
+    let Some(device) = device("attention_matches_bit_for_bit") else { return };
+    let job = device.new_job().unwrap();
+    let mut values = Values(7);
+    // Grouped heads, a prompt and a single decode row, S around the warp width, D around the
+    // 128 columns a warp holds at once, and special values among the inputs.
+    for (hq, hkv, t_len, s_len, d, offset) in
+        [(1, 1, 1, 1, 1, 0), (9, 3, 32, 32, 64, 0), (9, 3, 1, 97, 64, 96), (4, 2, 5, 33, 129, 28), (2, 2, 3, 65, 300, 1), (3, 1, 0, 4, 8, 0)]
+    {
+        let mut q = values.ordinary(hq * t_len * d);
+        q.iter_mut().step_by(17).for_each(|v| *v = -0.0);
+        let mut k = values.ordinary(hkv * s_len * d);
+        if let Some(v) = k.get_mut(5) {
+            *v = f32::INFINITY;
+        }
+        let q = Tensor::f32(vec![hq, t_len, d], q).unwrap();
+        let k = Tensor::f32(vec![hkv, s_len, d], k).unwrap();
+        let v = Tensor::f32(vec![hkv, s_len, d], values.any_bits(hkv * s_len * d)).unwrap();
+        let call = OpCall::Attention { offset, scale: 1.0 / (d as f32).sqrt() };
+        same(&job, &call, &[&q, &k, &v], &format!("attention Hq {hq} Hkv {hkv} T {t_len} S {s_len} D {d} offset {offset}"));
+    }
+}

@@ -1,4 +1,4 @@
-//! A test job for the bridge ops language models need (silu, argmax, cast, rope), one scenario
+//! A test job for the bridge ops language models need (silu, argmax, cast, rope, attention), one scenario
 //! per subcommand: `model-probe ops | edges`. Its own program, because a manifest that does not
 //! list `tensor.ops` grants only the first release's ops, and these are newer: every job that
 //! runs it names them.
@@ -36,6 +36,10 @@ fn ops() -> Result<(), Error> {
     println!("argmax {:?} {:?}", x.argmax()?.shape(), x.argmax()?.to_vec_i32()?);
     // Positions 7, 8, 9 of a head of size 4, base 10000.
     show("rope", &x.rope(7, 10_000.0)?)?;
+    // Three query heads over one key/value head, positions 3 and 4 of a cache of 5.
+    let q = Tensor::from_slice(&values[..12], &[3, 2, 2])?;
+    let kv = Tensor::from_slice(&values[4..24], &[1, 5, 4])?.slice(2, 0, 2)?;
+    show("attention", &q.attention(&kv, &kv, 3, 0.5)?)?;
     // Half-precision weights: 1.0, the smallest subnormal, -inf, a NaN with a payload.
     let half = Tensor::from_f16_bytes(&[0x00, 0x3C, 0x01, 0x00, 0x00, 0xFC, 0x01, 0x7E], &[2, 2])?;
     show("cast_f16", &half.permute(&[1, 0])?.cast(DType::F32)?)?;
@@ -82,6 +86,11 @@ fn edges() -> Result<(), Error> {
         for (offset, theta) in [(0, 10_000.0), (4_093, 500_000.0), ((1 << 24) - 3, 1_000_000.0)] {
             check(&format!("rope[3,{n}]@{offset}"), &m.rope(offset, theta)?)?;
         }
+        // Three query heads over one key/value head: a prompt of 3 rows, then one decode row.
+        let q = m.reshape(&[3, 1, n])?;
+        let kv = Tensor::from_slice(&awkward(5 * n, 2), &[1, 5, n])?;
+        check(&format!("attention[3,1,{n}]"), &q.attention(&kv, &kv, 4, 0.125)?)?;
+        check(&format!("attention prompt[1,3,{n}]"), &m.reshape(&[1, 3, n])?.attention(&kv, &kv, 0, 0.125)?)?;
     }
     let every: Vec<u8> = (0..=u16::MAX).flat_map(|b| b.to_le_bytes()).collect();
     check("cast_f16[65536]", &Tensor::from_f16_bytes(&every, &[256, 256])?.cast(DType::F32)?)?;
