@@ -77,8 +77,7 @@ struct Layer {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
-    /// Keys of every position so far, `[kv_heads, head_dim, positions]` (stored transposed, so
-    /// that a step appends a column and attention multiplies without a transpose).
+    /// Keys of every position so far, `[kv_heads, positions, head_dim]`.
     keys: Option<Tensor>,
     /// Values of every position so far, `[kv_heads, positions, head_dim]`.
     values: Option<Tensor>,
@@ -146,50 +145,30 @@ impl Llama {
         let t = tokens.len();
         let c = &self.config;
         let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-        let group = heads / kv_heads;
         let eps = c.rms_norm_eps as f32;
         let theta = c.rope_theta as f32;
         let start = self.positions;
-        let total = start + t;
         let ids: Vec<i32> = tokens.iter().map(|&id| i32::try_from(id).unwrap_or(i32::MAX)).collect();
         let mut x = self.embed.gather(&Tensor::from_i32(&ids, &[t])?)?;
-        let scale = Tensor::scalar(1.0 / (head_dim as f32).sqrt())?;
-        // Position p of the new tokens may see cache positions 0..=start + p.
-        let mask = if t > 1 {
-            let mut m = vec![0.0f32; t * total];
-            for p in 0..t {
-                for s in start + p + 1..total {
-                    m[p * total + s] = f32::NEG_INFINITY;
-                }
-            }
-            Some(Tensor::from_slice(&m, &[t, total])?)
-        } else {
-            None
-        };
+        let scale = 1.0 / (head_dim as f32).sqrt();
         for layer in &mut self.layers {
             let h = x.rms_norm(&layer.input_norm, eps)?;
             // [t, heads * d] -> [heads, t, d], rotated by position.
             let q = h.matmul(&layer.q)?.reshape(&[t, heads, head_dim])?.permute(&[1, 0, 2])?.rope(start, theta)?;
             let k = h.matmul(&layer.k)?.reshape(&[t, kv_heads, head_dim])?.permute(&[1, 0, 2])?.rope(start, theta)?;
             let v = h.matmul(&layer.v)?.reshape(&[t, kv_heads, head_dim])?.permute(&[1, 0, 2])?;
-            let k_t = k.permute(&[0, 2, 1])?;
             let keys = match layer.keys.take() {
-                Some(cache) => Tensor::concat(&[&cache, &k_t], 2)?,
-                None => k_t,
+                Some(cache) => Tensor::concat(&[&cache, &k], 1)?,
+                None => k,
             };
             let values = match layer.values.take() {
                 Some(cache) => Tensor::concat(&[&cache, &v], 1)?,
                 None => v,
             };
-            // Grouped-query attention: the `group` query heads that share a key/value head are
-            // stacked as rows, [kv_heads, group * t, d] @ [kv_heads, d, total].
-            let scores = q.reshape(&[kv_heads, group * t, head_dim])?.matmul(&keys)?.mul(&scale)?;
-            let scores = match &mask {
-                Some(mask) => scores.reshape(&[kv_heads, group, t, total])?.add(mask)?.reshape(&[kv_heads, group * t, total])?,
-                None => scores,
-            };
-            let attended = scores.softmax()?.matmul(&values)?;
-            let attended = attended.reshape(&[heads, t, head_dim])?.permute(&[1, 0, 2])?.reshape(&[t, heads * head_dim])?;
+            // Causal grouped-query attention over the cache, in one bridge call (bit for bit
+            // the matmul, scale, mask, softmax and matmul it stands for).
+            let attended = q.attention(&keys, &values, start, scale)?;
+            let attended = attended.permute(&[1, 0, 2])?.reshape(&[t, heads * head_dim])?;
             x = x.add(&attended.matmul(&layer.o)?)?;
             layer.keys = Some(keys);
             layer.values = Some(values);
@@ -197,7 +176,7 @@ impl Llama {
             let mlp = h.matmul(&layer.gate)?.silu()?.mul(&h.matmul(&layer.up)?)?.matmul(&layer.down)?;
             x = x.add(&mlp)?;
         }
-        self.positions = total;
+        self.positions = start + t;
         let last = if t > 1 { x.slice(0, t - 1, t)? } else { x };
         Ok(last.rms_norm(&self.norm, eps)?.matmul(&self.head)?)
     }
