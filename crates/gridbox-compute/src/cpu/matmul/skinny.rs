@@ -17,7 +17,12 @@ pub(super) const MAX_ROWS: usize = 4;
 /// so that B is read in long runs (a whole row, where it fits) the prefetcher can follow.
 const BLOCK_SUMS: usize = 1 << 16;
 /// Below this many multiply-adds per thread, waking another thread costs more than it saves.
-const MIN_FMAS_PER_THREAD: u128 = if cfg!(test) { 1 } else { 1 << 18 };
+/// A skinny product is bound by reading B, which a second thread on the same memory barely
+/// speeds up, while each wake-up of the pool costs tens to hundreds of microseconds on a loaded
+/// VM: with 2^18 the Llama job's 64 tokens (SmolLM shape, ~90 such products a token) took
+/// 3.8-5.3 s at 2 threads against 2.8-3.0 s at 1; with 2^22 (16 MiB of B per thread, so only
+/// the output head splits) 2.7-3.0 s.
+const MIN_FMAS_PER_THREAD: u128 = if cfg!(test) { 1 } else { 1 << 22 };
 
 /// `c = a x b` for row-major `a: m x k`, `b: k x n`, `c: m x n` (`m <= MAX_ROWS`, all > 0),
 /// NaNs canonical, the columns cut into blocks that `workers.threads` take from a queue.
