@@ -6,6 +6,8 @@
 #     gridbox, compiled-module cache warm   vs  wasmtime run (its default cache, warm)
 #     gridbox first run (cache cold)        vs  wasmtime run -C cache=n
 #     gridbox --no-cache                    vs  wasmtime run -C cache=n
+#     gridbox --no-cache                    vs  the same with gridbox's determinism switches
+#                                               (NaN canonicalisation, fuel, epochs)
 #   floats (float-heavy pure wasm: probe floats 3000), both caches warm.
 # Wall time and CPU time (user + system) of each process. Goals (issue 15): warm <= 1.5x,
 # first run <= 1.2x.
@@ -82,6 +84,13 @@ cases = {
     "gridbox cold": (*gridbox_run(cache=cold_dir), fresh_cold_cache),
     "gridbox --no-cache": (*gridbox_run("--no-cache"), None),
     "wasmtime cache=n": ([wasmtime, "run", "-C", "cache=n", module], {}, None),
+    # wasmtime with the switches gridbox's determinism needs (spec/determinism.md; `timeout`
+    # turns on epoch interruption): what compiling costs under them, whoever embeds wasmtime.
+    "wasmtime cache=n, gridbox's switches": (
+        [wasmtime, "run", "-C", "cache=n", "-W", "nan-canonicalization=y,fuel=100000000000000,timeout=1000s,relaxed-simd-deterministic=y", module],
+        {},
+        None,
+    ),
     "gridbox floats": (*gridbox_run("--", "floats", "3000"), None),
     "wasmtime floats": ([wasmtime, "run", module, "floats", "3000"], {}, None),
 }
@@ -104,6 +113,7 @@ pairs = [
     ("hello, warm caches", "gridbox warm", "wasmtime cache", 1.5),
     ("hello, first run", "gridbox cold", "wasmtime cache=n", 1.2),
     ("hello, no cache", "gridbox --no-cache", "wasmtime cache=n", None),
+    ("  vs the same switches", "gridbox --no-cache", "wasmtime cache=n, gridbox's switches", None),
     ("floats 3000, warm caches", "gridbox floats", "wasmtime floats", None),
 ]
 print(f"{'work':<26} {'gridbox':>20} {'wasmtime':>20} {'ratio':>6} {'cpu ratio':>9}  goal")
