@@ -10,11 +10,11 @@ use gridbox_compute::DeviceChoice;
 use gridbox_core::artifacts::{self, RECEIPT_FILE};
 use gridbox_core::kept_tensors::TensorDir;
 use gridbox_core::wasi::{StdStream, StdioEcho};
-use gridbox_core::{Capability, Job, Outcome, Policy, Receipt, RunOptions, keys};
+use gridbox_core::{Job, Outcome, Policy, Receipt, RunOptions, keys};
 use gridbox_service::ServiceConfig;
 
 use crate::cache::CacheArgs;
-use crate::device::engine_on;
+use crate::device::{engine_on, uses_tensors};
 use crate::exit;
 use crate::flags::{InputArgs, JobFlags, job_manifest, read, read_text};
 
@@ -73,8 +73,7 @@ pub(crate) fn run(args: RunArgs) -> Result<u8> {
         Some(path) => keys::read_secret_key(path)?,
         None => keys::generate()?,
     };
-    let tensors = resolved.manifest().capabilities.contains(&Capability::Tensor);
-    let engine = engine_on(&policy, args.device, tensors, &args.cache)?;
+    let engine = engine_on(&policy, args.device, uses_tensors(Some(resolved.manifest())), &args.cache)?;
     let job = Job::new(module, resolved, inputs)?;
     engine.announce(&job)?;
     // The job's output is shown as it is written, so a long job shows signs of life.
