@@ -31,6 +31,10 @@ printf 'gridbox-ed25519-secret-key-v1\n%s\n' "$(printf '07%.0s' $(seq 32))" > "$
 mkdir -p "$work/report-data/sub"
 printf 'alpha\n' > "$work/report-data/a.txt"
 printf 'bravo\n' > "$work/report-data/sub/b.txt"
+# A small Llama model with random weights (bf16: the cast, rope's sin and cos, attention and the
+# tokenizer all run), made by the same script the tests use.
+python3 scripts/llama/make_model.py "$work/llama" --layers 2 --dtype bf16 --seed 3 2> /dev/null \
+    || { echo "cross-cpu: scripts/llama/make_model.py failed: python3 -m pip install numpy tokenizers" >&2; exit 1; }
 
 # name | module | gridbox run flags (before --) | job arguments (after --)
 jobs=(
@@ -41,6 +45,10 @@ jobs=(
     "tensor-ops|$programs/tensor-probe.wasm|--capability tensor|ops"
     "tensor-edges|$programs/tensor-probe.wasm|--capability tensor|edges"
     "tensor-chain|$programs/tensor-probe.wasm|--capability tensor|chain 300"
+    "model-ops|$programs/model-probe.wasm|--capability tensor|ops"
+    "model-edges|$programs/model-probe.wasm|--capability tensor|edges"
+    "llama|$examples/llama.wasm|--capability tensor --ro-dir $work/llama::/model|--prompt Once_upon_a_time --tokens 12"
+    "llama-sampled|$examples/llama.wasm|--capability tensor --ro-dir $work/llama::/model|--prompt 42 --tokens 12 --temperature 0.9 --top-p 0.9 --seed 5"
     "wordfreq|$examples/wordfreq.wasm|--dir examples/wordfreq/data::/input|--top 5"
     "mlp|$examples/mlp.wasm|--capability tensor --dir examples/mlp/data::/input|"
     "transformer|$examples/transformer.wasm|--capability tensor --dir examples/transformer/data::/input|"
