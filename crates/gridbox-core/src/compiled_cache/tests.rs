@@ -186,3 +186,106 @@ fn a_folder_others_may_write_to_is_refused() {
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
     assert!(CompiledCache::open(shared, DEFAULT_MAX_BYTES, |_| {}).is_ok(), "readable by others is fine: only writers matter");
 }
+
+/// The cache, a stored entry of `WAT`, the engine and the module's key.
+#[cfg(unix)]
+fn stored() -> (tempfile::TempDir, CompiledCache, Arc<Mutex<Vec<String>>>, Engine, CacheKey, Module) {
+    let (dir, cache, heard) = cache(DEFAULT_MAX_BYTES);
+    let engine = engine();
+    let bytes = wasm(WAT);
+    let key = key(&bytes);
+    let module = Module::new(&engine, &bytes).unwrap();
+    cache.store(&key, &module);
+    (dir, cache, heard, engine, key, module)
+}
+
+#[cfg(unix)]
+#[test]
+fn a_folder_swapped_after_it_was_checked_is_never_read() {
+    // Someone who may rename things above the folder (or owns a symbolic link on its path) swaps
+    // it for one of their own after `open` checked it: entries are still read from the folder
+    // that was checked.
+    let (dir, cache, heard) = cache(DEFAULT_MAX_BYTES);
+    let engine = engine();
+    let bytes = wasm(WAT);
+    let key = key(&bytes);
+    let (_other_dir, other, _) = self::cache(DEFAULT_MAX_BYTES);
+    let planted = Module::new(&engine, wasm(r#"(module (func (export "f") (result i32) i32.const 666))"#)).unwrap();
+    other.store(&key, &planted);
+    fs::rename(cache.dir(), dir.path().join("checked")).unwrap();
+    std::os::unix::fs::symlink(other.dir(), cache.dir()).unwrap();
+    assert!(cache.load(&engine, &key).is_none(), "the planted entry is not loaded");
+    cache.store(&key, &Module::new(&engine, &bytes).unwrap());
+    assert!(dir.path().join("checked").join(key.file_name()).exists(), "entries go to the folder that was checked");
+    assert_eq!(call_f(&engine, &cache.load(&engine, &key).unwrap()), 42);
+    assert!(heard.lock().unwrap().is_empty(), "{heard:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_folder_opened_to_others_later_is_not_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, cache, heard, engine, key, _) = stored();
+    fs::set_permissions(cache.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(cache.load(&engine, &key).is_none());
+    fs::set_permissions(cache.dir(), fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(cache.load(&engine, &key).is_some());
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.len() == 1 && heard[0].contains("may be written by other users"), "{heard:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_entry_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, cache, heard, engine, key, _) = stored();
+    fs::set_permissions(cache.dir().join(key.file_name()), fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(cache.load(&engine, &key).is_none());
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.len() == 1 && heard[0].contains("other users may write to it"), "{heard:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_entry_that_is_a_symbolic_link_is_refused() {
+    // Even to a sound entry: a link could point anywhere.
+    let (dir, cache, heard, engine, key, _) = stored();
+    let elsewhere = dir.path().join("elsewhere");
+    fs::rename(cache.dir().join(key.file_name()), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cache.dir().join(key.file_name())).unwrap();
+    assert!(cache.load(&engine, &key).is_none());
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.len() == 1 && heard[0].contains("symbolic link"), "{heard:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_folder_under_an_entry_name_neither_hangs_nor_fails() {
+    let (_dir, cache, heard) = cache(DEFAULT_MAX_BYTES);
+    let engine = engine();
+    let bytes = wasm(WAT);
+    let key = key(&bytes);
+    let path = cache.dir().join(key.file_name());
+    rustix::fs::mknodat(rustix::fs::CWD, &path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+    assert!(cache.load(&engine, &key).is_none(), "a FIFO is not waited on");
+    fs::remove_file(&path).unwrap();
+    fs::create_dir(&path).unwrap();
+    assert!(cache.load(&engine, &key).is_none());
+    cache.store(&key, &Module::new(&engine, &bytes).unwrap());
+    assert!(cache.load(&engine, &key).is_none());
+    let heard = heard.lock().unwrap().clone();
+    assert!(heard.len() == 1 && heard[0].contains("not a plain file"), "{heard:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn eviction_passes_over_odd_names_and_links() {
+    use std::os::unix::ffi::OsStrExt;
+    let (_dir, cache, _) = cache(1);
+    fs::write(cache.dir().join(std::ffi::OsStr::from_bytes(b"\xff\xfe.cwasm")), b"xx").unwrap();
+    std::os::unix::fs::symlink("/dev/null", cache.dir().join("link.cwasm")).unwrap();
+    fs::create_dir(cache.dir().join("folder.cwasm")).unwrap();
+    cache.evict("none");
+    let left: Vec<_> = fs::read_dir(cache.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "the odd file is evicted; the link and the folder are left: {left:?}");
+}
