@@ -38,8 +38,11 @@ const VENDORED_CRATES: [&str; 2] = ["gridbox-sdk", "gridbox-abi"];
 
 /// Every source file of the vendored crates, as `CRATE/src/...`. A new file in either crate's
 /// `src/` must be added here: the test `every_source_file_is_vendored` fails until it is.
-const VENDORED_SOURCES: &[(&str, &str)] =
-    &[("gridbox-sdk/src/lib.rs", include_str!("../../../gridbox-sdk/src/lib.rs")), ("gridbox-abi/src/lib.rs", include_str!("../../../gridbox-abi/src/lib.rs"))];
+const VENDORED_SOURCES: &[(&str, &str)] = &[
+    ("gridbox-sdk/src/lib.rs", include_str!("../../../gridbox-sdk/src/lib.rs")),
+    ("gridbox-sdk/src/model_ops.rs", include_str!("../../../gridbox-sdk/src/model_ops.rs")),
+    ("gridbox-abi/src/lib.rs", include_str!("../../../gridbox-abi/src/lib.rs")),
+];
 
 /// The vendored crates' manifests as they are in this repository (some fields inherited from
 /// the workspace), rewritten by [`standalone_manifest`].
