@@ -12,7 +12,7 @@
 //! Flags: `--model DIR` (default `/model`; holds `config.json`, `model.safetensors` and
 //! optionally `tokenizer.json`), `--prompt TEXT` or `--prompt-file FILE`, `--tokens N` (default
 //! 32), `--temperature T` (default 0: greedy), `--top-k K`, `--top-p P`, `--seed S`,
-//! `--stop-at-eos`. `--tokens 0` loads the model and stops (what a benchmark subtracts). Writes `/output/tokens.txt` (the prompt's ids, then the generated ones),
+//! `--stop-at-eos`. `--tokens 0` loads the model and stops (no forward pass). Writes `/output/tokens.txt` (the prompt's ids, then the generated ones),
 //! `/output/text.txt` (the generated text) and `/output/logits.bin` (little-endian f32, one row
 //! of `vocab` logits per generated token: the logits it was chosen from). Progress goes to
 //! stderr.
@@ -97,7 +97,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     let mut logits_file = std::io::BufWriter::new(std::fs::File::create("/output/logits.bin")?);
     let mut generated = Vec::with_capacity(args.tokens);
     if args.tokens == 0 {
-        // Load only (what a benchmark subtracts): no forward pass.
+        // Load only: no forward pass.
         std::fs::write("/output/tokens.txt", "")?;
         std::fs::write("/output/text.txt", "")?;
         return Ok(());
