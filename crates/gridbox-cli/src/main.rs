@@ -55,6 +55,11 @@ enum Command {
     SpotCheck(commands::spot_check::SpotCheckArgs),
     /// Serve jobs over HTTP as a provider (spec/http.md). SIGTERM stops it gracefully.
     Serve(serve::ServeArgs),
+    /// Run the market's jobs: pull them from its NATS JetStream work queue, run them, store
+    /// results and signed receipts, record each job's end (spec/fleet.md).
+    Provide(commands::provide::ProvideArgs),
+    /// Replay a sample of the market's ended jobs and publish a verdict on each (spec/fleet.md).
+    Check(commands::check::CheckArgs),
     /// Send a job to a server, wait for it, download its results and optionally replay it.
     ///
     /// Exit status as for `run`; with --verify, 1 if the replay does not match the receipt.
@@ -91,6 +96,8 @@ fn main() -> ExitCode {
         Command::Dispute(args) => (dispute::dispute(args), exit::VERIFY_ERROR),
         Command::SpotCheck(args) => (commands::spot_check::spot_check(args), exit::VERIFY_ERROR),
         Command::Serve(args) => (serve::serve(args), exit::REFUSED),
+        Command::Provide(args) => (commands::provide::provide(args), exit::REFUSED),
+        Command::Check(args) => (commands::check::check(args), exit::REFUSED),
         Command::Submit(args) => (submit::submit(args), exit::REFUSED),
         Command::Load(args) => (load::load(args), exit::REFUSED),
         Command::Manifest(args) => (manifest::manifest(args), exit::REFUSED),

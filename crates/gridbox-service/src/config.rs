@@ -108,6 +108,28 @@ impl Default for ServeSettings {
     }
 }
 
+/// The `[fleet]` table: a gateway's market (`gridbox serve --fleet`, spec/fleet.md). A plain
+/// `serve` ignores it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSettings {
+    /// Jobs handed to the market and not yet ended, at once (the rest wait in the gateway's
+    /// queue, bounded by `serve.max_queued`).
+    pub in_flight: usize,
+    /// How long a provider may go without a sign of life on a job before JetStream delivers it
+    /// to another provider, in seconds. Providers signal every third of it while a job runs.
+    pub ack_wait_s: u64,
+    /// Copies of each stream and bucket in a NATS cluster (1 on a single server; 3 for a
+    /// cluster that must survive losing a server).
+    pub replicas: usize,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings { in_flight: 1024, ack_wait_s: 30, replicas: 1 }
+    }
+}
+
 impl ServeSettings {
     /// Time allowed for ordinary requests.
     pub fn request_timeout(&self) -> Duration {
@@ -134,6 +156,8 @@ pub struct ServiceConfig {
     pub tenants: Vec<Tenant>,
     /// Worker pool, queue, body limits and timeouts.
     pub serve: ServeSettings,
+    /// The market's settings, for a gateway.
+    pub fleet: FleetSettings,
 }
 
 #[derive(serde::Deserialize)]
@@ -143,10 +167,12 @@ struct ServiceTables {
     tenants: Vec<Tenant>,
     #[serde(default)]
     serve: ServeSettings,
+    #[serde(default)]
+    fleet: FleetSettings,
 }
 
 /// The top-level keys of a policy file.
-const POLICY_FILE_KEYS: [&str; 6] = ["capabilities", "kernel_threads", "max", "default", "tenants", "serve"];
+const POLICY_FILE_KEYS: [&str; 7] = ["capabilities", "kernel_threads", "max", "default", "tenants", "serve", "fleet"];
 
 /// Most a limit in `[serve]` may be set to where a larger value is surely a mistake.
 const MAX_WORKERS: usize = 64;
@@ -164,18 +190,18 @@ impl ServiceConfig {
             let at = line.map(|n| format!(" (line {})", n + 1)).unwrap_or_default();
             return Err(ManifestError::InvalidPolicyValue {
                 key: unknown.clone(),
-                reason: format!("unknown key{at}; a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve]"),
+                reason: format!("unknown key{at}; a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve], [fleet]"),
             });
         }
         let mut service = toml::Table::new();
-        for key in ["tenants", "serve"] {
+        for key in ["tenants", "serve", "fleet"] {
             if let Some(value) = table.remove(key) {
                 service.insert(key.into(), value);
             }
         }
         let policy: Policy = table.try_into().map_err(parse)?;
         let tables: ServiceTables = service.try_into().map_err(parse)?;
-        let config = ServiceConfig { policy, tenants: tables.tenants, serve: tables.serve };
+        let config = ServiceConfig { policy, tenants: tables.tenants, serve: tables.serve, fleet: tables.fleet };
         config.validate()?;
         Ok(config)
     }
@@ -225,6 +251,16 @@ impl ServiceConfig {
                 return Err(invalid(key.into(), "must be at least 1".into()));
             }
         }
+        let fleet = &self.fleet;
+        if !(1..=65_536).contains(&fleet.in_flight) {
+            return Err(invalid("fleet.in_flight".into(), format!("{} is not between 1 and 65536", fleet.in_flight)));
+        }
+        if !(1..=3600).contains(&fleet.ack_wait_s) {
+            return Err(invalid("fleet.ack_wait_s".into(), format!("{} is not between 1 and 3600", fleet.ack_wait_s)));
+        }
+        if !(1..=5).contains(&fleet.replicas) {
+            return Err(invalid("fleet.replicas".into(), format!("{} is not between 1 and 5 (JetStream's limit)", fleet.replicas)));
+        }
         if serve.max_wait_s >= serve.request_timeout_s {
             return Err(invalid("serve.max_wait_s".into(), format!("must be below serve.request_timeout_s ({})", serve.request_timeout_s)));
         }
@@ -268,7 +304,7 @@ mod tests {
             ("[max]\nfule = 1\n", "fule"),
             (
                 "# a policy\n[[tenant]]\nname = \"a\"\n",
-                "policy key `tenant` is invalid: unknown key (line 2); a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve]",
+                "policy key `tenant` is invalid: unknown key (line 2); a policy file has: capabilities, kernel_threads, [max], [default], [[tenants]], [serve], [fleet]",
             ),
         ];
         for (text, needle) in cases {

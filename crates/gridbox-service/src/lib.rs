@@ -17,6 +17,7 @@ pub mod events;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod remote;
 pub mod service;
 pub mod wire;
 

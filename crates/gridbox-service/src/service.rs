@@ -15,6 +15,7 @@ use crate::db::{JobDb, JobRecord, JobResult, JobState, Recovered, now_ms};
 use crate::error::ServiceError;
 use crate::events::{EventHook, JobEvent, JobEventKind, no_events};
 use crate::metrics::{Gauges, Metrics};
+use crate::remote::{RemoteJob, RemoteOutcome, RemoteRunner, RunResults};
 use crate::wire::JobStatus;
 use gridbox_core::digest::Digest;
 use gridbox_core::engine::JobEngine;
@@ -72,6 +73,8 @@ pub struct Service {
     pub metrics: Metrics,
     /// Kept tensors (spot-check evidence), one folder per tenant: see [`evidence`].
     tensors_dir: std::path::PathBuf,
+    /// Where jobs run when not here: a gateway's market (see [`crate::remote`]).
+    runner: Option<Arc<dyn RemoteRunner>>,
 }
 
 /// Results waiting to be stored, per worker (see [`Service::work`]). Storing waits on the disk
@@ -97,6 +100,19 @@ impl Service {
         data: &std::path::Path,
         key: SigningKey,
         events: EventHook,
+    ) -> Result<Arc<Self>, ServiceError> {
+        Self::open_with_runner(config, engine, data, key, events, None)
+    }
+
+    /// [`Service::open_with_events`], running jobs through `runner` instead of this process's
+    /// workers when one is given (a gateway: `engine` and `key` then run and sign nothing).
+    pub fn open_with_runner(
+        config: ServiceConfig,
+        engine: JobEngine,
+        data: &std::path::Path,
+        key: SigningKey,
+        events: EventHook,
+        runner: Option<Arc<dyn RemoteRunner>>,
     ) -> Result<Arc<Self>, ServiceError> {
         std::fs::create_dir_all(data).map_err(|source| ServiceError::DataFolder { path: data.to_path_buf(), source })?;
         // The database first: its file lock keeps a second server off this folder before the
@@ -132,6 +148,7 @@ impl Service {
             events,
             metrics,
             tensors_dir: data.join("tensors"),
+            runner,
         });
         let mut recovered = Vec::with_capacity(unfinished.len());
         {
@@ -393,7 +410,15 @@ impl Service {
             }
         }
         match self.snapshot(id)? {
-            Some((status, owner, _)) if owner == tenant => Ok(status),
+            Some((mut status, owner, _)) if owner == tenant => {
+                if let Some(runner) = &self.runner
+                    && status.state.is_final()
+                    && status.receipt.is_some()
+                {
+                    status.verdict = runner.verdict(id).await;
+                }
+                Ok(status)
+            }
             _ => Err(ServiceError::JobNotFound(id.to_string())),
         }
     }
@@ -454,12 +479,21 @@ impl Service {
             let queue = self.lock();
             (queue.waiting.len() as u64, queue.running as u64)
         };
-        self.metrics.render(&Gauges { queued, running, blob_bytes: self.blobs.stored_bytes(), workers: self.config.serve.workers as u64 })
+        let mut text = self.metrics.render(&Gauges { queued, running, blob_bytes: self.blobs.stored_bytes(), workers: self.workers() as u64 });
+        if let Some(runner) = &self.runner {
+            text.push_str(&runner.render_metrics());
+        }
+        text
+    }
+
+    /// Workers: jobs run at once here, or a gateway's jobs handed to the market at once.
+    fn workers(&self) -> usize {
+        if self.runner.is_some() { self.config.fleet.in_flight } else { self.config.serve.workers }
     }
 
     /// Starts the worker pool on the current tokio runtime.
     pub fn start_workers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.config.serve.workers).map(|_| tokio::spawn(self.clone().work())).collect()
+        (0..self.workers()).map(|_| tokio::spawn(self.clone().work())).collect()
     }
 
     /// One worker: runs a job, hands its results to a storing task and takes the next job, so
@@ -474,7 +508,9 @@ impl Service {
             // Only recovered jobs count their starts: a job that brings the server down comes
             // back as a recovered job, so its starts are counted from the first restart on, and
             // a healthy server pays nothing per job for the guard.
+            // A gateway runs no job itself, so no job can bring it down: it counts nothing.
             if live.recovered
+                && self.runner.is_none()
                 && !live.start_noted.swap(true, Ordering::Relaxed)
                 && let Err(e) = self.db.started(&live.record.id).await
             {
@@ -483,13 +519,15 @@ impl Service {
                 self.end_run(&live, Attempt::Stopped).await;
                 continue;
             }
-            let (service, job) = (self.clone(), live.clone());
-            let executed = tokio::task::spawn_blocking(move || service.execute(&job)).await;
-            let kib = match &executed {
-                Ok(Execution::Ran { run, .. }) => {
-                    let bytes = run.stdout.len() + run.stderr.len() + run.outputs.values().map(Vec::len).sum::<usize>();
-                    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, STORING_KIB_PER_WORKER)
+            let executed = match &self.runner {
+                Some(runner) => Ok(self.execute_remote(runner.as_ref(), &live).await),
+                None => {
+                    let (service, job) = (self.clone(), live.clone());
+                    tokio::task::spawn_blocking(move || service.execute(&job)).await
                 }
+            };
+            let kib = match &executed {
+                Ok(Execution::Ran(results)) => u32::try_from(results.size().div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, STORING_KIB_PER_WORKER),
                 _ => 1,
             };
             let (Ok(permit), Ok(kib_permit)) = (storing.clone().acquire_owned().await, storing_kib.clone().acquire_many_owned(kib).await) else {
@@ -604,7 +642,40 @@ impl Service {
         self.metrics.run_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.fuel.observe(run.fuel_used as f64);
         let receipt = Receipt::sign(&job, &run, &self.engine.backend().name(), &self.key);
-        Execution::Ran { run: Box::new(run), receipt: Box::new(receipt) }
+        let trace = run.trace_log.entries().filter(|entries| !entries.is_empty()).map(trace_file::encode);
+        let succeeded = run.outcome == (Outcome::Exited { code: 0 });
+        let reason = (!succeeded).then(|| failure_reason(&run.outcome.to_string(), run.detail.as_deref()));
+        Execution::Ran(Box::new(RunResults {
+            receipt: receipt.to_canonical_json(),
+            stdout: run.stdout,
+            stderr: run.stderr,
+            outputs: run.outputs,
+            trace,
+            fuel_used: run.fuel_used,
+            outcome: run.outcome.to_string(),
+            succeeded,
+            reason,
+            started_at_ms: None,
+        }))
+    }
+
+    /// Hands the job to the remote runner and waits for its end.
+    async fn execute_remote(&self, runner: &dyn RemoteRunner, live: &LiveJob) -> Execution {
+        let resolved = match ResolvedManifest::from_canonical_text(&live.record.manifest) {
+            Ok(resolved) => resolved,
+            Err(e) => return Execution::Refused(format!("the stored manifest is unreadable: {}", error_chain(&e))),
+        };
+        let manifest = resolved.manifest();
+        let job = RemoteJob { id: live.record.id.clone(), manifest: live.record.manifest.clone(), module: manifest.module, inputs: manifest.inputs.clone() };
+        match runner.run(job, &self.blobs, self.stop_signal()).await {
+            RemoteOutcome::Ran(results) => {
+                self.metrics.fuel.observe(results.fuel_used as f64);
+                Execution::Ran(results)
+            }
+            RemoteOutcome::Refused(reason) => Execution::Refused(reason),
+            RemoteOutcome::HostFault(reason) => Execution::HostFault(reason),
+            _ => Execution::Stopped,
+        }
     }
 
     /// Writes a run's results as blobs (on a blocking thread) and hands them to the blob
@@ -612,17 +683,16 @@ impl Service {
     fn stage(&self, live: &LiveJob, execution: Execution) -> (Attempt, PendingBlobs) {
         let started_at_ms = live.started_at_ms.load(Ordering::Relaxed);
         let nothing = || PendingBlobs::default();
-        let (run, receipt) = match execution {
+        let run = match execution {
             Execution::Stopped => return (Attempt::Stopped, nothing()),
             Execution::HostFault(reason) => return (Attempt::HostFault(reason), nothing()),
             Execution::Refused(reason) => return (Attempt::Ended(JobState::Failed, JobResult::without_run(started_at_ms, reason)), nothing()),
-            Execution::Ran { run, receipt } => (run, receipt),
+            Execution::Ran(results) => results,
         };
-        let receipt_json = receipt.to_canonical_json();
-        let trace = run.trace_log.entries().filter(|entries| !entries.is_empty()).map(trace_file::encode);
-        let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &receipt_json];
+        let started_at_ms = run.started_at_ms.unwrap_or(started_at_ms);
+        let mut blobs: Vec<&[u8]> = vec![&run.stdout, &run.stderr, &run.receipt];
         blobs.extend(run.outputs.values().map(Vec::as_slice));
-        blobs.extend(trace.as_deref());
+        blobs.extend(run.trace.as_deref());
         let stored = self.blobs.stage(&blobs).map(|(pending, refs)| {
             // `refs` follows `blobs`: stdout, stderr, receipt, the outputs in order, the trace.
             let (fixed, rest) = refs.split_at(3);
@@ -631,8 +701,8 @@ impl Service {
                 started_at_ms,
                 finished_at_ms: now_ms(),
                 fuel_used: run.fuel_used,
-                outcome: Some(run.outcome.to_string()),
-                reason: None,
+                outcome: Some(run.outcome.clone()),
+                reason: run.reason.clone(),
                 stdout: Some(fixed[0]),
                 stderr: Some(fixed[1]),
                 outputs: run.outputs.keys().cloned().zip(outputs.iter().copied()).collect(),
@@ -642,14 +712,8 @@ impl Service {
             (pending, result)
         });
         match stored {
-            Ok((pending, result)) if run.outcome == (Outcome::Exited { code: 0 }) => (Attempt::Ended(JobState::Succeeded, result), pending),
-            Ok((pending, mut result)) => {
-                result.reason = Some(match &run.detail {
-                    Some(detail) => format!("{}: {}", run.outcome, detail.lines().next().unwrap_or_default()),
-                    None => run.outcome.to_string(),
-                });
-                (Attempt::Ended(JobState::Failed, result), pending)
-            }
+            Ok((pending, result)) if run.succeeded => (Attempt::Ended(JobState::Succeeded, result), pending),
+            Ok((pending, result)) => (Attempt::Ended(JobState::Failed, result), pending),
             Err(e) => (Attempt::HostFault(format!("cannot store the job's results: {e}")), nothing()),
         }
     }
@@ -788,6 +852,14 @@ impl Service {
             }
             let _ = tokio::time::timeout_at(deadline.max(now + Duration::from_millis(50)), ended).await;
         }
+    }
+}
+
+/// Why a run that did not exit with code 0 failed: its outcome and the first line of its detail.
+pub fn failure_reason(outcome: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(detail) => format!("{outcome}: {}", detail.lines().next().unwrap_or_default()),
+        None => outcome.to_string(),
     }
 }
 

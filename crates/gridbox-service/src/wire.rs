@@ -58,6 +58,9 @@ pub struct JobStatus {
     /// since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
+    /// A market verifier's verdict on the job's receipt (gateways only: `gridbox serve --fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::remote::Verdict>,
 }
 
 /// `GET /v1/usage`: the tenant's storage.

@@ -8,8 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use gridbox_compute::DeviceChoice;
 use gridbox_core::keys;
+use gridbox_fleet::gateway::FleetRunner;
+use gridbox_fleet::market::{self, Market, MarketSettings};
 use gridbox_service::{EventHook, JobEvent, JobEventKind, Service, ServiceConfig};
 
+use super::fleet_flags::NatsArgs;
 use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::flags::read_text;
@@ -38,6 +41,12 @@ pub(crate) struct ServeArgs {
     /// (one object per line). Other messages stay plain text.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     log_format: LogFormat,
+    /// Be the market's gateway: keep this HTTP API for tenants, but hand their jobs to the
+    /// providers of the NATS JetStream market at URL instead of running them (spec/fleet.md).
+    #[arg(long, value_name = "URL")]
+    fleet: Option<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 /// How `serve` logs job events.
@@ -73,21 +82,46 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
     };
     // Tensor jobs are the policy's to allow: say which device runs them only if it does.
     let tensors = config.policy.capabilities.contains(&gridbox_core::Capability::Tensor);
-    let engine = engine_on(&config.policy, args.device, tensors, &args.cache)?;
-    engine.announce_device();
+    // A gateway runs no job: its engine is never used, so no GPU is looked for.
+    let engine = engine_on(&config.policy, args.device, tensors && args.fleet.is_none(), &args.cache)?;
+    if args.fleet.is_none() {
+        engine.announce_device();
+    }
     let engine = engine.into_engine();
+    let credentials = args.nats.credentials()?;
     let events = log_events(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
         let address = listener.local_addr().context("listening socket")?;
         let (workers, tenants) = (config.serve.workers, config.tenants.len());
-        let service = Service::open_with_events(config, engine, &args.data, key, events)?;
-        eprintln!(
-            "gridbox: serving on http://{address} ({workers} workers, {tenants} tenants, {} queued jobs recovered, data in {})",
-            service.queued(),
-            args.data.display()
-        );
+        let runner = match &args.fleet {
+            Some(url) => {
+                let settings = MarketSettings {
+                    retention: std::time::Duration::from_secs(config.serve.retention_s),
+                    ack_wait: std::time::Duration::from_secs(config.fleet.ack_wait_s),
+                    replicas: config.fleet.replicas,
+                };
+                let client = market::connect(url, &credentials, "gridbox gateway").await?;
+                let market = Market::create(client, &settings).await?;
+                Some(FleetRunner::start(market, settings) as Arc<dyn gridbox_service::remote::RemoteRunner>)
+            }
+            None => None,
+        };
+        let in_flight = config.fleet.in_flight;
+        let service = Service::open_with_runner(config, engine, &args.data, key, events, runner)?;
+        match &args.fleet {
+            Some(url) => eprintln!(
+                "gridbox: serving on http://{address} as the gateway of the market at {url} (up to {in_flight} jobs in the market at once, {tenants} tenants, {} queued jobs recovered, data in {})",
+                service.queued(),
+                args.data.display()
+            ),
+            None => eprintln!(
+                "gridbox: serving on http://{address} ({workers} workers, {tenants} tenants, {} queued jobs recovered, data in {})",
+                service.queued(),
+                args.data.display()
+            ),
+        }
         gridbox_service::serve(listener, service, stop_signal()).await.context("serving")?;
         eprintln!("gridbox: stopped");
         Ok(0)

@@ -10,9 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::db::{JobRecord, JobResult, JobState};
+use crate::remote::RunResults;
 use crate::wire::JobStatus;
-use gridbox_core::job::{JobRun, RunMonitor};
-use gridbox_core::receipt::Receipt;
+use gridbox_core::job::RunMonitor;
 
 /// A job that has not ended yet, as the workers and status requests see it.
 pub(super) struct LiveJob {
@@ -66,8 +66,8 @@ impl Queue {
 
 /// What running a job gave, before its results are stored.
 pub(super) enum Execution {
-    /// It ran to an outcome.
-    Ran { run: Box<JobRun>, receipt: Box<Receipt> },
+    /// It ran to an outcome (here or elsewhere).
+    Ran(Box<RunResults>),
     /// It could not run, for the job's reasons; the reason says why.
     Refused(String),
     /// It could not run or its results could not be stored, for the provider's reasons.
@@ -119,6 +119,7 @@ impl LiveJob {
             trace: None,
             kept: false,
             expires_at_ms: None,
+            verdict: None,
         }
     }
 }
@@ -142,6 +143,7 @@ pub(super) fn stored_status(record: &JobRecord, expires_at_ms: Option<u64>) -> J
         trace: result.and_then(|r| r.trace),
         kept: record.kept,
         expires_at_ms,
+        verdict: None,
     }
 }
 

@@ -1,0 +1,80 @@
+//! `gridbox provide`: a provider in the market (spec/fleet.md): pulls jobs from the work queue,
+//! runs them, stores their results and signed receipts, and records each job's end once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use gridbox_compute::DeviceChoice;
+use gridbox_core::{Capability, Policy, keys};
+use gridbox_fleet::provider::{Provider, ProviderConfig, render_metrics};
+use gridbox_fleet::{Market, market};
+
+use super::fleet_flags::{NatsArgs, stop_signal};
+use crate::cache::CacheArgs;
+use crate::device::engine_on;
+use crate::flags::read_text;
+
+/// `gridbox provide`'s flags.
+#[derive(Args)]
+pub(crate) struct ProvideArgs {
+    /// The market's NATS server, e.g. nats://market.example:4222.
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    #[command(flatten)]
+    nats_auth: NatsArgs,
+    /// The key this provider signs receipts with (`gridbox keygen`): its name in the market.
+    #[arg(long)]
+    key: PathBuf,
+    /// The market's policy file (the gateway's; its [[tenants]] and [serve] are ignored): the
+    /// engine is sized for the largest job it allows. Default: the built-in policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Where tensor ops run: auto (the default), cpu, cuda or cuda:N.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<DeviceChoice>,
+    /// Jobs run at once; default: the number of CPUs.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Serve GET /metrics on this address (e.g. 127.0.0.1:9101; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// Provides until SIGTERM or SIGINT.
+pub(crate) fn provide(args: ProvideArgs) -> Result<u8> {
+    let policy = match &args.policy {
+        Some(path) => gridbox_service::ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
+        None => Policy::default(),
+    };
+    let key = keys::read_secret_key(&args.key)?;
+    let tensors = policy.capabilities.contains(&Capability::Tensor);
+    let engine = engine_on(&policy, args.device, tensors, &args.cache)?;
+    engine.announce_device();
+    let engine = Arc::new(engine.into_engine());
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    anyhow::ensure!((1..=256).contains(&workers), "--workers {workers}: use 1 to 256");
+    let credentials = args.nats_auth.credentials()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let client = market::connect(&args.nats, &credentials, "gridbox provide").await?;
+        let market = Market::open(client).await?;
+        let provider = Provider::new(market, engine, ProviderConfig { workers, key, policy });
+        if let Some(addr) = &args.metrics_addr {
+            let shown = provider.clone();
+            let bound = gridbox_fleet::metrics::serve_metrics(addr, Arc::new(move || render_metrics(&shown))).await?;
+            eprintln!("gridbox: metrics on http://{bound}/metrics");
+        }
+        eprintln!("gridbox: providing to {} as {} ({workers} workers)", args.nats, provider.public_key());
+        let (stopper, stop) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(provider.run(stop));
+        stop_signal("provider").await;
+        stopper.send_replace(true);
+        running.await.context("the provider's task")??;
+        eprintln!("gridbox: stopped; jobs it was running go back to the queue");
+        Ok(0)
+    })
+}

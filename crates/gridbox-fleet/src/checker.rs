@@ -1,0 +1,316 @@
+//! A checker (`gridbox check`): reads every job record update from the market, replays a
+//! sample of the jobs that ran (with the same engine as `gridbox verify`, against the results
+//! the provider stored) and publishes a verdict per job; a mismatch is added to the provider's
+//! tally, which the gateway shows on `/metrics`, and the verdict to the job's status.
+//!
+//! The sample is drawn with a secret seed of the checker's, so a provider cannot tell which of
+//! its jobs will be checked.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, kv};
+use futures_util::StreamExt;
+use gridbox_core::artifacts::Artifacts;
+use gridbox_core::engine::JobEngine;
+use gridbox_core::errors::error_chain;
+use gridbox_core::receipt::Receipt;
+use gridbox_core::verify::{Evidence, VerifyOptions, verify};
+use tokio::sync::watch;
+
+use crate::FleetError;
+use crate::gateway::now_ms;
+use crate::market::{CHECKERS_CONSUMER, Market, RECORDS_STREAM};
+use crate::metrics::{Figure, write_metric};
+use crate::record::{End, JobRecord, RecordState, Tally, VerdictRecord, bounded_reason, parse_tally};
+
+/// Largest blob a checker fetches.
+const MAX_FETCH_BYTES: u64 = 4 << 30;
+
+/// How a checker runs.
+#[derive(Debug, Clone)]
+pub struct CheckerConfig {
+    /// The fraction of ended jobs to replay, 0 to 1.
+    pub sample: f64,
+    /// The secret the sample is drawn with.
+    pub seed: [u8; 32],
+    /// Replays at once.
+    pub workers: usize,
+}
+
+/// A checker's figures.
+#[derive(Default)]
+pub struct CheckerFigures {
+    /// Ended jobs seen.
+    pub seen: Figure,
+    /// Jobs replayed.
+    pub checked: Figure,
+    /// Verdicts: match.
+    pub matched: Figure,
+    /// Verdicts: mismatch.
+    pub mismatched: Figure,
+    /// Verdicts: unverifiable.
+    pub unverifiable: Figure,
+    /// Records refused as malformed.
+    pub malformed: Figure,
+}
+
+/// A checker process's state.
+pub struct Checker {
+    market: Market,
+    engine: Arc<JobEngine>,
+    config: CheckerConfig,
+    /// Its figures.
+    pub figures: CheckerFigures,
+}
+
+/// Whether job `id` is in the sample: BLAKE3 keyed by the seed, as a fraction of 2^64.
+pub fn sampled(seed: &[u8; 32], id: &str, fraction: f64) -> bool {
+    let hash = blake3::keyed_hash(seed, id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    (u64::from_le_bytes(first) as f64) < fraction * 18_446_744_073_709_551_616.0
+}
+
+impl Checker {
+    /// A checker on `market`, replaying on `engine`.
+    pub fn new(market: Market, engine: Arc<JobEngine>, config: CheckerConfig) -> Arc<Checker> {
+        Arc::new(Checker { market, engine, config, figures: CheckerFigures::default() })
+    }
+
+    /// Checks until `stop` turns true. Errors only if the market is not there.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) -> Result<(), FleetError> {
+        let consumer = self.market.consumer(RECORDS_STREAM, CHECKERS_CONSUMER).await?;
+        let workers: Vec<_> = (0..self.config.workers.max(1)).map(|_| tokio::spawn(self.clone().work(consumer.clone(), stop.clone()))).collect();
+        for worker in workers {
+            let _ = worker.await;
+        }
+        Ok(())
+    }
+
+    async fn work(self: Arc<Self>, consumer: async_nats::jetstream::consumer::PullConsumer, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let mut batch = match consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    eprintln!("gridbox: checker: cannot pull record updates: {}; trying again", error_chain(&e));
+                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => {} }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! { next = batch.next() => next, _ = stop.changed() => None };
+                let Some(Ok(message)) = next else { break };
+                let done = self.handle(&message).await;
+                let _ = if done { message.ack().await } else { message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await };
+            }
+        }
+    }
+
+    /// One record update; false to see it again later (a fault of the market or this machine).
+    async fn handle(&self, message: &async_nats::jetstream::Message) -> bool {
+        // A KV update's subject is `$KV.<bucket>.<key>`; deletes and purges carry no record.
+        let Some(id) = message.subject.as_str().rsplit('.').next().map(str::to_string) else { return true };
+        if message.payload.is_empty() {
+            return true;
+        }
+        let record = match JobRecord::parse(&id, &message.payload) {
+            Ok(record) => record,
+            Err(e) => {
+                self.figures.malformed.add();
+                eprintln!("gridbox: checker: {}", error_chain(&e));
+                return true;
+            }
+        };
+        let RecordState::Ended { provider, end: End::Ran { receipt, .. }, .. } = &record.state else { return true };
+        self.figures.seen.add();
+        if !sampled(&self.config.seed, &id, self.config.sample) {
+            return true;
+        }
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let verdict = match self.replay(&record, receipt.blake3, receipt.size, message).await {
+            Ok(verdict) => verdict,
+            Err(e) if delivered < 3 => {
+                eprintln!("gridbox: checker: job {id}: cannot check it yet: {}", error_chain(&e));
+                return false;
+            }
+            Err(e) => Judged { verdict: "unverifiable", detail: Some(bounded_reason(&error_chain(&e))) },
+        };
+        let record = VerdictRecord {
+            verdict: verdict.verdict.to_string(),
+            provider: provider.clone(),
+            receipt: receipt.blake3.to_hex(),
+            detail: verdict.detail,
+            checked_at_ms: now_ms(),
+        };
+        match self.publish(&id, &record).await {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("gridbox: checker: job {id}: cannot publish its verdict: {}", error_chain(&e));
+                false
+            }
+        }
+    }
+
+    /// Replays the job the record says ended, against the receipt and results in the market.
+    async fn replay(
+        &self,
+        record: &JobRecord,
+        receipt_hash: gridbox_core::digest::Digest,
+        receipt_size: u64,
+        message: &async_nats::jetstream::Message,
+    ) -> Result<Judged, FleetError> {
+        let receipt_bytes = match self.market.get_blob(&receipt_hash, receipt_size.min(4 << 20), "receipt").await {
+            Ok(bytes) => bytes,
+            Err(e @ FleetError::Nats { .. }) => return Err(e),
+            // A receipt that is not there or not what the record says: the provider's doing.
+            Err(e) => return Ok(Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("receipt: {}", error_chain(&e)))) }),
+        };
+        let receipt = match Receipt::from_json(&receipt_bytes) {
+            Ok(receipt) => receipt,
+            Err(e) => return Ok(Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("receipt: {}", error_chain(&e)))) }),
+        };
+        if receipt.manifest.text != record.manifest {
+            return Ok(Judged { verdict: "mismatch", detail: Some("manifest: the receipt is for another job".into()) });
+        }
+        let module = self.market.get_blob(&receipt.module.blake3, MAX_FETCH_BYTES, "module").await?;
+        let mut inputs = BTreeMap::new();
+        for (name, blob) in &receipt.inputs {
+            inputs.insert(name.clone(), Arc::from(self.market.get_blob(&blob.blake3, MAX_FETCH_BYTES, "input").await?));
+        }
+        // The results as the provider stored them: a replay must give these bytes.
+        let stored = |blob: &gridbox_core::digest::BlobRef, what: &'static str| {
+            let (digest, size) = (blob.blake3, blob.size);
+            async move {
+                match self.market.get_blob(&digest, size, what).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e @ FleetError::Nats { .. }) => Err(e),
+                    Err(_) => Ok(None),
+                }
+            }
+        };
+        let stdout = stored(&receipt.stdout, "stdout").await?;
+        let stderr = stored(&receipt.stderr, "stderr").await?;
+        let mut outputs = BTreeMap::new();
+        for (name, blob) in &receipt.outputs {
+            if let Some(bytes) = stored(blob, "output").await? {
+                outputs.insert(name.clone(), bytes);
+            }
+        }
+        self.figures.checked.add();
+        let evidence =
+            Evidence { module: Arc::from(module), inputs, artifacts: Some(Artifacts { stdout, stderr, outputs, trace: None }), requested: None, trace: None };
+        let engine = self.engine.clone();
+        let mut replay = tokio::task::spawn_blocking(move || verify(&engine, &receipt, &evidence, VerifyOptions::default()));
+        let report = loop {
+            tokio::select! {
+                report = &mut replay => break report,
+                _ = tokio::time::sleep(Duration::from_secs(20)) => { let _ = message.ack_with(AckKind::Progress).await; }
+            }
+        };
+        Ok(match report {
+            Ok(Ok(report)) => match report.first_mismatch() {
+                None => Judged { verdict: "match", detail: None },
+                Some(check) => {
+                    Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("{}: expected {}, got {}", check.field, check.expected, check.got))) }
+                }
+            },
+            Ok(Err(e)) => Judged { verdict: "unverifiable", detail: Some(bounded_reason(&error_chain(&e))) },
+            Err(panic) => Judged { verdict: "unverifiable", detail: Some(format!("internal error while replaying: {panic}")) },
+        })
+    }
+
+    /// Publishes a verdict and adds it to the provider's tally, once per receipt.
+    async fn publish(&self, id: &str, verdict: &VerdictRecord) -> Result<(), FleetError> {
+        let bytes = serde_json::to_vec(verdict).unwrap_or_default();
+        match self.market.verdicts.create(id, bytes.clone().into()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                // Judged before: by this checker (a redelivery) or another. Count a receipt once.
+                let earlier = self.market.verdicts.get(id).await.map_err(|e| FleetError::nats(format!("read the verdict on job {id}"), e))?;
+                let same = earlier.and_then(|b| crate::record::parse_verdict(id, &b).ok()).is_some_and(|v| v.receipt == verdict.receipt);
+                if same {
+                    return Ok(());
+                }
+                self.market.verdicts.put(id, bytes.into()).await.map_err(|e| FleetError::nats(format!("publish the verdict on job {id}"), e))?;
+            }
+            Err(e) => return Err(FleetError::nats(format!("publish the verdict on job {id}"), e)),
+        }
+        match verdict.verdict.as_str() {
+            "match" => self.figures.matched.add(),
+            "mismatch" => {
+                self.figures.mismatched.add();
+                eprintln!("gridbox: checker: job {id}: MISMATCH: provider {}: {}", verdict.provider, verdict.detail.as_deref().unwrap_or(""));
+            }
+            _ => self.figures.unverifiable.add(),
+        }
+        if verdict.verdict == "unverifiable" {
+            return Ok(());
+        }
+        let key = verdict.provider.as_str();
+        for _ in 0..32 {
+            let entry = self.market.tally.entry(key).await.map_err(|e| FleetError::nats(format!("read the tally of {key}"), e))?;
+            let (mut tally, revision) = match entry.filter(|e| e.operation == kv::Operation::Put) {
+                Some(entry) => (parse_tally(key, &entry.value).unwrap_or_default(), Some(entry.revision)),
+                None => (Tally::default(), None),
+            };
+            tally.checked += 1;
+            if verdict.verdict == "mismatch" {
+                tally.mismatches += 1;
+                tally.last_mismatch = Some(id.to_string());
+            }
+            let bytes: bytes::Bytes = serde_json::to_vec(&tally).unwrap_or_default().into();
+            let written = match revision {
+                Some(revision) => {
+                    self.market.tally.update(key, bytes, revision).await.map(|_| ()).map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+                }
+                None => self.market.tally.create(key, bytes).await.map(|_| ()).map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(true) => continue,
+                Err(false) => break,
+            }
+        }
+        Err(FleetError::nats(format!("update the tally of {key}"), "the tally kept changing or could not be written"))
+    }
+}
+
+/// A verdict before it is published.
+struct Judged {
+    verdict: &'static str,
+    detail: Option<String>,
+}
+
+/// The checker's `/metrics`.
+pub fn render_metrics(checker: &Checker) -> String {
+    let f = &checker.figures;
+    let mut out = String::new();
+    write_metric(&mut out, "checker_seen_total", "counter", "Ended jobs this checker saw.", f.seen.get());
+    write_metric(&mut out, "checker_checked_total", "counter", "Jobs this checker replayed.", f.checked.get());
+    out.push_str("# HELP gridbox_fleet_checker_verdicts_total Verdicts this checker published.\n# TYPE gridbox_fleet_checker_verdicts_total counter\n");
+    for (verdict, figure) in [("match", &f.matched), ("mismatch", &f.mismatched), ("unverifiable", &f.unverifiable)] {
+        out.push_str(&format!("gridbox_fleet_checker_verdicts_total{{verdict=\"{verdict}\"}} {}\n", figure.get()));
+    }
+    write_metric(&mut out, "checker_malformed_total", "counter", "Records refused as malformed.", f.malformed.get());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_is_about_the_fraction_asked_and_depends_on_the_seed() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("{i:032x}")).collect();
+        let count = |seed: &[u8; 32], p: f64| ids.iter().filter(|id| sampled(seed, id, p)).count();
+        assert_eq!(count(&[1; 32], 0.0), 0);
+        assert_eq!(count(&[1; 32], 1.0), 10_000);
+        let tenth = count(&[1; 32], 0.1);
+        assert!((800..1200).contains(&tenth), "{tenth}");
+        let other: Vec<&String> = ids.iter().filter(|id| sampled(&[2; 32], id, 0.1)).collect();
+        let first: Vec<&String> = ids.iter().filter(|id| sampled(&[1; 32], id, 0.1)).collect();
+        assert_ne!(first, other);
+    }
+}
