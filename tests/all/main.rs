@@ -13,6 +13,8 @@ mod examples;
 mod explain;
 mod faults;
 mod first_job;
+mod fleet;
+mod fleet_procs;
 mod guests;
 mod hardening;
 mod layout;

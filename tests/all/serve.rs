@@ -74,7 +74,7 @@ impl Server {
         Client::new(&self.url, token).unwrap()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -113,7 +113,7 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-fn manifest(module: &[u8], args: &[&str], seed: u64) -> String {
+pub(crate) fn manifest(module: &[u8], args: &[&str], seed: u64) -> String {
     let mut manifest = Manifest::new(Digest::of(module));
     manifest.args = args.iter().map(|a| a.to_string()).collect();
     manifest.seed = seed;
@@ -132,7 +132,7 @@ pub(crate) async fn wait_for_end(client: &Client, id: &str) -> JobStatus {
 }
 
 /// Downloads the job's receipt and artifacts and replays it on the CPU.
-async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
+pub(crate) async fn verify_job(client: &Client, status: &JobStatus, module: &[u8]) {
     let receipt = Receipt::from_json(&client.receipt(&status.id).await.unwrap()).unwrap();
     let mut artifacts = gridbox_core::artifacts::Artifacts {
         stdout: Some(client.download(&status.stdout.unwrap()).await.unwrap()),
@@ -252,7 +252,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A probe job that computes for a while (0.6 G fuel, a few hundred milliseconds) and then succeeds.
-const SLOW: &[&str] = &["work", "20000000"];
+pub(crate) const SLOW: &[&str] = &["work", "20000000"];
 
 /// A probe job that runs for seconds (7.5 G fuel, within the default budget of 10 G).
 const LONG: &[&str] = &["work", "250000000"];

@@ -137,7 +137,7 @@ impl FleetRunner {
     }
 
     /// Places blob `digest` from the service's store in the market, unless it did lately.
-    async fn place(&self, digest: Digest, blobs: &Arc<BlobStore>) -> Result<(), String> {
+    async fn place(&self, digest: Digest, blobs: &Arc<BlobStore>) -> Result<(), Placement> {
         let fresh = self.settings.retention / 2;
         if self.placed.lock().unwrap_or_else(|e| e.into_inner()).get(&digest).is_some_and(|at| at.elapsed() < fresh) {
             return Ok(());
@@ -145,9 +145,12 @@ impl FleetRunner {
         let store = blobs.clone();
         let (file, size) = tokio::task::spawn_blocking(move || store.open_checked(&digest))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("blob {digest}: {}", error_chain(&e)))?;
-        self.market.put_blob_file(digest, size, file).await.map_err(|e| error_chain(&e))?;
+            .map_err(|e| Placement::Local(e.to_string()))?
+            .map_err(|e| Placement::Local(format!("blob {digest}: {}", error_chain(&e))))?;
+        self.market.put_blob_file(digest, size, file).await.map_err(|e| match e {
+            FleetError::Nats { .. } => Placement::Market(error_chain(&e)),
+            _ => Placement::Local(error_chain(&e)),
+        })?;
         let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
         if placed.len() > 100_000 {
             placed.retain(|_, at| at.elapsed() < fresh);
@@ -169,30 +172,57 @@ impl FleetRunner {
         Ok(())
     }
 
+    /// Runs the job in the market. A market that cannot be reached (NATS down or restarting) is
+    /// waited out, never the job's failure: the job stays in flight until the market answers or
+    /// the service stops.
     async fn run_job(&self, job: RemoteJob, blobs: &Arc<BlobStore>, mut stop: watch::Receiver<bool>) -> RemoteOutcome {
-        for digest in std::iter::once(job.module).chain(job.inputs.values().copied()) {
-            if let Err(reason) = self.place(digest, blobs).await {
-                return RemoteOutcome::HostFault(format!("cannot place the job's blobs in the market: {reason}"));
-            }
-        }
         let waiter = Arc::new(Notify::new());
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(job.id.clone(), waiter.clone());
-        let outcome = self.follow(&job, &waiter, &mut stop).await;
+        let mut said = false;
+        let outcome = loop {
+            let attempt = match self.place_all(&job, blobs).await {
+                Ok(()) => self.follow(&job, &waiter, &mut stop).await,
+                Err(Placement::Local(reason)) => break RemoteOutcome::HostFault(format!("cannot read the job's blobs here: {reason}")),
+                Err(Placement::Market(reason)) => Err(reason),
+            };
+            match attempt {
+                Ok(outcome) => break outcome,
+                Err(reason) => {
+                    if !said {
+                        eprintln!("gridbox: job {}: the market did not answer ({reason}); trying again every second", job.id);
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.wait_for(|stopping| *stopping) => break RemoteOutcome::Stopped,
+                    }
+                }
+            }
+        };
         self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.id);
         outcome
     }
 
-    /// Drives the job's record until it ends with results the gateway accepts.
-    async fn follow(&self, job: &RemoteJob, waiter: &Notify, stop: &mut watch::Receiver<bool>) -> RemoteOutcome {
+    /// Places the job's module and inputs in the market.
+    async fn place_all(&self, job: &RemoteJob, blobs: &Arc<BlobStore>) -> Result<(), Placement> {
+        for digest in std::iter::once(job.module).chain(job.inputs.values().copied()) {
+            self.place(digest, blobs).await?;
+        }
+        Ok(())
+    }
+
+    /// Drives the job's record until it ends with results the gateway accepts; `Err` when the
+    /// market could not be read or written (to try again).
+    async fn follow(&self, job: &RemoteJob, waiter: &Notify, stop: &mut watch::Receiver<bool>) -> Result<RemoteOutcome, String> {
         let id = &job.id;
         let mut published = false;
         // Records found malformed by this call, and the last attempt a well-formed one named:
         // a rogue's records are bounded like refused results.
         let (mut malformed, mut last_attempt) = (0u32, 0u32);
-        let fault = |e: FleetError| RemoteOutcome::HostFault(error_chain(&e));
+        let fault = |e: FleetError| Err(error_chain(&e));
         loop {
             if *stop.borrow() {
-                return RemoteOutcome::Stopped;
+                return Ok(RemoteOutcome::Stopped);
             }
             let entry = match self.market.records.entry(id.as_str()).await {
                 Ok(entry) => entry.filter(|e| e.operation == kv::Operation::Put),
@@ -227,15 +257,15 @@ impl FleetRunner {
                         RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
                             Collected::Done(outcome) => {
                                 self.figures.ended.add();
-                                return outcome;
+                                return Ok(outcome);
                             }
-                            Collected::Fault(reason) => return RemoteOutcome::HostFault(reason),
+                            Collected::Fault(reason) => return Err(reason),
                             Collected::Refused(reason) => {
                                 self.figures.refused_results.add();
                                 eprintln!("gridbox: job {id}: refused the result of provider {provider}: {reason}");
                                 match self.requeue(id, job, record.attempt + 1, entry.revision, &reason).await {
                                     Ok(None) => published = true,
-                                    Ok(Some(outcome)) => return outcome,
+                                    Ok(Some(outcome)) => return Ok(outcome),
                                     Err(e) => return fault(e),
                                 }
                             }
@@ -250,7 +280,7 @@ impl FleetRunner {
                         last_attempt = attempt;
                         match self.requeue(id, job, attempt, entry.revision, &error_chain(&e)).await {
                             Ok(None) => published = true,
-                            Ok(Some(outcome)) => return outcome,
+                            Ok(Some(outcome)) => return Ok(outcome),
                             Err(e) => return fault(e),
                         }
                     }
@@ -364,6 +394,14 @@ impl FleetRunner {
             started_at_ms: Some(started_at_ms),
         })))
     }
+}
+
+/// Why a job's blobs could not be placed in the market.
+enum Placement {
+    /// This gateway's store could not give them (disk, damage): a provider fault of the gateway.
+    Local(String),
+    /// The market did not take them: try again.
+    Market(String),
 }
 
 /// What collecting an ended job's results gave.
