@@ -307,3 +307,39 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("does not exist: start the gateway (`gridbox serve --fleet`)"), "{text}");
 }
+
+#[test]
+fn a_blob_whose_bytes_do_not_match_its_name_is_never_used_and_limits_hold_before_reading() {
+    use gridbox_fleet::FleetError;
+    use gridbox_fleet::market::{self, Market, MarketSettings};
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    runtime().block_on(async {
+        let client = market::connect(&nats.url(), &Default::default(), "test").await.unwrap();
+        let settings = MarketSettings { retention: Duration::from_secs(3600), ack_wait: Duration::from_secs(5), replicas: 1 };
+        let market = Market::create(client, &settings).await.unwrap();
+        // Small and large blobs round-trip under their hash.
+        let small = b"small blob".to_vec();
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        for bytes in [&small, &large] {
+            let stored = market.put_blob(bytes).await.unwrap();
+            assert_eq!(market.get_blob(&stored.blake3, bytes.len() as u64, "input").await.unwrap(), *bytes);
+            // Above the reader's limit: refused before it is read whole.
+            let refused = market.get_blob(&stored.blake3, bytes.len() as u64 - 1, "input").await.unwrap_err();
+            assert!(matches!(refused, FleetError::BlobTooLarge { .. }), "{refused}");
+        }
+        // A rogue stores other bytes under a blob's name, small and large.
+        let claimed = Digest::of(b"what the name promises");
+        market.small_blobs.put(claimed.to_hex(), Bytes::from_static(b"something else")).await.unwrap();
+        let error = market.get_blob(&claimed, 1 << 20, "module").await.unwrap_err();
+        assert!(matches!(error, FleetError::BlobMismatch { .. }), "{error}");
+        assert!(error.to_string().contains("refused"), "{error}");
+        let claimed_large = Digest::of(b"a large promise");
+        let mut reader = &large[..];
+        market.large_blobs.put(claimed_large.to_hex().as_str(), &mut reader).await.unwrap();
+        let error = market.get_blob(&claimed_large, 1 << 20, "input").await.unwrap_err();
+        assert!(matches!(error, FleetError::BlobMismatch { .. }), "{error}");
+        let missing = market.get_blob(&Digest::of(b"never stored"), 10, "input").await.unwrap_err();
+        assert!(matches!(missing, FleetError::BlobMissing(_)), "{missing}");
+    });
+}

@@ -24,8 +24,19 @@ fn normal_dependencies(package: &str, features: &[&str]) -> BTreeSet<String> {
 fn the_core_library_has_no_http_database_cli_or_async_runtime() {
     let dependencies = normal_dependencies("gridbox-core", &["cuda"]);
     assert!(dependencies.contains("wasmtime"), "the tree was read: {dependencies:?}");
-    for unwanted in ["axum", "hyper", "hyper-util", "redb", "clap", "tokio", "gridbox-service"] {
+    for unwanted in ["axum", "hyper", "hyper-util", "redb", "clap", "tokio", "gridbox-service", "gridbox-fleet", "async-nats"] {
         assert!(!dependencies.contains(unwanted), "gridbox-core depends on {unwanted}");
+    }
+}
+
+#[test]
+fn the_single_machine_service_knows_nothing_of_the_market() {
+    // The market plugs into the service through `gridbox_service::remote`; the service itself
+    // builds without NATS.
+    let dependencies = normal_dependencies("gridbox-service", &[]);
+    assert!(dependencies.contains("redb"), "the tree was read: {dependencies:?}");
+    for unwanted in ["async-nats", "gridbox-fleet", "clap"] {
+        assert!(!dependencies.contains(unwanted), "gridbox-service depends on {unwanted}");
     }
 }
 
