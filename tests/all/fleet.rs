@@ -117,8 +117,10 @@ fn three_providers_and_a_checker_end_a_thousand_jobs_of_two_tenants_exactly_once
         let metrics = http_get(&format!("{}/metrics", gateway.url));
         keys.iter().map(|(_, public)| metric(&metrics, &format!("gridbox_fleet_provider_checked_total{{provider=\"{public}\"}}"))).sum::<u64>() == 1000
     });
-    for (_, public) in &keys {
+    for ((_, public), provider) in keys.iter().zip(&providers) {
         assert_eq!(metric(&metrics, &format!("gridbox_fleet_provider_mismatches_total{{provider=\"{public}\"}}")), 0);
+        let jobs = metric(&metrics, &format!("gridbox_fleet_provider_jobs_total{{provider=\"{public}\"}}"));
+        assert_eq!(jobs, provider.metric("gridbox_fleet_provider_ended_total"), "jobs per provider, as the gateway counts them");
     }
     runtime().block_on(async {
         let status = gateway.client(ALICE).status(&alice_jobs[0].id, Duration::ZERO).await.unwrap();

@@ -20,9 +20,9 @@ use gridbox_service::remote::{BoxFuture, RemoteJob, RemoteOutcome, RemoteRunner,
 use tokio::sync::{Notify, watch};
 
 use crate::FleetError;
-use crate::market::{JOBS_STREAM, JOBS_SUBJECT, Market, MarketSettings, PROVIDERS_CONSUMER};
+use crate::market::{JOBS_STREAM, JOBS_SUBJECT, MAX_RECORD_BYTES, Market, MarketSettings, PROVIDERS_CONSUMER};
 use crate::metrics::{Figure, write_metric};
-use crate::record::{End, JobMessage, JobRecord, RecordState, Tally, parse_tally, parse_verdict};
+use crate::record::{End, JobMessage, JobRecord, RecordState, Tally, parse_tally, parse_verdict, valid_key_hex};
 
 /// Results of one job the gateway refuses (unreadable, unsigned, for another job) before it
 /// gives up on the job: each refusal queues the job again for another provider.
@@ -31,6 +31,19 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// How often a waiting job's record is read again even without a notice from the watcher (a
 /// reconnect can drop a watch's updates).
 const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Added to twice a job's wall-time limit: how long its record may stay unchanged before the
+/// gateway queues it again (see [`FleetRunner::follow`]).
+const STALL_SLACK: Duration = Duration::from_secs(300);
+
+/// Whether the record `entry` has not changed for `stall`, tracking its revision.
+fn stale(entry: &kv::Entry, seen_revision: &mut u64, since: &mut Instant, stall: Duration) -> bool {
+    if entry.revision != *seen_revision {
+        *seen_revision = entry.revision;
+        *since = Instant::now();
+    }
+    since.elapsed() > stall
+}
 
 /// Largest receipt the gateway reads.
 const MAX_RECEIPT_BYTES: u64 = 4 << 20;
@@ -63,6 +76,8 @@ pub struct FleetRunner {
     placed: Mutex<HashMap<Digest, Instant>>,
     figures: GatewayFigures,
     tallies: Mutex<BTreeMap<String, Tally>>,
+    /// Jobs whose results this gateway accepted, by the provider that ended them.
+    jobs_by_provider: Mutex<BTreeMap<String, u64>>,
 }
 
 impl FleetRunner {
@@ -75,6 +90,7 @@ impl FleetRunner {
             placed: Mutex::new(HashMap::new()),
             figures: GatewayFigures::default(),
             tallies: Mutex::new(BTreeMap::new()),
+            jobs_by_provider: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(runner.clone().watch_records());
         tokio::spawn(runner.clone().watch_tallies());
@@ -107,7 +123,8 @@ impl FleetRunner {
                     if entry.operation != kv::Operation::Put {
                         continue;
                     }
-                    let Ok(tally) = parse_tally(&entry.key, &entry.value) else {
+                    let tally = parse_tally(&entry.key, &entry.value).ok().filter(|_| valid_key_hex(&entry.key));
+                    let Some(tally) = tally else {
                         self.figures.malformed_records.add();
                         continue;
                     };
@@ -219,6 +236,12 @@ impl FleetRunner {
         // Records found malformed by this call, and the last attempt a well-formed one named:
         // a rogue's records are bounded like refused results.
         let (mut malformed, mut last_attempt) = (0u32, 0u32);
+        // A record that does not change for this long is stale: a provider that took the job and
+        // neither ended it nor let it go (a rogue that acknowledges and sits on it, or keeps
+        // signalling progress), or a message lost to a rogue that took it and acknowledged it.
+        let wall_time_ms = ResolvedManifest::from_canonical_text(&job.manifest).map(|r| r.limits().get(LimitKind::WallTimeMs)).unwrap_or(0);
+        let stall = Duration::from_millis(wall_time_ms.saturating_mul(2)) + STALL_SLACK;
+        let (mut seen_revision, mut since) = (0u64, Instant::now());
         let fault = |e: FleetError| Err(error_chain(&e));
         loop {
             if *stop.borrow() {
@@ -232,6 +255,12 @@ impl FleetRunner {
                 None => {
                     let record =
                         JobRecord { id: id.clone(), manifest: job.manifest.clone(), attempt: 0, state: RecordState::Queued { queued_at_ms: now_ms() } };
+                    let size = record.to_bytes().len();
+                    if size > MAX_RECORD_BYTES {
+                        return Ok(RemoteOutcome::Refused(format!(
+                            "its job record would be {size} bytes (the manifest's text), above the market's limit of {MAX_RECORD_BYTES}"
+                        )));
+                    }
                     match self.market.records.create(id.as_str(), record.to_bytes().into()).await {
                         Ok(_) => {}
                         // Written meanwhile: read it again.
@@ -245,18 +274,32 @@ impl FleetRunner {
                 }
                 Some(entry) => match JobRecord::parse(id, &entry.value).inspect(|record| last_attempt = last_attempt.max(record.attempt)) {
                     Ok(record) => match &record.state {
-                        // Taken up again after a restart, or queued by a refusal: make sure it is
-                        // on the queue (a repeat within the window is dropped).
-                        RecordState::Queued { .. } if !published => {
+                        // Taken up again after a restart, or queued by a refusal, or queued for
+                        // long: make sure it is on the queue (a repeat within the window is dropped).
+                        RecordState::Queued { .. } if !published || stale(&entry, &mut seen_revision, &mut since, stall) => {
                             if let Err(e) = self.publish(id, record.attempt).await {
                                 return fault(e);
                             }
                             published = true;
+                            since = Instant::now();
+                        }
+                        RecordState::Running { provider, started_at_ms } if stale(&entry, &mut seen_revision, &mut since, stall) => {
+                            let reason = format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs());
+                            eprintln!("gridbox: job {id}: {reason}; queueing it again");
+                            match self.requeue(id, job, record.attempt + 1, entry.revision, &reason).await {
+                                Ok(None) => published = true,
+                                Ok(Some(outcome)) => return Ok(outcome),
+                                Err(e) => return fault(e),
+                            }
                         }
                         RecordState::Queued { .. } | RecordState::Running { .. } => {}
                         RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
                             Collected::Done(outcome) => {
                                 self.figures.ended.add();
+                                let mut jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
+                                if jobs.len() < MAX_TALLIES || jobs.contains_key(provider) {
+                                    *jobs.entry(provider.clone()).or_default() += 1;
+                                }
                                 return Ok(outcome);
                             }
                             Collected::Fault(reason) => return Err(reason),
@@ -442,6 +485,10 @@ impl RemoteRunner for FleetRunner {
             f.refused_results.get(),
         );
         write_metric(&mut out, "malformed_records_total", "counter", "Records or tallies in the market that break spec/fleet.md.", f.malformed_records.get());
+        out.push_str("# HELP gridbox_fleet_provider_jobs_total Jobs whose results this gateway accepted, by the provider that ended them.\n# TYPE gridbox_fleet_provider_jobs_total counter\n");
+        for (provider, jobs) in self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!("gridbox_fleet_provider_jobs_total{{provider=\"{provider}\"}} {jobs}\n"));
+        }
         let tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(
             "# HELP gridbox_fleet_provider_checked_total Receipts of a provider a checker replayed.\n# TYPE gridbox_fleet_provider_checked_total counter\n",

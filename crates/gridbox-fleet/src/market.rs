@@ -35,6 +35,8 @@ pub const TALLY_BUCKET: &str = "gridbox-providers";
 pub const SMALL_BLOB_BYTES: usize = 256 << 10;
 /// Largest job record (it carries the manifest's canonical text).
 pub const MAX_RECORD_BYTES: usize = 128 << 10;
+/// Largest verdict.
+pub const MAX_VERDICT_BYTES: usize = 8192;
 /// Largest message on [`JOBS_SUBJECT`].
 pub const MAX_JOB_MESSAGE_BYTES: usize = 1024;
 /// How long JetStream drops a second publication of the same job message (`Nats-Msg-Id`).
@@ -103,8 +105,9 @@ pub async fn connect(url: &str, credentials: &Credentials, name: &str) -> Result
 }
 
 impl Market {
-    /// Creates the market's streams, consumers and buckets, or checks and updates those that
-    /// exist (the gateway, at every start).
+    /// Creates the market's streams, consumers and buckets, or binds to those that exist (the
+    /// gateway, at every start). Settings take effect when a stream or bucket is first made: an
+    /// existing one keeps its own (change it with NATS's tools; spec/fleet.md).
     pub async fn create(client: async_nats::Client, settings: &MarketSettings) -> Result<Market, FleetError> {
         let js = jetstream::new(client.clone());
         let replicas = settings.replicas;
@@ -164,18 +167,21 @@ impl Market {
         let retention = settings.retention;
         let records = create_kv(RECORDS_BUCKET, MAX_RECORD_BYTES, retention).await?;
         let small_blobs = create_kv(SMALL_BLOBS_BUCKET, SMALL_BLOB_BYTES, retention).await?;
-        let verdicts = create_kv(VERDICTS_BUCKET, 4096, retention).await?;
+        let verdicts = create_kv(VERDICTS_BUCKET, MAX_VERDICT_BYTES, retention).await?;
         let tally = create_kv(TALLY_BUCKET, 1024, Duration::ZERO).await?;
-        let large_blobs = js
-            .create_object_store(object_store::Config {
-                bucket: LARGE_BLOBS_BUCKET.into(),
-                max_age: retention,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| FleetError::nats(format!("create object store {LARGE_BLOBS_BUCKET}"), e))?;
+        let large_blobs = match js.get_object_store(LARGE_BLOBS_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: LARGE_BLOBS_BUCKET.into(),
+                    max_age: retention,
+                    storage: stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| FleetError::nats(format!("create object store {LARGE_BLOBS_BUCKET}"), e))?,
+        };
         // Checkers read every record update; replays take a while, so their deliveries wait long.
         let records_stream = js.get_stream(RECORDS_STREAM).await.map_err(|e| FleetError::nats(format!("open stream {RECORDS_STREAM}"), e))?;
         records_stream

@@ -187,7 +187,7 @@ impl JobRecord {
 /// Reads a verdict strictly.
 pub fn parse_verdict(key: &str, bytes: &[u8]) -> Result<VerdictRecord, FleetError> {
     let what = format!("verdict on job {key}");
-    let verdict: VerdictRecord = parse(bytes, 4096, &what)?;
+    let verdict: VerdictRecord = parse(bytes, crate::market::MAX_VERDICT_BYTES, &what)?;
     if !["match", "mismatch", "unverifiable"].contains(&verdict.verdict.as_str()) || !valid_key_hex(&verdict.provider) {
         return Err(FleetError::malformed(what, "unknown verdict or provider key".to_string()));
     }
