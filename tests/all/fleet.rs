@@ -275,12 +275,22 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
     // With no provider yet, the jobs wait in the market while a rogue writes over their records.
     let ids = runtime().block_on(submit_jobs(&gateway.client(ALICE), &module, 3, 0));
     let rogue_key = "ab".repeat(32);
-    let planted = format!(
-        r#"{{"id":"{}","manifest":"x","attempt":0,"state":{{"phase":"ended","provider":"{rogue_key}","started_at_ms":1,"finished_at_ms":2,"end":{{"how":"ran","receipt":{{"blake3":"{}","size":10}}}}}}}}"#,
-        ids[0],
-        Digest::of(b"no such receipt")
-    );
-    nats.publish_raw(&format!("$KV.gridbox-jobs.{}", ids[0]), planted.as_bytes());
+    runtime().block_on(async {
+        // The rogue reads the first job's record and ends it with a receipt that is not there.
+        use gridbox_fleet::record::{End, JobRecord, RecordState};
+        let client = gridbox_fleet::market::connect(&nats.url(), &Default::default(), "rogue").await.unwrap();
+        let market = gridbox_fleet::Market::open(client).await.unwrap();
+        let entry = market.records.entry(ids[0].as_str()).await.unwrap().unwrap();
+        let mut record = JobRecord::parse(&ids[0], &entry.value).unwrap();
+        let receipt = gridbox_core::digest::BlobRef { blake3: Digest::of(b"no such receipt"), size: 10 };
+        record.state = RecordState::Ended { provider: rogue_key.clone(), started_at_ms: 1, finished_at_ms: 2, end: End::Ran { receipt, trace: None, reason: None } };
+        market.records.put(ids[0].as_str(), record.to_bytes().into()).await.unwrap();
+        // And rewrites the third job's manifest.
+        let entry = market.records.entry(ids[2].as_str()).await.unwrap().unwrap();
+        let mut record = JobRecord::parse(&ids[2], &entry.value).unwrap();
+        record.manifest = "module = \"0000\"".into();
+        market.records.put(ids[2].as_str(), record.to_bytes().into()).await.unwrap();
+    });
     nats.publish_raw(&format!("$KV.gridbox-jobs.{}", ids[1]), b"\xff not a record");
     // Garbage on the work queue, and a job message for a job that does not exist.
     nats.publish_raw("gridbox.jobs", b"{\"id\": \"../../etc\", \"attempt\": 0}");
@@ -293,12 +303,18 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
         assert_eq!(status.state, JobState::Succeeded, "{status:?}");
     }
     let log = gateway.log();
-    assert!(log.contains(&format!("job {}: refused the result of provider {rogue_key}: its receipt: blob", ids[0])), "{log}");
+    assert!(log.contains(&format!("job {}: provider {rogue_key}: its receipt: blob", ids[0])), "{log}");
     assert!(log.contains(&format!("job {}: malformed job record {}", ids[1], ids[1])), "{log}");
+    assert!(log.contains(&format!("job {}: its record names another manifest; queueing the job again", ids[2])), "{log}");
     let provider_log = provider.log();
     assert!(provider_log.contains("dropped a message from the work queue: malformed job message"), "{provider_log}");
     assert!(provider.metric("gridbox_fleet_provider_malformed_total") >= 2, "{provider_log}");
     assert!(!provider_log.contains("panicked") && !log.contains("panicked"));
+    // A checker started now reads every record update the market still holds: the jobs' ends
+    // match, and nothing the rogue wrote becomes a mismatch against anyone.
+    let checker = Proc::checker(&nats.url());
+    eventually("the checker's verdicts", || checker.metric("gridbox_fleet_checker_verdicts_total{verdict=\"match\"}") >= 3);
+    assert_eq!(checker.metric("gridbox_fleet_checker_verdicts_total{verdict=\"mismatch\"}"), 0, "{}", checker.log());
     let metrics = http_get(&format!("{}/metrics", gateway.url));
     assert!(metric(&metrics, "gridbox_fleet_refused_results_total") >= 1, "{metrics}");
     assert!(metric(&metrics, "gridbox_fleet_malformed_records_total") >= 1, "{metrics}");
@@ -332,15 +348,30 @@ fn a_blob_whose_bytes_do_not_match_its_name_is_never_used_and_limits_hold_before
         }
         // A rogue stores other bytes under a blob's name, small and large.
         let claimed = Digest::of(b"what the name promises");
-        market.small_blobs.put(claimed.to_hex(), Bytes::from_static(b"something else")).await.unwrap();
+        market.blobs.put(claimed.to_hex(), Bytes::from_static(b"something else")).await.unwrap();
         let error = market.get_blob(&claimed, 1 << 20, "module").await.unwrap_err();
         assert!(matches!(error, FleetError::BlobMismatch { .. }), "{error}");
         assert!(error.to_string().contains("refused"), "{error}");
+        let large_name = Digest::of(&large);
+        let index = market.blobs.get(format!("index.{}", large_name.to_hex())).await.unwrap().unwrap();
         let claimed_large = Digest::of(b"a large promise");
-        let mut reader = &large[..];
-        market.large_blobs.put(claimed_large.to_hex().as_str(), &mut reader).await.unwrap();
+        market.blobs.put(format!("index.{}", claimed_large.to_hex()), index.clone()).await.unwrap();
         let error = market.get_blob(&claimed_large, 1 << 20, "input").await.unwrap_err();
         assert!(matches!(error, FleetError::BlobMismatch { .. }), "{error}");
+        // A chunk overwritten with other bytes, an index that claims more than its chunks hold, or
+        // one that is not an index: refused with a clear error, before anything large is read.
+        let first_chunk = Digest(index[8..40].try_into().unwrap());
+        market.blobs.put(first_chunk.to_hex(), Bytes::from_static(b"not the chunk")).await.unwrap();
+        let error = market.get_blob(&large_name, 1 << 20, "input").await.unwrap_err();
+        assert!(error.to_string().contains("chunk 0 is 13 bytes"), "{error}");
+        let mut lying_index = index.to_vec();
+        lying_index[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        market.blobs.put(format!("index.{}", claimed_large.to_hex()), lying_index.into()).await.unwrap();
+        let error = market.get_blob(&claimed_large, u64::MAX, "input").await.unwrap_err();
+        assert!(error.to_string().contains("chunks cannot hold"), "{error}");
+        market.blobs.put(format!("index.{}", claimed_large.to_hex()), Bytes::from_static(b"short")).await.unwrap();
+        let error = market.get_blob(&claimed_large, u64::MAX, "input").await.unwrap_err();
+        assert!(error.to_string().contains("is not a size and whole chunk hashes"), "{error}");
         let missing = market.get_blob(&Digest::of(b"never stored"), 10, "input").await.unwrap_err();
         assert!(matches!(missing, FleetError::BlobMissing(_)), "{missing}");
     });

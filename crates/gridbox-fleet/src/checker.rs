@@ -24,12 +24,19 @@ use crate::gateway::now_ms;
 use crate::market::{CHECKERS_CONSUMER, Market, RECORDS_STREAM};
 use crate::metrics::{Figure, write_metric};
 use crate::record::{End, JobRecord, RecordState, Tally, VerdictRecord, bounded_reason, parse_tally};
+use crate::say::say;
+
+/// Largest receipt a checker reads.
+const MAX_RECEIPT_BYTES: u64 = 4 << 20;
+
+/// The subjects of the record bucket's updates: this, then the job id.
+const RECORDS_SUBJECT_PREFIX: &str = "$KV.gridbox-jobs.";
 
 /// Largest blob a checker fetches.
 const MAX_FETCH_BYTES: u64 = 4 << 30;
 
 /// How a checker runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckerConfig {
     /// The fraction of ended jobs to replay, 0 to 1.
     pub sample: f64,
@@ -37,6 +44,9 @@ pub struct CheckerConfig {
     pub seed: [u8; 32],
     /// Replays at once.
     pub workers: usize,
+    /// The policy its engine was made for: a job asking for more memory or table room than it
+    /// allows is unverifiable here.
+    pub policy: gridbox_core::manifest::Policy,
 }
 
 /// A checker's figures.
@@ -94,7 +104,7 @@ impl Checker {
             let mut batch = match consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await {
                 Ok(batch) => batch,
                 Err(e) => {
-                    eprintln!("gridbox: checker: cannot pull record updates: {}; trying again", error_chain(&e));
+                    say(&format!("gridbox: checker: cannot pull record updates: {}; trying again", error_chain(&e)));
                     tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => {} }
                     continue;
                 }
@@ -111,7 +121,7 @@ impl Checker {
     /// One record update; false to see it again later (a fault of the market or this machine).
     async fn handle(&self, message: &async_nats::jetstream::Message) -> bool {
         // A KV update's subject is `$KV.<bucket>.<key>`; deletes and purges carry no record.
-        let Some(id) = message.subject.as_str().rsplit('.').next().map(str::to_string) else { return true };
+        let Some(id) = message.subject.as_str().strip_prefix(RECORDS_SUBJECT_PREFIX).map(str::to_string) else { return true };
         if message.payload.is_empty() {
             return true;
         }
@@ -119,7 +129,7 @@ impl Checker {
             Ok(record) => record,
             Err(e) => {
                 self.figures.malformed.add();
-                eprintln!("gridbox: checker: {}", error_chain(&e));
+                say(&format!("gridbox: checker: {}", error_chain(&e)));
                 return true;
             }
         };
@@ -129,10 +139,16 @@ impl Checker {
             return true;
         }
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-        let verdict = match self.replay(&record, receipt.blake3, receipt.size, message).await {
+        // Judged already (a redelivery, another checker, or the same end written again): once
+        // per receipt.
+        let earlier = self.market.verdicts.get(id.as_str()).await.ok().flatten().and_then(|bytes| crate::record::parse_verdict(&id, &bytes).ok());
+        if earlier.is_some_and(|verdict| verdict.receipt == receipt.blake3.to_hex() && verdict.provider == *provider) {
+            return true;
+        }
+        let verdict = match self.replay(&record, provider, receipt.blake3, receipt.size, message).await {
             Ok(verdict) => verdict,
             Err(e) if delivered < 3 => {
-                eprintln!("gridbox: checker: job {id}: cannot check it yet: {}", error_chain(&e));
+                say(&format!("gridbox: checker: job {id}: cannot check it yet: {}", error_chain(&e)));
                 return false;
             }
             Err(e) => Judged { verdict: "unverifiable", detail: Some(bounded_reason(&error_chain(&e))) },
@@ -147,55 +163,98 @@ impl Checker {
         match self.publish(&id, &record).await {
             Ok(()) => true,
             Err(e) => {
-                eprintln!("gridbox: checker: job {id}: cannot publish its verdict: {}", error_chain(&e));
-                false
+                say(&format!("gridbox: checker: job {id}: cannot publish its verdict: {}", error_chain(&e)));
+                // Not forever: after a few deliveries the update is let go.
+                delivered >= 5
             }
         }
     }
 
     /// Replays the job the record says ended, against the receipt and results in the market.
+    /// Only a replay that contradicts a receipt the record's provider signed is a mismatch;
+    /// anything else wrong (a receipt or result that is not in the market or not what it is
+    /// named, a receipt signed by another key or for another job) is unverifiable: anyone with
+    /// the market's credentials can write a record naming any provider, so it proves nothing
+    /// against that provider.
     async fn replay(
         &self,
         record: &JobRecord,
+        provider: &str,
         receipt_hash: gridbox_core::digest::Digest,
         receipt_size: u64,
         message: &async_nats::jetstream::Message,
     ) -> Result<Judged, FleetError> {
-        let receipt_bytes = match self.market.get_blob(&receipt_hash, receipt_size.min(4 << 20), "receipt").await {
+        let unverifiable = |why: String| Ok(Judged { verdict: "unverifiable", detail: Some(bounded_reason(&why)) });
+        let receipt_bytes = match self.market.get_blob(&receipt_hash, receipt_size.min(MAX_RECEIPT_BYTES), "receipt").await {
             Ok(bytes) => bytes,
             Err(e @ FleetError::Nats { .. }) => return Err(e),
-            // A receipt that is not there or not what the record says: the provider's doing.
-            Err(e) => return Ok(Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("receipt: {}", error_chain(&e)))) }),
+            Err(e) => return unverifiable(format!("receipt: {}", error_chain(&e))),
         };
         let receipt = match Receipt::from_json(&receipt_bytes) {
             Ok(receipt) => receipt,
-            Err(e) => return Ok(Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("receipt: {}", error_chain(&e)))) }),
+            Err(e) => return unverifiable(format!("receipt: {}", error_chain(&e))),
         };
+        if let Err(e) = receipt.check_signature() {
+            return unverifiable(format!("receipt: {}", error_chain(&e)));
+        }
+        if receipt.public_key != provider {
+            return unverifiable(format!("the record names provider {provider}, but the receipt is signed by {}", receipt.public_key));
+        }
         if receipt.manifest.text != record.manifest {
-            return Ok(Judged { verdict: "mismatch", detail: Some("manifest: the receipt is for another job".into()) });
+            return unverifiable("the receipt is for another manifest than the record's".into());
         }
-        let module = self.market.get_blob(&receipt.module.blake3, MAX_FETCH_BYTES, "module").await?;
-        let mut inputs = BTreeMap::new();
-        for (name, blob) in &receipt.inputs {
-            inputs.insert(name.clone(), Arc::from(self.market.get_blob(&blob.blake3, MAX_FETCH_BYTES, "input").await?));
+        // A job this checker's engine is not sized for would run out of room here, not there.
+        let limits = match gridbox_core::manifest::ResolvedManifest::from_canonical_text(&receipt.manifest.text) {
+            Ok(resolved) => resolved.limits(),
+            Err(e) => return unverifiable(format!("manifest: {}", error_chain(&e))),
+        };
+        for kind in [gridbox_core::LimitKind::MemoryBytes, gridbox_core::LimitKind::TableElements] {
+            let (asked, allowed) = (limits.get(kind), self.config.policy.max(kind));
+            if asked > allowed {
+                return unverifiable(format!("it asks for {kind} {asked}, above this checker's policy ({allowed})"));
+            }
         }
-        // The results as the provider stored them: a replay must give these bytes.
-        let stored = |blob: &gridbox_core::digest::BlobRef, what: &'static str| {
-            let (digest, size) = (blob.blake3, blob.size);
-            async move {
-                match self.market.get_blob(&digest, size, what).await {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(e @ FleetError::Nats { .. }) => Err(e),
-                    Err(_) => Ok(None),
-                }
+        let fetch = |digest: gridbox_core::digest::Digest, limit: u64, what: &'static str| async move {
+            match self.market.get_blob(&digest, limit, what).await {
+                Ok(bytes) => Ok(Ok(bytes)),
+                Err(e @ FleetError::Nats { .. }) => Err(e),
+                Err(e) => Ok(Err(format!("its {what}: {}", error_chain(&e)))),
             }
         };
-        let stdout = stored(&receipt.stdout, "stdout").await?;
-        let stderr = stored(&receipt.stderr, "stderr").await?;
+        let module = match fetch(receipt.module.blake3, receipt.module.size.min(MAX_FETCH_BYTES), "module").await? {
+            Ok(bytes) => bytes,
+            Err(why) => return unverifiable(why),
+        };
+        let mut inputs = BTreeMap::new();
+        let mut fetched: std::collections::HashMap<gridbox_core::digest::Digest, Arc<[u8]>> = std::collections::HashMap::new();
+        for (name, blob) in &receipt.inputs {
+            let bytes = match fetched.get(&blob.blake3) {
+                Some(bytes) => bytes.clone(),
+                None => match fetch(blob.blake3, blob.size.min(MAX_FETCH_BYTES), "input").await? {
+                    Ok(bytes) => {
+                        let bytes: Arc<[u8]> = Arc::from(bytes);
+                        fetched.insert(blob.blake3, bytes.clone());
+                        bytes
+                    }
+                    Err(why) => return unverifiable(why),
+                },
+            };
+            inputs.insert(name.clone(), bytes);
+        }
+        // The results as the provider stored them: a replay must give these bytes.
+        let stdout = match fetch(receipt.stdout.blake3, receipt.stdout.size, "stdout").await? {
+            Ok(bytes) => Some(bytes),
+            Err(why) => return unverifiable(why),
+        };
+        let stderr = match fetch(receipt.stderr.blake3, receipt.stderr.size, "stderr").await? {
+            Ok(bytes) => Some(bytes),
+            Err(why) => return unverifiable(why),
+        };
         let mut outputs = BTreeMap::new();
         for (name, blob) in &receipt.outputs {
-            if let Some(bytes) = stored(blob, "output").await? {
-                outputs.insert(name.clone(), bytes);
+            match fetch(blob.blake3, blob.size, "output").await? {
+                Ok(bytes) => _ = outputs.insert(name.clone(), bytes),
+                Err(why) => return unverifiable(why),
             }
         }
         self.figures.checked.add();
@@ -241,7 +300,7 @@ impl Checker {
             "match" => self.figures.matched.add(),
             "mismatch" => {
                 self.figures.mismatched.add();
-                eprintln!("gridbox: checker: job {id}: MISMATCH: provider {}: {}", verdict.provider, verdict.detail.as_deref().unwrap_or(""));
+                say(&format!("gridbox: checker: job {id}: MISMATCH: provider {}: {}", verdict.provider, verdict.detail.as_deref().unwrap_or("")));
             }
             _ => self.figures.unverifiable.add(),
         }
@@ -255,9 +314,9 @@ impl Checker {
                 Some(entry) => (parse_tally(key, &entry.value).unwrap_or_default(), Some(entry.revision)),
                 None => (Tally::default(), None),
             };
-            tally.checked += 1;
+            tally.checked = tally.checked.saturating_add(1);
             if verdict.verdict == "mismatch" {
-                tally.mismatches += 1;
+                tally.mismatches = tally.mismatches.saturating_add(1);
                 tally.last_mismatch = Some(id.to_string());
             }
             let bytes: bytes::Bytes = serde_json::to_vec(&tally).unwrap_or_default().into();

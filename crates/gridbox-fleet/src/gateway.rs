@@ -23,9 +23,10 @@ use crate::FleetError;
 use crate::market::{JOBS_STREAM, JOBS_SUBJECT, MAX_RECORD_BYTES, Market, MarketSettings, PROVIDERS_CONSUMER};
 use crate::metrics::{Figure, write_metric};
 use crate::record::{End, JobMessage, JobRecord, RecordState, Tally, parse_tally, parse_verdict, valid_key_hex};
+use crate::say::say;
 
-/// Results of one job the gateway refuses (unreadable, unsigned, for another job) before it
-/// gives up on the job: each refusal queues the job again for another provider.
+/// Attempts of one job the gateway takes back from the market (results refused, records
+/// malformed or stale, refusals claimed) before it gives up on the job, per call of the runner.
 pub const MAX_ATTEMPTS: u32 = 3;
 
 /// How often a waiting job's record is read again even without a notice from the watcher (a
@@ -206,7 +207,7 @@ impl FleetRunner {
                 Ok(outcome) => break outcome,
                 Err(reason) => {
                     if !said {
-                        eprintln!("gridbox: job {}: the market did not answer ({reason}); trying again every second", job.id);
+                        say(&format!("gridbox: job {}: the market did not answer ({reason}); trying again every second", job.id));
                         said = true;
                     }
                     tokio::select! {
@@ -230,12 +231,14 @@ impl FleetRunner {
 
     /// Drives the job's record until it ends with results the gateway accepts; `Err` when the
     /// market could not be read or written (to try again).
+    ///
+    /// Every result refused, record found malformed, refusal or give-up claimed, or record found
+    /// stale counts against [`MAX_ATTEMPTS`] in this call's own count, never in a number read
+    /// from the market (anyone with the market's credentials can write a record).
     async fn follow(&self, job: &RemoteJob, waiter: &Notify, stop: &mut watch::Receiver<bool>) -> Result<RemoteOutcome, String> {
         let id = &job.id;
         let mut published = false;
-        // Records found malformed by this call, and the last attempt a well-formed one named:
-        // a rogue's records are bounded like refused results.
-        let (mut malformed, mut last_attempt) = (0u32, 0u32);
+        let mut retake = Retake::default();
         // A record that does not change for this long is stale: a provider that took the job and
         // neither ended it nor let it go (a rogue that acknowledges and sits on it, or keeps
         // signalling progress), or a message lost to a rogue that took it and acknowledged it.
@@ -251,83 +254,106 @@ impl FleetRunner {
                 Ok(entry) => entry.filter(|e| e.operation == kv::Operation::Put),
                 Err(e) => return fault(FleetError::nats(format!("read job record {id}"), e)),
             };
-            match entry {
-                None => {
-                    let record =
-                        JobRecord { id: id.clone(), manifest: job.manifest.clone(), attempt: 0, state: RecordState::Queued { queued_at_ms: now_ms() } };
-                    let size = record.to_bytes().len();
-                    if size > MAX_RECORD_BYTES {
-                        return Ok(RemoteOutcome::Refused(format!(
-                            "its job record would be {size} bytes (the manifest's text), above the market's limit of {MAX_RECORD_BYTES}"
-                        )));
+            let Some(entry) = entry else {
+                // New, or deleted by someone: (re)create it, after every attempt seen so far.
+                let attempt = retake.next_attempt();
+                let record = JobRecord { id: id.clone(), manifest: job.manifest.clone(), attempt, state: RecordState::Queued { queued_at_ms: now_ms() } };
+                let size = record.to_bytes().len();
+                if size > MAX_RECORD_BYTES {
+                    return Ok(RemoteOutcome::Refused(format!(
+                        "its job record would be {size} bytes (the manifest's text), above the market's limit of {MAX_RECORD_BYTES}"
+                    )));
+                }
+                match self.market.records.create(id.as_str(), record.to_bytes().into()).await {
+                    Ok(_) => {}
+                    // Written meanwhile: read it again.
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return fault(FleetError::nats(format!("create job record {id}"), e)),
+                }
+                retake.seen(attempt);
+                if let Err(e) = self.publish(id, attempt).await {
+                    return fault(e);
+                }
+                published = true;
+                continue;
+            };
+            let record = match JobRecord::parse(id, &entry.value) {
+                Ok(record) => record,
+                Err(e) => {
+                    // Not a record anyone following spec/fleet.md writes: a rogue's. Start over.
+                    self.figures.malformed_records.add();
+                    let reason = error_chain(&e);
+                    say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
+                    match self.retake(id, job, &mut retake, entry.revision, reason).await {
+                        Ok(None) => published = true,
+                        Ok(Some(outcome)) => return Ok(outcome),
+                        Err(e) => return fault(e),
                     }
-                    match self.market.records.create(id.as_str(), record.to_bytes().into()).await {
-                        Ok(_) => {}
-                        // Written meanwhile: read it again.
-                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
-                        Err(e) => return fault(FleetError::nats(format!("create job record {id}"), e)),
-                    }
-                    if let Err(e) = self.publish(id, 0).await {
+                    continue;
+                }
+            };
+            retake.seen(record.attempt);
+            let stale = stale(&entry, &mut seen_revision, &mut since, stall);
+            if record.manifest != job.manifest {
+                // Someone rewrote the job itself: put the gateway's back.
+                self.figures.malformed_records.add();
+                let reason = "its record names another manifest".to_string();
+                say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
+                match self.retake(id, job, &mut retake, entry.revision, reason).await {
+                    Ok(None) => published = true,
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    Err(e) => return fault(e),
+                }
+                continue;
+            }
+            let retaken = match &record.state {
+                // Taken up again after a restart, or queued for long: make sure it is on the
+                // queue (a repeat within JetStream's duplicate window is dropped).
+                RecordState::Queued { .. } if !published || stale => {
+                    if let Err(e) = self.publish(id, record.attempt).await {
                         return fault(e);
                     }
                     published = true;
+                    since = Instant::now();
+                    None
                 }
-                Some(entry) => match JobRecord::parse(id, &entry.value).inspect(|record| last_attempt = last_attempt.max(record.attempt)) {
-                    Ok(record) => match &record.state {
-                        // Taken up again after a restart, or queued by a refusal, or queued for
-                        // long: make sure it is on the queue (a repeat within the window is dropped).
-                        RecordState::Queued { .. } if !published || stale(&entry, &mut seen_revision, &mut since, stall) => {
-                            if let Err(e) = self.publish(id, record.attempt).await {
-                                return fault(e);
-                            }
-                            published = true;
-                            since = Instant::now();
+                RecordState::Running { provider, started_at_ms } if stale => {
+                    Some(format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs()))
+                }
+                RecordState::Queued { .. } | RecordState::Running { .. } => None,
+                RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
+                    Collected::Done(outcome) => {
+                        self.figures.ended.add();
+                        let mut jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
+                        if jobs.len() < MAX_TALLIES || jobs.contains_key(provider) {
+                            *jobs.entry(provider.clone()).or_default() += 1;
                         }
-                        RecordState::Running { provider, started_at_ms } if stale(&entry, &mut seen_revision, &mut since, stall) => {
-                            let reason = format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs());
-                            eprintln!("gridbox: job {id}: {reason}; queueing it again");
-                            match self.requeue(id, job, record.attempt + 1, entry.revision, &reason).await {
-                                Ok(None) => published = true,
-                                Ok(Some(outcome)) => return Ok(outcome),
-                                Err(e) => return fault(e),
-                            }
-                        }
-                        RecordState::Queued { .. } | RecordState::Running { .. } => {}
-                        RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
-                            Collected::Done(outcome) => {
-                                self.figures.ended.add();
-                                let mut jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
-                                if jobs.len() < MAX_TALLIES || jobs.contains_key(provider) {
-                                    *jobs.entry(provider.clone()).or_default() += 1;
-                                }
-                                return Ok(outcome);
-                            }
-                            Collected::Fault(reason) => return Err(reason),
-                            Collected::Refused(reason) => {
-                                self.figures.refused_results.add();
-                                eprintln!("gridbox: job {id}: refused the result of provider {provider}: {reason}");
-                                match self.requeue(id, job, record.attempt + 1, entry.revision, &reason).await {
-                                    Ok(None) => published = true,
-                                    Ok(Some(outcome)) => return Ok(outcome),
-                                    Err(e) => return fault(e),
-                                }
-                            }
-                        },
-                    },
-                    Err(e) => {
-                        // Not a record anyone following spec/fleet.md writes: a rogue's. Start over.
-                        self.figures.malformed_records.add();
-                        eprintln!("gridbox: job {id}: {}; queueing the job again", error_chain(&e));
-                        malformed += 1;
-                        let attempt = (last_attempt + 1).max(malformed);
-                        last_attempt = attempt;
-                        match self.requeue(id, job, attempt, entry.revision, &error_chain(&e)).await {
-                            Ok(None) => published = true,
-                            Ok(Some(outcome)) => return Ok(outcome),
-                            Err(e) => return fault(e),
-                        }
+                        return Ok(outcome);
+                    }
+                    Collected::Fault(reason) => return Err(reason),
+                    Collected::Refused(reason) => {
+                        self.figures.refused_results.add();
+                        Some(format!("provider {provider}: {reason}"))
+                    }
+                    // A refusal or a give-up is nobody's signed word: it stands only once
+                    // [`MAX_ATTEMPTS`] attempts in a row have ended so.
+                    Collected::Claimed(reason) if retake.claims + 1 >= MAX_ATTEMPTS && retake.claims == retake.count => {
+                        return Ok(RemoteOutcome::Refused(reason));
+                    }
+                    Collected::Claimed(reason) => {
+                        retake.claims += 1;
+                        Some(format!("provider {provider} says: {reason}"))
                     }
                 },
+            };
+            if let Some(reason) = retaken {
+                say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
+                match self.retake(id, job, &mut retake, entry.revision, reason).await {
+                    Ok(None) => published = true,
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    Err(e) => return fault(e),
+                }
+                continue;
             }
             tokio::select! {
                 _ = waiter.notified() => {}
@@ -337,16 +363,21 @@ impl FleetRunner {
         }
     }
 
-    /// Queues attempt `attempt` of the job over the record at `revision`, or fails the job once
-    /// [`MAX_ATTEMPTS`] results were refused. `Ok(None)`: queued (or someone else changed the
+    /// Queues the job again as its next attempt over the record at `revision`, or fails it once
+    /// this call has done so [`MAX_ATTEMPTS`] times. `Ok(None)`: queued (or someone changed the
     /// record first; it is read again).
-    async fn requeue(&self, id: &str, job: &RemoteJob, attempt: u32, revision: u64, reason: &str) -> Result<Option<RemoteOutcome>, FleetError> {
-        if attempt >= MAX_ATTEMPTS {
-            return Ok(Some(RemoteOutcome::Refused(format!("the market's providers returned {MAX_ATTEMPTS} results the gateway refused; the last: {reason}"))));
+    async fn retake(&self, id: &str, job: &RemoteJob, retake: &mut Retake, revision: u64, reason: String) -> Result<Option<RemoteOutcome>, FleetError> {
+        retake.count += 1;
+        if retake.count >= MAX_ATTEMPTS {
+            return Ok(Some(RemoteOutcome::Refused(format!("the market gave {MAX_ATTEMPTS} attempts no result the gateway could accept; the last: {reason}"))));
         }
+        let attempt = retake.next_attempt();
         let record = JobRecord { id: id.to_string(), manifest: job.manifest.clone(), attempt, state: RecordState::Queued { queued_at_ms: now_ms() } };
         match self.market.records.update(id, record.to_bytes().into(), revision).await {
-            Ok(_) => self.publish(id, attempt).await.map(|()| None),
+            Ok(_) => {
+                retake.seen(attempt);
+                self.publish(id, attempt).await.map(|()| None)
+            }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(FleetError::nats(format!("queue job {id} again"), e)),
         }
@@ -355,8 +386,8 @@ impl FleetRunner {
     /// Fetches and checks an ended job's results.
     async fn collect(&self, job: &RemoteJob, provider: &str, started_at_ms: u64, end: &End) -> Collected {
         let (receipt_ref, trace_ref, reason) = match end {
-            End::Refused { reason } => return Collected::Done(RemoteOutcome::Refused(reason.clone())),
-            End::ProvidersFailed { reason } => return Collected::Done(RemoteOutcome::Refused(format!("the market's providers failed to run it: {reason}"))),
+            End::Refused { reason } => return Collected::Claimed(reason.clone()),
+            End::ProvidersFailed { reason } => return Collected::Claimed(format!("the market's providers failed to run it: {reason}")),
             End::Ran { receipt, trace, reason } => (receipt, trace, reason),
         };
         let limits = match ResolvedManifest::from_canonical_text(&job.manifest) {
@@ -396,8 +427,21 @@ impl FleetRunner {
         if inputs != job.inputs.iter().map(|(name, digest)| (name, *digest)).collect() {
             return Collected::Refused("its receipt is for other inputs".into());
         }
+        // What the receipt claims is checked against the job's limits before anything is read.
         let stdio = limits.get(LimitKind::StdioBytes);
         let output_limit = limits.get(LimitKind::OutputBytes);
+        let stdio_claimed = receipt.stdout.size.saturating_add(receipt.stderr.size);
+        if stdio_claimed > stdio {
+            return Collected::Refused(format!("its stdout and stderr are {stdio_claimed} bytes, above the job's limit of {stdio}"));
+        }
+        let files = receipt.outputs.len() as u64;
+        let output_claimed = receipt.outputs.values().fold(0u64, |sum, blob| sum.saturating_add(blob.size));
+        if files > limits.get(LimitKind::OutputFiles) || output_claimed > output_limit {
+            return Collected::Refused(format!("its {files} outputs of {output_claimed} bytes are above the job's limits"));
+        }
+        if trace_ref.is_some() && receipt.trace.length == 0 {
+            return Collected::Refused("it names a trace log, but its receipt records no bridge calls".into());
+        }
         let stdout = match fetch(receipt.stdout.blake3, receipt.stdout.size, stdio, "stdout").await {
             Ok(bytes) => bytes,
             Err(c) => return c,
@@ -420,6 +464,16 @@ impl FleetRunner {
             },
             None => None,
         };
+        // The trace log is served for spot checks: it must be the log the receipt commits to.
+        if let Some(bytes) = &trace {
+            let mismatch = match gridbox_core::trace_file::decode(bytes) {
+                Ok(entries) => gridbox_core::verify::log_mismatch(&receipt, &entries),
+                Err(e) => Some(error_chain(&e)),
+            };
+            if let Some(why) = mismatch {
+                return Collected::Refused(format!("its trace log is not the receipt's: {why}"));
+            }
+        }
         let outcome = receipt.outcome.to_string();
         let succeeded = receipt.outcome == (Outcome::Exited { code: 0 });
         // The provider's reason must start with the receipt's outcome; otherwise the outcome alone.
@@ -447,10 +501,36 @@ enum Placement {
     Market(String),
 }
 
+/// This call's count of the attempts it took back from the market (see [`FleetRunner::follow`]).
+#[derive(Default)]
+struct Retake {
+    /// Attempts taken back.
+    count: u32,
+    /// Of those, the ones a provider ended as refused or given up on.
+    claims: u32,
+    /// The highest attempt number seen in a record or written.
+    last_attempt: Option<u32>,
+}
+
+impl Retake {
+    fn seen(&mut self, attempt: u32) {
+        self.last_attempt = Some(self.last_attempt.map_or(attempt, |last| last.max(attempt)));
+    }
+
+    /// The number for the next attempt: after every one seen (message ids name it, and JetStream
+    /// drops a repeated id within its duplicate window).
+    fn next_attempt(&self) -> u32 {
+        self.last_attempt.map_or(0, |last| last.saturating_add(1))
+    }
+}
+
 /// What collecting an ended job's results gave.
 enum Collected {
-    /// Accepted (or the job's own refusal).
+    /// Accepted.
     Done(RemoteOutcome),
+    /// The provider says the job cannot run (the job's reasons) or that the providers gave up on
+    /// it: unsigned, so it stands only when attempts keep ending so.
+    Claimed(String),
     /// The results are not acceptable: queue the job again.
     Refused(String),
     /// The market could not be read: retry later.
@@ -462,10 +542,11 @@ impl RemoteRunner for FleetRunner {
         Box::pin(self.run_job(job, blobs, stop))
     }
 
-    fn verdict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Verdict>> {
+    fn verdict<'a>(&'a self, id: &'a str, receipt: &'a Digest) -> BoxFuture<'a, Option<Verdict>> {
         Box::pin(async move {
-            let bytes = self.market.verdicts.get(id).await.ok().flatten()?;
-            parse_verdict(id, &bytes).ok()
+            let bytes = tokio::time::timeout(Duration::from_secs(1), self.market.verdicts.get(id)).await.ok()?.ok().flatten()?;
+            // Only a verdict on the receipt this job has.
+            parse_verdict(id, &bytes).ok().filter(|verdict| verdict.receipt == receipt.to_hex())
         })
     }
 

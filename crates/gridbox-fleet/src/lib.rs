@@ -20,6 +20,8 @@ pub mod market;
 pub mod metrics;
 pub mod provider;
 pub mod record;
+mod say;
 
 pub use error::FleetError;
 pub use market::{Credentials, Market};
+pub use say::redacted_url;

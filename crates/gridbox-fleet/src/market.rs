@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use async_nats::jetstream::{self, consumer, kv, stream};
 
 use crate::FleetError;
 
@@ -21,16 +21,14 @@ pub const RECORDS_BUCKET: &str = "gridbox-jobs";
 pub const RECORDS_STREAM: &str = "KV_gridbox-jobs";
 /// The checkers' shared durable pull consumer on [`RECORDS_STREAM`].
 pub const CHECKERS_CONSUMER: &str = "checkers";
-/// Blobs of at most [`SMALL_BLOB_BYTES`], by BLAKE3 in hex.
-pub const SMALL_BLOBS_BUCKET: &str = "gridbox-blobs";
-/// Larger blobs, by BLAKE3 in hex (a JetStream object store: chunked).
-pub const LARGE_BLOBS_BUCKET: &str = "gridbox-large-blobs";
+/// Blobs, by BLAKE3 in hex, larger ones in chunks (see [`crate::blobs`]).
+pub const BLOBS_BUCKET: &str = "gridbox-blobs";
 /// Verdicts, by job id.
 pub const VERDICTS_BUCKET: &str = "gridbox-verdicts";
 /// Each provider's tally of verdicts, by its public key in hex.
 pub const TALLY_BUCKET: &str = "gridbox-providers";
 
-/// Blobs up to this size are one KV value (one message); larger ones go to the object store.
+/// Blobs up to this size are one KV value (one message); larger ones are chunks of this size.
 /// Below NATS's default 1 MiB message limit, with room for headers.
 pub const SMALL_BLOB_BYTES: usize = 256 << 10;
 /// Largest job record (it carries the manifest's canonical text).
@@ -42,8 +40,8 @@ pub const MAX_JOB_MESSAGE_BYTES: usize = 1024;
 /// How long JetStream drops a second publication of the same job message (`Nats-Msg-Id`).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// How a process authenticates to NATS.
-#[derive(Debug, Clone, Default)]
+/// How a process authenticates to NATS. Its `Debug` shows which kinds are set, never a secret.
+#[derive(Clone, Default)]
 pub struct Credentials {
     /// A user and password (the server's `authorization { users = [...] }`).
     pub user_password: Option<(String, String)>,
@@ -51,6 +49,17 @@ pub struct Credentials {
     pub creds_file: Option<PathBuf>,
     /// An NKey seed (`SU...`), for servers configured with `nkey` users.
     pub nkey_seed: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user_password.as_ref().map(|(user, _)| user))
+            .field("password", &self.user_password.as_ref().map(|_| "***"))
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed", &self.nkey_seed.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Settings the gateway creates the market with.
@@ -73,10 +82,8 @@ pub struct Market {
     pub js: jetstream::Context,
     /// [`RECORDS_BUCKET`].
     pub records: kv::Store,
-    /// [`SMALL_BLOBS_BUCKET`].
-    pub small_blobs: kv::Store,
-    /// [`LARGE_BLOBS_BUCKET`].
-    pub large_blobs: object_store::ObjectStore,
+    /// [`BLOBS_BUCKET`].
+    pub blobs: kv::Store,
     /// [`VERDICTS_BUCKET`].
     pub verdicts: kv::Store,
     /// [`TALLY_BUCKET`].
@@ -101,7 +108,7 @@ pub async fn connect(url: &str, credentials: &Credentials, name: &str) -> Result
     if let Some(path) = &credentials.creds_file {
         options = options.credentials_file(path).await.map_err(|source| FleetError::Credentials { path: path.clone(), source })?;
     }
-    options.connect(url).await.map_err(|e| FleetError::Connect { url: url.to_string(), source: e.into() })
+    options.connect(url).await.map_err(|e| FleetError::Connect { url: crate::redacted_url(url), source: e.into() })
 }
 
 impl Market {
@@ -166,22 +173,9 @@ impl Market {
         };
         let retention = settings.retention;
         let records = create_kv(RECORDS_BUCKET, MAX_RECORD_BYTES, retention).await?;
-        let small_blobs = create_kv(SMALL_BLOBS_BUCKET, SMALL_BLOB_BYTES, retention).await?;
+        let blobs = create_kv(BLOBS_BUCKET, SMALL_BLOB_BYTES, retention).await?;
         let verdicts = create_kv(VERDICTS_BUCKET, MAX_VERDICT_BYTES, retention).await?;
         let tally = create_kv(TALLY_BUCKET, 1024, Duration::ZERO).await?;
-        let large_blobs = match js.get_object_store(LARGE_BLOBS_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: LARGE_BLOBS_BUCKET.into(),
-                    max_age: retention,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| FleetError::nats(format!("create object store {LARGE_BLOBS_BUCKET}"), e))?,
-        };
         // Checkers read every record update; replays take a while, so their deliveries wait long.
         let records_stream = js.get_stream(RECORDS_STREAM).await.map_err(|e| FleetError::nats(format!("open stream {RECORDS_STREAM}"), e))?;
         records_stream
@@ -199,18 +193,17 @@ impl Market {
             )
             .await
             .map_err(|e| FleetError::nats(format!("create consumer {CHECKERS_CONSUMER}"), e))?;
-        Ok(Market { client, js, records, small_blobs, large_blobs, verdicts, tally })
+        Ok(Market { client, js, records, blobs, verdicts, tally })
     }
 
     /// Binds to a market the gateway created (providers and checkers).
     pub async fn open(client: async_nats::Client) -> Result<Market, FleetError> {
         let js = jetstream::new(client.clone());
         let records = js.get_key_value(RECORDS_BUCKET).await.map_err(missing(format!("bucket {RECORDS_BUCKET}")))?;
-        let small_blobs = js.get_key_value(SMALL_BLOBS_BUCKET).await.map_err(missing(format!("bucket {SMALL_BLOBS_BUCKET}")))?;
+        let blobs = js.get_key_value(BLOBS_BUCKET).await.map_err(missing(format!("bucket {BLOBS_BUCKET}")))?;
         let verdicts = js.get_key_value(VERDICTS_BUCKET).await.map_err(missing(format!("bucket {VERDICTS_BUCKET}")))?;
         let tally = js.get_key_value(TALLY_BUCKET).await.map_err(missing(format!("bucket {TALLY_BUCKET}")))?;
-        let large_blobs = js.get_object_store(LARGE_BLOBS_BUCKET).await.map_err(missing(format!("object store {LARGE_BLOBS_BUCKET}")))?;
-        Ok(Market { client, js, records, small_blobs, large_blobs, verdicts, tally })
+        Ok(Market { client, js, records, blobs, verdicts, tally })
     }
 
     /// A durable pull consumer the gateway created: `consumer` on `stream`.

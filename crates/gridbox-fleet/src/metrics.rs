@@ -22,6 +22,11 @@ impl Figure {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes one away (not below 0).
+    pub fn sub(&self) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| Some(value.saturating_sub(1)));
+    }
+
     /// Sets it.
     pub fn set(&self, value: u64) {
         self.0.store(value, Ordering::Relaxed);

@@ -28,6 +28,7 @@ use crate::gateway::now_ms;
 use crate::market::{JOBS_STREAM, Market, PROVIDERS_CONSUMER};
 use crate::metrics::{Figure, write_metric};
 use crate::record::{End, JobMessage, JobRecord, RecordState, bounded_reason};
+use crate::say::say;
 
 /// After this many deliveries of a job whose every attempt failed for the providers' reasons
 /// (a blob that cannot be read, a device that fails), the job is ended as failed by them.
@@ -140,7 +141,7 @@ impl Provider {
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(e) => {
-                    eprintln!("gridbox: provider: cannot pull jobs: {}; trying again", error_chain(&e));
+                    say(&format!("gridbox: provider: cannot pull jobs: {}; trying again", error_chain(&e)));
                     tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => {} }
                     continue;
                 }
@@ -151,7 +152,7 @@ impl Provider {
                 let message = match message {
                     Ok(message) => message,
                     Err(e) => {
-                        eprintln!("gridbox: provider: pulling jobs: {}", error_chain(&*e));
+                        say(&format!("gridbox: provider: pulling jobs: {}", error_chain(&*e)));
                         break;
                     }
                 };
@@ -171,7 +172,7 @@ impl Provider {
             Err(e) => {
                 // Nobody can run it: take it off the queue for good.
                 self.figures.malformed.add();
-                eprintln!("gridbox: provider: dropped a message from the work queue: {}", error_chain(&e));
+                say(&format!("gridbox: provider: dropped a message from the work queue: {}", error_chain(&e)));
                 let _ = message.ack_with(AckKind::Term).await;
                 return;
             }
@@ -183,7 +184,7 @@ impl Provider {
         };
         if let Err(e) = acked {
             // The job stays on the queue and comes back after the ack wait: nothing is lost.
-            eprintln!("gridbox: provider: job {}: cannot acknowledge: {}", job.id, error_chain(&*e));
+            say(&format!("gridbox: provider: job {}: cannot acknowledge: {}", job.id, error_chain(&*e)));
         }
     }
 
@@ -195,11 +196,11 @@ impl Provider {
             Ok(None) => return Handled::Done,
             Err(e @ FleetError::Malformed { .. }) => {
                 self.figures.malformed.add();
-                eprintln!("gridbox: provider: job {id}: {}; leaving it to the gateway", error_chain(&e));
+                say(&format!("gridbox: provider: job {id}: {}; leaving it to the gateway", error_chain(&e)));
                 return Handled::Done;
             }
             Err(e) => {
-                eprintln!("gridbox: provider: job {id}: {}", error_chain(&e));
+                say(&format!("gridbox: provider: job {id}: {}", error_chain(&e)));
                 self.figures.faults.add();
                 return Handled::Returned;
             }
@@ -215,21 +216,21 @@ impl Provider {
             // Someone changed it since it was read: the next delivery (or none) sorts it out.
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => return Handled::Returned,
             Err(e) => {
-                eprintln!("gridbox: provider: job {id}: cannot mark it running: {}", error_chain(&e));
+                say(&format!("gridbox: provider: job {id}: cannot mark it running: {}", error_chain(&e)));
                 self.figures.faults.add();
                 return Handled::Returned;
             }
         }
-        eprintln!("gridbox: provider: job {id} started (delivery {delivered})");
-        self.figures.running.set(self.figures.running.get() + 1);
+        say(&format!("gridbox: provider: job {id} started (delivery {delivered})"));
+        self.figures.running.add();
         let end = self.run_job(&record, message, stop).await;
-        self.figures.running.set(self.figures.running.get().saturating_sub(1));
+        self.figures.running.sub();
         let end = match end {
             Ok(end) => end,
             Err(Fault::Stopped) => return Handled::Returned,
             Err(Fault::Provider(reason)) => {
                 self.figures.faults.add();
-                eprintln!("gridbox: provider: job {id}: this provider failed: {reason}");
+                say(&format!("gridbox: provider: job {id}: this provider failed: {reason}"));
                 if delivered < MAX_FAULTY_DELIVERIES {
                     return Handled::Returned;
                 }
@@ -239,7 +240,7 @@ impl Provider {
         match self.record_end(id, &record, started_at_ms, end).await {
             Ok(true) => {
                 self.figures.ended.add();
-                eprintln!("gridbox: provider: job {id} ended");
+                say(&format!("gridbox: provider: job {id} ended"));
                 Handled::Done
             }
             Ok(false) => {
@@ -247,7 +248,7 @@ impl Provider {
                 Handled::Done
             }
             Err(e) => {
-                eprintln!("gridbox: provider: job {id}: cannot record its end: {}", error_chain(&e));
+                say(&format!("gridbox: provider: job {id}: cannot record its end: {}", error_chain(&e)));
                 self.figures.faults.add();
                 Handled::Returned
             }
@@ -321,8 +322,14 @@ impl Provider {
         let fault = |e: FleetError| Fault::Provider(error_chain(&e));
         let module = self.fetch(resolved.manifest().module, "module").await.map_err(fault)?;
         let mut inputs = BTreeMap::new();
+        let mut fetched: HashMap<Digest, Arc<[u8]>> = HashMap::new();
         for (name, digest) in &resolved.manifest().inputs {
-            inputs.insert(name.clone(), self.fetch(*digest, "input").await.map_err(fault)?);
+            let bytes = match fetched.get(digest) {
+                Some(bytes) => bytes.clone(),
+                None => self.fetch(*digest, "input").await.map_err(fault)?,
+            };
+            fetched.insert(*digest, bytes.clone());
+            inputs.insert(name.clone(), bytes);
         }
         let job = match Job::new(module, resolved, inputs) {
             Ok(job) => job,

@@ -145,9 +145,12 @@ impl JobRecord {
     /// Reads the record stored under `key` strictly: its id must be the key, every key hex,
     /// every reason bounded.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, FleetError> {
-        let what = format!("job record {key}");
+        let what = format!("job record {}", key.escape_default());
         let record: JobRecord = parse(bytes, MAX_RECORD_BYTES, &what)?;
         let bad = |reason: String| Err(FleetError::malformed(what.clone(), reason));
+        if !valid_job_id(key) {
+            return bad("its key is not a job id (1 to 64 of 0-9 a-f)".into());
+        }
         if record.id != key {
             return bad(format!("it names job {:?}, not its key", record.id));
         }

@@ -105,8 +105,9 @@ pub trait RemoteRunner: Send + Sync + 'static {
     /// off (the job id names it). `stop` turns true when the service stops.
     fn run<'a>(&'a self, job: RemoteJob, blobs: &'a Arc<BlobStore>, stop: watch::Receiver<bool>) -> BoxFuture<'a, RemoteOutcome>;
 
-    /// The latest verdict on job `id`, if a verifier has checked it.
-    fn verdict<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Verdict>>;
+    /// The latest verdict on job `id`'s receipt `receipt`, if a verifier has checked it (a
+    /// verdict on any other receipt is not this job's).
+    fn verdict<'a>(&'a self, id: &'a str, receipt: &'a Digest) -> BoxFuture<'a, Option<Verdict>>;
 
     /// Prometheus text for the runner's own figures, appended to the service's `/metrics`.
     fn render_metrics(&self) -> String;

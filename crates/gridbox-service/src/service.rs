@@ -412,10 +412,9 @@ impl Service {
         match self.snapshot(id)? {
             Some((mut status, owner, _)) if owner == tenant => {
                 if let Some(runner) = &self.runner
-                    && status.state.is_final()
-                    && status.receipt.is_some()
+                    && let Some(receipt) = status.receipt
                 {
-                    status.verdict = runner.verdict(id).await;
+                    status.verdict = runner.verdict(id, &receipt.blake3).await;
                 }
                 Ok(status)
             }

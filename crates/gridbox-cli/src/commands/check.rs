@@ -57,13 +57,13 @@ pub(crate) fn check(args: CheckArgs) -> Result<u8> {
     runtime.block_on(async move {
         let client = market::connect(&args.nats, &credentials, "gridbox check").await?;
         let market = Market::open(client).await?;
-        let checker = Checker::new(market, engine, CheckerConfig { sample: args.sample, seed, workers: args.workers });
+        let checker = Checker::new(market, engine, CheckerConfig { sample: args.sample, seed, workers: args.workers, policy: policy.clone() });
         if let Some(addr) = &args.metrics_addr {
             let shown = checker.clone();
             let bound = gridbox_fleet::metrics::serve_metrics(addr, Arc::new(move || render_metrics(&shown))).await?;
             eprintln!("gridbox: metrics on http://{bound}/metrics");
         }
-        eprintln!("gridbox: checking {} of the jobs ended in {}", args.sample, args.nats);
+        eprintln!("gridbox: checking {} of the jobs ended in {}", args.sample, gridbox_fleet::redacted_url(&args.nats));
         let (stopper, stop) = tokio::sync::watch::channel(false);
         let running = tokio::spawn(checker.run(stop));
         stop_signal("checker").await;

@@ -68,7 +68,7 @@ pub(crate) fn provide(args: ProvideArgs) -> Result<u8> {
             let bound = gridbox_fleet::metrics::serve_metrics(addr, Arc::new(move || render_metrics(&shown))).await?;
             eprintln!("gridbox: metrics on http://{bound}/metrics");
         }
-        eprintln!("gridbox: providing to {} as {} ({workers} workers)", args.nats, provider.public_key());
+        eprintln!("gridbox: providing to {} as {} ({workers} workers)", gridbox_fleet::redacted_url(&args.nats), provider.public_key());
         let (stopper, stop) = tokio::sync::watch::channel(false);
         let running = tokio::spawn(provider.run(stop));
         stop_signal("provider").await;

@@ -112,7 +112,8 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
         let service = Service::open_with_runner(config, engine, &args.data, key, events, runner)?;
         match &args.fleet {
             Some(url) => eprintln!(
-                "gridbox: serving on http://{address} as the gateway of the market at {url} (up to {in_flight} jobs in the market at once, {tenants} tenants, {} queued jobs recovered, data in {})",
+                "gridbox: serving on http://{address} as the gateway of the market at {} (up to {in_flight} jobs in the market at once, {tenants} tenants, {} queued jobs recovered, data in {})",
+                gridbox_fleet::redacted_url(url),
                 service.queued(),
                 args.data.display()
             ),

@@ -198,7 +198,7 @@ pub(crate) fn replay_run(engine: &JobEngine, job: &Job, time_ms: Option<u64>, ke
 /// Why `entries` is not the log `receipt` commits to, if it is not: the first failing check of
 /// [`log::check`] (an entry misnumbered or not following the one before it, the length, the
 /// final root, the Merkle root).
-pub(crate) fn log_mismatch(receipt: &Receipt, entries: &[gridbox_compute::TraceEntry]) -> Option<String> {
+pub fn log_mismatch(receipt: &Receipt, entries: &[gridbox_compute::TraceEntry]) -> Option<String> {
     let mut report = Verification::default();
     log::check(&mut report, receipt, entries);
     report.first_mismatch().map(|check| format!("{}: {} (the receipt: {})", check.field, check.got, check.expected))
