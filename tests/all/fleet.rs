@@ -376,3 +376,33 @@ fn a_blob_whose_bytes_do_not_match_its_name_is_never_used_and_limits_hold_before
         assert!(matches!(missing, FleetError::BlobMissing(_)), "{missing}");
     });
 }
+
+#[test]
+fn large_inputs_and_outputs_cross_the_market_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&dir.path().join("nats"));
+    let gateway = gateway(&dir.path().join("gateway"), &nats);
+    let (key, _) = provider_key(dir.path(), "p");
+    let _provider = Proc::provider(&nats.url(), &key, 1);
+    let module = probe();
+    // Three chunks and a bit in, two out (chunks are 256 KiB).
+    let big: Vec<u8> = (0..800_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    runtime().block_on(async {
+        let alice = gateway.client(ALICE);
+        alice.ensure_blob(&Bytes::copy_from_slice(&module)).await.unwrap();
+        alice.ensure_blob(&Bytes::copy_from_slice(&big)).await.unwrap();
+        let mut reading = gridbox_core::Manifest::new(Digest::of(&module));
+        reading.args = vec!["read".into(), "/input/big".into()];
+        reading.inputs.insert("big".into(), Digest::of(&big));
+        let read = alice.submit(&toml::to_string(&reading).unwrap()).await.unwrap();
+        let write = alice.submit(&manifest(&module, &["write-files", "1", "300000"], 1)).await.unwrap();
+        let read = wait_for_end(&alice, &read.id).await;
+        assert_eq!(read.state, JobState::Succeeded, "{read:?}");
+        let stdout = alice.download(&read.stdout.unwrap()).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&stdout), "read 800000 bytes from /input/big\n");
+        let write = wait_for_end(&alice, &write.id).await;
+        assert_eq!(write.state, JobState::Succeeded, "{write:?}");
+        assert_eq!(alice.download(&write.outputs["f0.bin"]).await.unwrap(), vec![7u8; 300_000]);
+        verify_job(&alice, &write, &module).await;
+    });
+}
