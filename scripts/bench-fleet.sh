@@ -52,7 +52,8 @@ start() {
     else
         local providers=${setup#fleet} port
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-        "$nats_server" -js -a 127.0.0.1 -p "$port" -sd "$dir/js" 2> "$dir/nats.log" &
+        monitor=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        "$nats_server" -js -a 127.0.0.1 -p "$port" -m "$monitor" -sd "$dir/js" 2> "$dir/nats.log" &
         pids+=($!)
         for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
         "$gridbox" serve --addr 127.0.0.1:0 --data "$dir/data" --policy "$work/policy.toml" --fleet "nats://127.0.0.1:$port" 2> "$dir/serve.log" &
@@ -73,13 +74,21 @@ stop() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$
 # "N jobs (...) in S s: R jobs/s; latency submit->end p50 A ms, p99 B ms; ..."
 field() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p"; }
 
+# The NATS server's message and byte counters (its monitoring endpoint /varz).
+varz() { python3 -c "import json,urllib.request; v=json.load(urllib.request.urlopen('http://127.0.0.1:$monitor/varz')); print(v['in_msgs'], v['out_msgs'], v['in_bytes'], v['out_bytes'])"; }
+
 setups=(serve fleet1 fleet2 fleet4)
 declare -A rate p50 p99
+traffic=""
 for round in $(seq "$rounds"); do
     for setup in "${setups[@]}"; do
         start "$setup"
         "$gridbox" load --server "$url" --token "$token" --jobs 200 --concurrency 16 > /dev/null # warm up
+        [ "$setup" = serve ] || before=$(varz)
         out=$("$gridbox" load --server "$url" --token "$token" --jobs "$jobs" --concurrency 64)
+        if [ "$setup" = fleet1 ] && [ -z "$traffic" ]; then
+            traffic=$(echo "$before $(varz)" | awk -v jobs="$jobs" '{printf "%.1f messages in and %.1f out, %.0f bytes in and %.0f out", ($5-$1)/jobs, ($6-$2)/jobs, ($7-$3)/jobs, ($8-$4)/jobs}')
+        fi
         rate[$setup]+="$(echo "$out" | sed -n 's/.* \([0-9.]*\) jobs\/s.*/\1/p') "
         out=$("$gridbox" load --server "$url" --token "$token" --jobs "$latency_jobs" --concurrency 1)
         p50[$setup]+="$(echo "$out" | field p50) "
@@ -97,3 +106,4 @@ for setup in "${setups[@]}"; do
     name=$setup; [ "$setup" = serve ] && name="serve alone (2 workers)" || name="gateway + ${setup#fleet} provider(s), 1 worker each"
     printf '%-34s %10.0f %7.2fx %12.2f %12.2f %7.2fx\n' "$name" "$r" "$(echo "$r / $base_rate" | bc -l)" "$a" "$b" "$(echo "$a / $base_p50" | bc -l)"
 done
+echo "per job through the market (NATS server counters, fleet with 1 provider): $traffic"
