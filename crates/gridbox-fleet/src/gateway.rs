@@ -52,7 +52,7 @@ const MAX_RECEIPT_BYTES: u64 = 4 << 20;
 /// Largest trace log the gateway reads.
 const MAX_TRACE_BYTES: u64 = 1 << 30;
 
-/// Providers the gateway keeps tallies of for `/metrics`; more are summed as one.
+/// Providers the gateway keeps tallies and job counts of for `/metrics`; more are not shown.
 const MAX_TALLIES: usize = 10_000;
 
 /// The gateway's figures.
@@ -255,7 +255,16 @@ impl FleetRunner {
                 Err(e) => return fault(FleetError::nats(format!("read job record {id}"), e)),
             };
             let Some(entry) = entry else {
-                // New, or deleted by someone: (re)create it, after every attempt seen so far.
+                // New, or deleted by someone: (re)create it, after every attempt seen so far. A
+                // deletion takes an attempt back like any other rogue write.
+                if retake.last_attempt.is_some() {
+                    retake.count += 1;
+                    if retake.count >= MAX_ATTEMPTS {
+                        return Ok(RemoteOutcome::Refused(format!(
+                            "the market gave {MAX_ATTEMPTS} attempts no result the gateway could accept; the last: its record was deleted"
+                        )));
+                    }
+                }
                 let attempt = retake.next_attempt();
                 let record = JobRecord { id: id.clone(), manifest: job.manifest.clone(), attempt, state: RecordState::Queued { queued_at_ms: now_ms() } };
                 let size = record.to_bytes().len();
