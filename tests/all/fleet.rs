@@ -283,7 +283,8 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
         let entry = market.records.entry(ids[0].as_str()).await.unwrap().unwrap();
         let mut record = JobRecord::parse(&ids[0], &entry.value).unwrap();
         let receipt = gridbox_core::digest::BlobRef { blake3: Digest::of(b"no such receipt"), size: 10 };
-        record.state = RecordState::Ended { provider: rogue_key.clone(), started_at_ms: 1, finished_at_ms: 2, end: End::Ran { receipt, trace: None, reason: None } };
+        record.state =
+            RecordState::Ended { provider: rogue_key.clone(), started_at_ms: 1, finished_at_ms: 2, end: End::Ran { receipt, trace: None, reason: None } };
         market.records.put(ids[0].as_str(), record.to_bytes().into()).await.unwrap();
         // And rewrites the third job's manifest.
         let entry = market.records.entry(ids[2].as_str()).await.unwrap().unwrap();
@@ -305,15 +306,29 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
     let log = gateway.log();
     assert!(log.contains(&format!("job {}: provider {rogue_key}: its receipt: blob", ids[0])), "{log}");
     assert!(log.contains(&format!("job {}: malformed job record {}", ids[1], ids[1])), "{log}");
-    assert!(log.contains(&format!("job {}: its record names another manifest; queueing the job again", ids[2])), "{log}");
+    assert!(log.contains(&format!("job {}: malformed job record {}: it names another manifest than the job's; queueing the job again", ids[2], ids[2])), "{log}");
     let provider_log = provider.log();
     assert!(provider_log.contains("dropped a message from the work queue: malformed job message"), "{provider_log}");
     assert!(provider.metric("gridbox_fleet_provider_malformed_total") >= 2, "{provider_log}");
     assert!(!provider_log.contains("panicked") && !log.contains("panicked"));
+    // A job its wall-time limit stops: no replay can check where it stopped, so the checker
+    // calls it unverifiable, never a mismatch against the honest provider that ran it.
+    let spinning = runtime().block_on(async {
+        let alice = gateway.client(ALICE);
+        let mut spin = gridbox_core::Manifest::new(Digest::of(&module));
+        spin.args = vec!["spin".into()];
+        spin.limits.set(gridbox_core::LimitKind::WallTimeMs, 300);
+        spin.limits.set(gridbox_core::LimitKind::Fuel, 1_000_000_000_000);
+        let status = alice.submit(&toml::to_string(&spin).unwrap()).await.unwrap();
+        wait_for_end(&alice, &status.id).await
+    });
+    assert_eq!(spinning.state, JobState::Failed, "{spinning:?}");
+    assert!(spinning.reason.as_deref().unwrap_or_default().contains("wall_time_ms"), "{spinning:?}");
     // A checker started now reads every record update the market still holds: the jobs' ends
     // match, and nothing the rogue wrote becomes a mismatch against anyone.
     let checker = Proc::checker(&nats.url());
     eventually("the checker's verdicts", || checker.metric("gridbox_fleet_checker_verdicts_total{verdict=\"match\"}") >= 3);
+    eventually("the stopped job's verdict", || checker.metric("gridbox_fleet_checker_verdicts_total{verdict=\"unverifiable\"}") >= 1);
     assert_eq!(checker.metric("gridbox_fleet_checker_verdicts_total{verdict=\"mismatch\"}"), 0, "{}", checker.log());
     let metrics = http_get(&format!("{}/metrics", gateway.url));
     assert!(metric(&metrics, "gridbox_fleet_refused_results_total") >= 1, "{metrics}");

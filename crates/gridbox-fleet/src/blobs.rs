@@ -54,7 +54,7 @@ impl Market {
     /// (with nothing named `digest` written) if its bytes hash to anything else.
     pub async fn put_blob_file(&self, digest: Digest, size: u64, file: std::fs::File) -> Result<(), FleetError> {
         let name = digest.to_hex();
-        let read_error = |e: std::io::Error| FleetError::nats(format!("read blob {name} to store it"), e);
+        let read_error = |source: std::io::Error| FleetError::LocalRead { what: format!("blob {name}"), source };
         if size > MAX_MARKET_BLOB_BYTES {
             return Err(FleetError::BlobTooLarge { name: digest, size, limit: MAX_MARKET_BLOB_BYTES, what: "the market" });
         }
@@ -112,16 +112,17 @@ impl Market {
                     return Err(too_large(size));
                 }
                 let chunks = (index.len() - 8) / 32;
-                if chunks as u64 != size.div_ceil(SMALL_BLOB_BYTES as u64) {
+                if chunks > MAX_CHUNKS || chunks as u64 != size.div_ceil(SMALL_BLOB_BYTES as u64) {
                     return Err(malformed(format!("{chunks} chunks cannot hold {size} bytes")));
                 }
+                let capacity = usize::try_from(size).map_err(|_| malformed(format!("{size} bytes do not fit this machine's memory")))?;
                 let mut bytes = Vec::new();
-                bytes.try_reserve_exact(size as usize).map_err(|_| malformed(format!("cannot reserve {size} bytes to read it")))?;
-                for (number, name) in index[8..].chunks_exact(32).enumerate() {
+                bytes.try_reserve_exact(capacity).map_err(|_| malformed(format!("cannot reserve {size} bytes to read it")))?;
+                for (number, name) in (0u64..).zip(index[8..].chunks_exact(32)) {
                     let mut chunk_name = Digest([0u8; 32]);
                     chunk_name.0.copy_from_slice(name);
                     let Some(chunk) = self.get_value(&chunk_name.to_hex()).await? else { return Err(FleetError::BlobMissing(chunk_name)) };
-                    let expected = (size - (number * SMALL_BLOB_BYTES) as u64).min(SMALL_BLOB_BYTES as u64);
+                    let expected = size.saturating_sub(number * SMALL_BLOB_BYTES as u64).min(SMALL_BLOB_BYTES as u64);
                     if chunk.len() as u64 != expected {
                         return Err(malformed(format!("chunk {number} is {} bytes, not {expected}", chunk.len())));
                     }

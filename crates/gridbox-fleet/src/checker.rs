@@ -110,7 +110,11 @@ impl Checker {
                 }
             };
             loop {
-                let next = tokio::select! { next = batch.next() => next, _ = stop.changed() => None };
+                // Bounded: a pull that neither delivers nor expires is given up and made again.
+                let next = tokio::select! {
+                    next = tokio::time::timeout(Duration::from_secs(10), batch.next()) => next.ok().flatten(),
+                    _ = stop.changed() => None,
+                };
                 let Some(Ok(message)) = next else { break };
                 let done = self.handle(&message).await;
                 let _ = if done { message.ack().await } else { message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await };
@@ -241,6 +245,17 @@ impl Checker {
             };
             inputs.insert(name.clone(), bytes);
         }
+        // What the receipt claims is bounded by the job's limits, capped by this checker's policy,
+        // before anything is read.
+        let cap = |kind: gridbox_core::LimitKind| limits.get(kind).min(self.config.policy.max(kind));
+        let stdio = receipt.stdout.size.saturating_add(receipt.stderr.size);
+        let outputs_size = receipt.outputs.values().fold(0u64, |sum, blob| sum.saturating_add(blob.size));
+        if stdio > cap(gridbox_core::LimitKind::StdioBytes)
+            || receipt.outputs.len() as u64 > cap(gridbox_core::LimitKind::OutputFiles)
+            || outputs_size > cap(gridbox_core::LimitKind::OutputBytes)
+        {
+            return unverifiable("its results are larger than the job's limits allow (or than this checker reads)".into());
+        }
         // The results as the provider stored them: a replay must give these bytes.
         let stdout = match fetch(receipt.stdout.blake3, receipt.stdout.size, "stdout").await? {
             Ok(bytes) => Some(bytes),
@@ -257,6 +272,10 @@ impl Checker {
                 Err(why) => return unverifiable(why),
             }
         }
+        // Where a wall-time limit stops a job depends on the machine's speed: no replay can say.
+        if let gridbox_core::job::Outcome::LimitExceeded { limit: gridbox_core::LimitKind::WallTimeMs, .. } = receipt.outcome {
+            return unverifiable("the job was stopped by its wall-time limit, which no replay can check".into());
+        }
         self.figures.checked.add();
         let evidence =
             Evidence { module: Arc::from(module), inputs, artifacts: Some(Artifacts { stdout, stderr, outputs, trace: None }), requested: None, trace: None };
@@ -271,6 +290,10 @@ impl Checker {
         Ok(match report {
             Ok(Ok(report)) => match report.first_mismatch() {
                 None => Judged { verdict: "match", detail: None },
+                // This machine would not run the job at all: that says nothing of the provider.
+                Some(check) if check.field == "replay" => {
+                    Judged { verdict: "unverifiable", detail: Some(bounded_reason(&format!("the replay here: {}", check.got))) }
+                }
                 Some(check) => {
                     Judged { verdict: "mismatch", detail: Some(bounded_reason(&format!("{}: expected {}, got {}", check.field, check.expected, check.got))) }
                 }
@@ -280,22 +303,19 @@ impl Checker {
         })
     }
 
-    /// Publishes a verdict and adds it to the provider's tally, once per receipt.
+    /// Publishes a verdict and adds it to the provider's tally, once per receipt. The tally is
+    /// written first: if publishing the verdict then fails, the update comes back and may count
+    /// twice (a mismatch is never lost; a count can be one too high).
     async fn publish(&self, id: &str, verdict: &VerdictRecord) -> Result<(), FleetError> {
-        let bytes = serde_json::to_vec(verdict).unwrap_or_default();
-        match self.market.verdicts.create(id, bytes.clone().into()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                // Judged before: by this checker (a redelivery) or another. Count a receipt once.
-                let earlier = self.market.verdicts.get(id).await.map_err(|e| FleetError::nats(format!("read the verdict on job {id}"), e))?;
-                let same = earlier.and_then(|b| crate::record::parse_verdict(id, &b).ok()).is_some_and(|v| v.receipt == verdict.receipt);
-                if same {
-                    return Ok(());
-                }
-                self.market.verdicts.put(id, bytes.into()).await.map_err(|e| FleetError::nats(format!("publish the verdict on job {id}"), e))?;
-            }
-            Err(e) => return Err(FleetError::nats(format!("publish the verdict on job {id}"), e)),
+        let earlier = self.market.verdicts.get(id).await.map_err(|e| FleetError::nats(format!("read the verdict on job {id}"), e))?;
+        if earlier.and_then(|b| crate::record::parse_verdict(id, &b).ok()).is_some_and(|v| v.receipt == verdict.receipt && v.provider == verdict.provider) {
+            return Ok(());
         }
+        if verdict.verdict != "unverifiable" {
+            self.tally(id, verdict).await?;
+        }
+        let bytes = serde_json::to_vec(verdict).unwrap_or_default();
+        self.market.verdicts.put(id, bytes.into()).await.map_err(|e| FleetError::nats(format!("publish the verdict on job {id}"), e))?;
         match verdict.verdict.as_str() {
             "match" => self.figures.matched.add(),
             "mismatch" => {
@@ -304,9 +324,11 @@ impl Checker {
             }
             _ => self.figures.unverifiable.add(),
         }
-        if verdict.verdict == "unverifiable" {
-            return Ok(());
-        }
+        Ok(())
+    }
+
+    /// Adds a verdict to its provider's tally, by compare-and-set.
+    async fn tally(&self, id: &str, verdict: &VerdictRecord) -> Result<(), FleetError> {
         let key = verdict.provider.as_str();
         for _ in 0..32 {
             let entry = self.market.tally.entry(key).await.map_err(|e| FleetError::nats(format!("read the tally of {key}"), e))?;

@@ -75,6 +75,15 @@ pub enum FleetError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file of this machine's could not be read (to place it in the market).
+    #[error("cannot read {what} here")]
+    LocalRead {
+        /// What.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The `/metrics` listener could not be opened.
     #[error("cannot listen for /metrics on {addr}")]
     MetricsListen {

@@ -37,14 +37,9 @@ const RECHECK_EVERY: Duration = Duration::from_secs(5);
 /// gateway queues it again (see [`FleetRunner::follow`]).
 const STALL_SLACK: Duration = Duration::from_secs(300);
 
-/// Whether the record `entry` has not changed for `stall`, tracking its revision.
-fn stale(entry: &kv::Entry, seen_revision: &mut u64, since: &mut Instant, stall: Duration) -> bool {
-    if entry.revision != *seen_revision {
-        *seen_revision = entry.revision;
-        *since = Instant::now();
-    }
-    since.elapsed() > stall
-}
+/// Room left in a queued record for what providers add to it: their key, receipt references,
+/// started and finished times, a reason (escaped, up to six bytes per byte of it).
+const RECORD_HEADROOM: usize = 6 * crate::record::MAX_REASON_BYTES + 1024;
 
 /// Largest receipt the gateway reads.
 const MAX_RECEIPT_BYTES: u64 = 4 << 20;
@@ -99,11 +94,14 @@ impl FleetRunner {
         runner
     }
 
-    /// Wakes the job waiting for each record that changes. A watch that breaks is made again.
+    /// Wakes the job waiting for each record that changes. The watch is made again every
+    /// minute and whenever it breaks (a watch can also go quiet without an error; the 5-second
+    /// recheck of each waiting job covers the gap).
     async fn watch_records(self: Arc<Self>) {
         loop {
             if let Ok(mut watch) = self.market.records.watch_all().await {
-                while let Some(entry) = watch.next().await {
+                let renew = tokio::time::Instant::now() + Duration::from_secs(60);
+                while let Ok(Some(entry)) = tokio::time::timeout_at(renew, watch.next()).await {
                     let Ok(entry) = entry else { break };
                     let waiter = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).get(&entry.key).cloned();
                     if let Some(waiter) = waiter {
@@ -111,7 +109,7 @@ impl FleetRunner {
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -119,7 +117,8 @@ impl FleetRunner {
     async fn watch_tallies(self: Arc<Self>) {
         loop {
             if let Ok(mut watch) = self.market.tally.watch_with_history(">").await {
-                while let Some(entry) = watch.next().await {
+                let renew = tokio::time::Instant::now() + Duration::from_secs(60);
+                while let Ok(Some(entry)) = tokio::time::timeout_at(renew, watch.next()).await {
                     let Ok(entry) = entry else { break };
                     if entry.operation != kv::Operation::Put {
                         continue;
@@ -167,6 +166,7 @@ impl FleetRunner {
             .map_err(|e| Placement::Local(format!("blob {digest}: {}", error_chain(&e))))?;
         self.market.put_blob_file(digest, size, file).await.map_err(|e| match e {
             FleetError::Nats { .. } => Placement::Market(error_chain(&e)),
+            FleetError::BlobTooLarge { .. } => Placement::TooLarge(error_chain(&e)),
             _ => Placement::Local(error_chain(&e)),
         })?;
         let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
@@ -199,8 +199,9 @@ impl FleetRunner {
         let mut said = false;
         let outcome = loop {
             let attempt = match self.place_all(&job, blobs).await {
-                Ok(()) => self.follow(&job, &waiter, &mut stop).await,
+                Ok(()) => self.follow(&job, blobs, &waiter, &mut stop).await,
                 Err(Placement::Local(reason)) => break RemoteOutcome::HostFault(format!("cannot read the job's blobs here: {reason}")),
+                Err(Placement::TooLarge(reason)) => break RemoteOutcome::Refused(reason),
                 Err(Placement::Market(reason)) => Err(reason),
             };
             match attempt {
@@ -232,19 +233,21 @@ impl FleetRunner {
     /// Drives the job's record until it ends with results the gateway accepts; `Err` when the
     /// market could not be read or written (to try again).
     ///
-    /// Every result refused, record found malformed, refusal or give-up claimed, or record found
-    /// stale counts against [`MAX_ATTEMPTS`] in this call's own count, never in a number read
-    /// from the market (anyone with the market's credentials can write a record).
-    async fn follow(&self, job: &RemoteJob, waiter: &Notify, stop: &mut watch::Receiver<bool>) -> Result<RemoteOutcome, String> {
+    /// Every result refused, record found malformed or rewritten (another manifest, another
+    /// attempt than the one this call queued), refusal or give-up claimed, stale record or
+    /// deleted record counts against [`MAX_ATTEMPTS`] in this call's own count, never in a
+    /// number read from the market (anyone with the market's credentials can write a record).
+    async fn follow(&self, job: &RemoteJob, blobs: &Arc<BlobStore>, waiter: &Notify, stop: &mut watch::Receiver<bool>) -> Result<RemoteOutcome, String> {
         let id = &job.id;
-        let mut published = false;
         let mut retake = Retake::default();
-        // A record that does not change for this long is stale: a provider that took the job and
-        // neither ended it nor let it go (a rogue that acknowledges and sits on it, or keeps
-        // signalling progress), or a message lost to a rogue that took it and acknowledged it.
-        let wall_time_ms = ResolvedManifest::from_canonical_text(&job.manifest).map(|r| r.limits().get(LimitKind::WallTimeMs)).unwrap_or(0);
+        // An attempt queued or running this long is stale: a provider that took the job and
+        // neither ended it nor let it go, or a message lost to a rogue that took it and
+        // acknowledged it. Counted from when this call first saw the attempt in that phase, so
+        // rewriting the record does not keep a job alive.
+        let limits = ResolvedManifest::from_canonical_text(&job.manifest).map(|r| r.limits());
+        let wall_time_ms = limits.as_ref().map(|l| l.get(LimitKind::WallTimeMs)).unwrap_or(0);
         let stall = Duration::from_millis(wall_time_ms.saturating_mul(2)) + STALL_SLACK;
-        let (mut seen_revision, mut since) = (0u64, Instant::now());
+        let mut clock = PhaseClock::default();
         let fault = |e: FleetError| Err(error_chain(&e));
         loop {
             if *stop.borrow() {
@@ -260,76 +263,81 @@ impl FleetRunner {
                 if retake.last_attempt.is_some() {
                     retake.count += 1;
                     if retake.count >= MAX_ATTEMPTS {
-                        return Ok(RemoteOutcome::Refused(format!(
-                            "the market gave {MAX_ATTEMPTS} attempts no result the gateway could accept; the last: its record was deleted"
-                        )));
+                        return Ok(self.give_up(id, "its record was deleted").await);
                     }
                 }
                 let attempt = retake.next_attempt();
                 let record = JobRecord { id: id.clone(), manifest: job.manifest.clone(), attempt, state: RecordState::Queued { queued_at_ms: now_ms() } };
-                let size = record.to_bytes().len();
+                // Room for what providers add (their key, receipt references, a reason).
+                let size = record.to_bytes().len() + RECORD_HEADROOM;
                 if size > MAX_RECORD_BYTES {
                     return Ok(RemoteOutcome::Refused(format!(
-                        "its job record would be {size} bytes (the manifest's text), above the market's limit of {MAX_RECORD_BYTES}"
+                        "its job record would be {size} bytes with room for its end (the manifest's text is most of it), above the market's limit of {MAX_RECORD_BYTES}"
                     )));
                 }
                 match self.market.records.create(id.as_str(), record.to_bytes().into()).await {
                     Ok(_) => {}
                     // Written meanwhile: read it again.
-                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                     Err(e) => return fault(FleetError::nats(format!("create job record {id}"), e)),
                 }
-                retake.seen(attempt);
+                retake.wrote(attempt);
                 if let Err(e) = self.publish(id, attempt).await {
                     return fault(e);
                 }
-                published = true;
+                clock.published(attempt);
                 continue;
             };
-            let record = match JobRecord::parse(id, &entry.value) {
+            let parsed = JobRecord::parse(id, &entry.value).and_then(|record| {
+                if record.manifest != job.manifest {
+                    Err(FleetError::malformed(format!("job record {id}"), "it names another manifest than the job's"))
+                } else if retake.written.is_some_and(|written| written != record.attempt) {
+                    Err(FleetError::malformed(
+                        format!("job record {id}"),
+                        format!("it names attempt {}; the gateway queued attempt {}", record.attempt, retake.written.unwrap_or(0)),
+                    ))
+                } else {
+                    Ok(record)
+                }
+            });
+            let record = match parsed {
                 Ok(record) => record,
                 Err(e) => {
                     // Not a record anyone following spec/fleet.md writes: a rogue's. Start over.
                     self.figures.malformed_records.add();
                     let reason = error_chain(&e);
                     say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
-                    match self.retake(id, job, &mut retake, entry.revision, reason).await {
-                        Ok(None) => published = true,
+                    match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
+                        Ok(None) => {}
                         Ok(Some(outcome)) => return Ok(outcome),
                         Err(e) => return fault(e),
                     }
                     continue;
                 }
             };
-            retake.seen(record.attempt);
-            let stale = stale(&entry, &mut seen_revision, &mut since, stall);
-            if record.manifest != job.manifest {
-                // Someone rewrote the job itself: put the gateway's back.
-                self.figures.malformed_records.add();
-                let reason = "its record names another manifest".to_string();
-                say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
-                match self.retake(id, job, &mut retake, entry.revision, reason).await {
-                    Ok(None) => published = true,
-                    Ok(Some(outcome)) => return Ok(outcome),
-                    Err(e) => return fault(e),
-                }
-                continue;
-            }
+            // After a restart, the record's attempt is the one to follow.
+            retake.wrote(record.attempt);
+            clock.at(record.attempt);
             let retaken = match &record.state {
                 // Taken up again after a restart, or queued for long: make sure it is on the
                 // queue (a repeat within JetStream's duplicate window is dropped).
-                RecordState::Queued { .. } if !published || stale => {
-                    if let Err(e) = self.publish(id, record.attempt).await {
-                        return fault(e);
+                RecordState::Queued { .. } => {
+                    if !clock.published || clock.queued_since.get_or_insert_with(Instant::now).elapsed() > stall {
+                        if let Err(e) = self.publish(id, record.attempt).await {
+                            return fault(e);
+                        }
+                        clock.published(record.attempt);
                     }
-                    published = true;
-                    since = Instant::now();
                     None
                 }
-                RecordState::Running { provider, started_at_ms } if stale => {
-                    Some(format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs()))
+                RecordState::Running { provider, started_at_ms } => {
+                    let since = clock.running_since.get_or_insert_with(Instant::now);
+                    (since.elapsed() > stall)
+                        .then(|| format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs()))
                 }
-                RecordState::Queued { .. } | RecordState::Running { .. } => None,
                 RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
                     Collected::Done(outcome) => {
                         self.figures.ended.add();
@@ -347,6 +355,7 @@ impl FleetRunner {
                     // A refusal or a give-up is nobody's signed word: it stands only once
                     // [`MAX_ATTEMPTS`] attempts in a row have ended so.
                     Collected::Claimed(reason) if retake.claims + 1 >= MAX_ATTEMPTS && retake.claims == retake.count => {
+                        self.forget(id).await;
                         return Ok(RemoteOutcome::Refused(reason));
                     }
                     Collected::Claimed(reason) => {
@@ -357,8 +366,8 @@ impl FleetRunner {
             };
             if let Some(reason) = retaken {
                 say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
-                match self.retake(id, job, &mut retake, entry.revision, reason).await {
-                    Ok(None) => published = true,
+                match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
+                    Ok(None) => {}
                     Ok(Some(outcome)) => return Ok(outcome),
                     Err(e) => return fault(e),
                 }
@@ -372,23 +381,60 @@ impl FleetRunner {
         }
     }
 
-    /// Queues the job again as its next attempt over the record at `revision`, or fails it once
-    /// this call has done so [`MAX_ATTEMPTS`] times. `Ok(None)`: queued (or someone changed the
-    /// record first; it is read again).
-    async fn retake(&self, id: &str, job: &RemoteJob, retake: &mut Retake, revision: u64, reason: String) -> Result<Option<RemoteOutcome>, FleetError> {
+    /// Queues the job again as its next attempt over the record at `revision`, placing its
+    /// blobs in the market again first (a rogue may have overwritten them), or gives up once this
+    /// call has taken [`MAX_ATTEMPTS`] back. `Ok(None)`: queued (or someone changed the record
+    /// first; it is read again).
+    async fn retake(
+        &self,
+        id: &str,
+        job: &RemoteJob,
+        blobs: &Arc<BlobStore>,
+        retake: &mut Retake,
+        revision: u64,
+        reason: String,
+    ) -> Result<Option<RemoteOutcome>, FleetError> {
         retake.count += 1;
         if retake.count >= MAX_ATTEMPTS {
-            return Ok(Some(RemoteOutcome::Refused(format!("the market gave {MAX_ATTEMPTS} attempts no result the gateway could accept; the last: {reason}"))));
+            return Ok(Some(self.give_up(id, &reason).await));
+        }
+        self.unplace(job);
+        match self.place_all(job, blobs).await {
+            Ok(()) => {}
+            Err(Placement::Local(reason)) => return Ok(Some(RemoteOutcome::HostFault(format!("cannot read the job's blobs here: {reason}")))),
+            Err(Placement::TooLarge(reason)) => return Ok(Some(RemoteOutcome::Refused(reason))),
+            Err(Placement::Market(reason)) => return Err(FleetError::nats(format!("place the blobs of job {id}"), reason)),
         }
         let attempt = retake.next_attempt();
         let record = JobRecord { id: id.to_string(), manifest: job.manifest.clone(), attempt, state: RecordState::Queued { queued_at_ms: now_ms() } };
         match self.market.records.update(id, record.to_bytes().into(), revision).await {
             Ok(_) => {
+                retake.written = Some(attempt);
                 retake.seen(attempt);
                 self.publish(id, attempt).await.map(|()| None)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(FleetError::nats(format!("queue job {id} again"), e)),
+        }
+    }
+
+    /// The end of a job the market gave no acceptable result for: its record is deleted, so
+    /// that no provider runs it for nothing.
+    async fn give_up(&self, id: &str, reason: &str) -> RemoteOutcome {
+        self.forget(id).await;
+        RemoteOutcome::Refused(format!("the market gave {MAX_ATTEMPTS} attempts no result the gateway could accept; the last: {reason}"))
+    }
+
+    /// Deletes job `id`'s record (best effort: it expires with the market's retention anyway).
+    async fn forget(&self, id: &str) {
+        let _ = self.market.records.delete(id).await;
+    }
+
+    /// Forgets that the job's module and inputs were placed, so that they are placed again.
+    fn unplace(&self, job: &RemoteJob) {
+        let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        for digest in std::iter::once(&job.module).chain(job.inputs.values()) {
+            placed.remove(digest);
         }
     }
 
@@ -467,7 +513,9 @@ impl FleetRunner {
             }
         }
         let trace = match trace_ref {
-            Some(blob) => match fetch(blob.blake3, blob.size, MAX_TRACE_BYTES, "trace log").await {
+            // Entries are bounded by fuel (at most one per 100 fuel, each under 3 KiB: spec/trace.md).
+            Some(blob) => match fetch(blob.blake3, blob.size, (limits.get(LimitKind::Fuel) / 100).saturating_mul(3072).min(MAX_TRACE_BYTES), "trace log").await
+            {
                 Ok(bytes) => Some(bytes),
                 Err(c) => return c,
             },
@@ -508,6 +556,8 @@ enum Placement {
     Local(String),
     /// The market did not take them: try again.
     Market(String),
+    /// Larger than the market holds: the job cannot run there.
+    TooLarge(String),
 }
 
 /// This call's count of the attempts it took back from the market (see [`FleetRunner::follow`]).
@@ -519,6 +569,9 @@ struct Retake {
     claims: u32,
     /// The highest attempt number seen in a record or written.
     last_attempt: Option<u32>,
+    /// The attempt this call queued (or, after a restart, found): a record naming another is a
+    /// rogue's.
+    written: Option<u32>,
 }
 
 impl Retake {
@@ -526,10 +579,41 @@ impl Retake {
         self.last_attempt = Some(self.last_attempt.map_or(attempt, |last| last.max(attempt)));
     }
 
+    /// The attempt is this call's (written or adopted), if none is yet.
+    fn wrote(&mut self, attempt: u32) {
+        self.seen(attempt);
+        self.written.get_or_insert(attempt);
+    }
+
     /// The number for the next attempt: after every one seen (message ids name it, and JetStream
     /// drops a repeated id within its duplicate window).
     fn next_attempt(&self) -> u32 {
         self.last_attempt.map_or(0, |last| last.saturating_add(1))
+    }
+}
+
+/// When this call first saw the current attempt queued and running, and whether it published it.
+#[derive(Default)]
+struct PhaseClock {
+    attempt: Option<u32>,
+    queued_since: Option<Instant>,
+    running_since: Option<Instant>,
+    published: bool,
+}
+
+impl PhaseClock {
+    /// Starts the clock again if `attempt` is not the one it was timing.
+    fn at(&mut self, attempt: u32) {
+        if self.attempt != Some(attempt) {
+            *self = PhaseClock { attempt: Some(attempt), ..PhaseClock::default() };
+        }
+    }
+
+    /// This call published `attempt` now.
+    fn published(&mut self, attempt: u32) {
+        self.at(attempt);
+        self.published = true;
+        self.queued_since = Some(Instant::now());
     }
 }
 

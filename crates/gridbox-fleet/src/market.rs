@@ -37,6 +37,8 @@ pub const MAX_RECORD_BYTES: usize = 128 << 10;
 pub const MAX_VERDICT_BYTES: usize = 8192;
 /// Largest message on [`JOBS_SUBJECT`].
 pub const MAX_JOB_MESSAGE_BYTES: usize = 1024;
+/// Deliveries of one job message before JetStream stops delivering it.
+pub const MAX_DELIVERIES: i64 = 20;
 /// How long JetStream drops a second publication of the same job message (`Nats-Msg-Id`).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -138,7 +140,9 @@ impl Market {
                 durable_name: Some(PROVIDERS_CONSUMER.into()),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: settings.ack_wait,
-                max_deliver: -1,
+                // A message nobody can handle (a provider killed by it each time, say) stops
+                // coming back; the gateway publishes a job again when its record goes stale.
+                max_deliver: MAX_DELIVERIES,
                 max_ack_pending: -1,
                 ..Default::default()
             },
@@ -160,7 +164,10 @@ impl Market {
                     storage: stream::StorageType::File,
                     allow_rollup: true,
                     deny_delete: true,
-                    allow_direct: true,
+                    // Reads go through the stream's message API, which hands a stored value's
+                    // headers back as data: with direct gets, a value whose headers look like a
+                    // NATS status line would be read as that status (an error, or "no value").
+                    allow_direct: false,
                     discard: stream::DiscardPolicy::New,
                     num_replicas: replicas,
                     duplicate_window: if max_age.is_zero() { Duration::from_secs(120) } else { max_age.min(Duration::from_secs(120)) },

@@ -39,7 +39,11 @@ pub const MAX_FAULTY_DELIVERIES: i64 = 5;
 const BLOB_CACHE_BYTES: usize = 256 << 20;
 
 /// Largest module or input a provider fetches.
-const MAX_FETCH_BYTES: u64 = 4 << 30;
+const MAX_FETCH_BYTES: u64 = crate::blobs::MAX_MARKET_BLOB_BYTES;
+
+/// Most bytes of module and inputs one job may make a provider fetch (distinct blobs; a blob
+/// named twice is fetched once).
+const MAX_JOB_FETCH_BYTES: u64 = 4 << 30;
 
 /// How a provider runs.
 pub struct ProviderConfig {
@@ -147,7 +151,11 @@ impl Provider {
                 }
             };
             loop {
-                let next = tokio::select! { next = batch.next() => next, _ = stop.changed() => None };
+                // Bounded: a pull that neither delivers nor expires is given up and made again.
+                let next = tokio::select! {
+                    next = tokio::time::timeout(Duration::from_secs(10), batch.next()) => next.ok().flatten(),
+                    _ = stop.changed() => None,
+                };
                 let Some(message) = next else { break };
                 let message = match message {
                     Ok(message) => message,
@@ -209,7 +217,24 @@ impl Provider {
             // Ended elsewhere, or this message is for an attempt the gateway has moved past.
             return Handled::Done;
         }
+        if let RecordState::Running { provider, .. } = &record.state
+            && delivered == 1
+            && *provider != self.public_key
+        {
+            // A first delivery of a job another provider is running: a second copy of its message
+            // (the gateway publishes a job again when it waited long); the running one ends it.
+            return Handled::Done;
+        }
         let started_at_ms = now_ms();
+        if delivered > MAX_FAULTY_DELIVERIES + 2 {
+            // Delivered this often, the job is what kills or stalls the providers that take it
+            // (a provider that failed cleanly would have given up at MAX_FAULTY_DELIVERIES).
+            let end = End::ProvidersFailed { reason: format!("delivered {delivered} times without an end") };
+            return match self.record_end(id, &record, started_at_ms, end).await {
+                Ok(_) => Handled::Done,
+                Err(_) => Handled::Returned,
+            };
+        }
         let running = JobRecord { state: RecordState::Running { provider: self.public_key.clone(), started_at_ms }, ..record.clone() };
         match self.market.records.update(id.as_str(), running.to_bytes().into(), revision).await {
             Ok(_) => {}
@@ -250,7 +275,8 @@ impl Provider {
             Err(e) => {
                 say(&format!("gridbox: provider: job {id}: cannot record its end: {}", error_chain(&e)));
                 self.figures.faults.add();
-                Handled::Returned
+                // Not forever: the gateway takes back a job whose record stays unended.
+                if delivered < MAX_FAULTY_DELIVERIES { Handled::Returned } else { Handled::Done }
             }
         }
     }
@@ -286,11 +312,11 @@ impl Provider {
     }
 
     /// Fetches a module or input, through the in-memory cache.
-    async fn fetch(&self, digest: Digest, what: &'static str) -> Result<Arc<[u8]>, FleetError> {
+    async fn fetch(&self, digest: Digest, what: &'static str, limit: u64) -> Result<Arc<[u8]>, FleetError> {
         if let Some(bytes) = self.blobs.lock().unwrap_or_else(|e| e.into_inner()).bytes.get(&digest) {
             return Ok(bytes.clone());
         }
-        let bytes: Arc<[u8]> = Arc::from(self.market.get_blob(&digest, MAX_FETCH_BYTES, what).await?);
+        let bytes: Arc<[u8]> = Arc::from(self.market.get_blob(&digest, limit.min(MAX_FETCH_BYTES), what).await?);
         let mut cache = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
         if bytes.len() <= BLOB_CACHE_BYTES / 4 && !cache.bytes.contains_key(&digest) {
             while cache.size + bytes.len() > BLOB_CACHE_BYTES {
@@ -320,13 +346,18 @@ impl Provider {
             }
         }
         let fault = |e: FleetError| Fault::Provider(error_chain(&e));
-        let module = self.fetch(resolved.manifest().module, "module").await.map_err(fault)?;
+        let module = self.fetch(resolved.manifest().module, "module", MAX_FETCH_BYTES).await.map_err(fault)?;
         let mut inputs = BTreeMap::new();
         let mut fetched: HashMap<Digest, Arc<[u8]>> = HashMap::new();
+        let mut budget = MAX_JOB_FETCH_BYTES.saturating_sub(module.len() as u64);
         for (name, digest) in &resolved.manifest().inputs {
             let bytes = match fetched.get(digest) {
                 Some(bytes) => bytes.clone(),
-                None => self.fetch(*digest, "input").await.map_err(fault)?,
+                None => {
+                    let bytes = self.fetch(*digest, "input", budget).await.map_err(fault)?;
+                    budget = budget.saturating_sub(bytes.len() as u64);
+                    bytes
+                }
             };
             fetched.insert(*digest, bytes.clone());
             inputs.insert(name.clone(), bytes);
