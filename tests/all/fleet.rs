@@ -273,7 +273,7 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
     let gateway = gateway(&dir.path().join("gateway"), &nats);
     let module = probe();
     // With no provider yet, the jobs wait in the market while a rogue writes over their records.
-    let ids = runtime().block_on(submit_jobs(&gateway.client(ALICE), &module, 3, 0));
+    let ids = runtime().block_on(submit_jobs(&gateway.client(ALICE), &module, 4, 0));
     let rogue_key = "ab".repeat(32);
     runtime().block_on(async {
         // The rogue reads the first job's record and ends it with a receipt that is not there.
@@ -291,6 +291,16 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
         let mut record = JobRecord::parse(&ids[2], &entry.value).unwrap();
         record.manifest = "module = \"0000\"".into();
         market.records.put(ids[2].as_str(), record.to_bytes().into()).await.unwrap();
+        // And deletes the fourth job's record twice (the gateway writes it again in between):
+        // two of the three attempts a job has.
+        for _ in 0..2 {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while market.records.get(ids[3].as_str()).await.unwrap().is_none() {
+                assert!(Instant::now() < deadline, "the gateway did not write the record again");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            market.records.delete(ids[3].as_str()).await.unwrap();
+        }
     });
     nats.publish_raw(&format!("$KV.gridbox-jobs.{}", ids[1]), b"\xff not a record");
     // Garbage on the work queue, and a job message for a job that does not exist.
@@ -306,7 +316,10 @@ fn malformed_messages_and_rogue_records_get_clear_errors_and_the_jobs_still_end(
     let log = gateway.log();
     assert!(log.contains(&format!("job {}: provider {rogue_key}: its receipt: blob", ids[0])), "{log}");
     assert!(log.contains(&format!("job {}: malformed job record {}", ids[1], ids[1])), "{log}");
-    assert!(log.contains(&format!("job {}: malformed job record {}: it names another manifest than the job's; queueing the job again", ids[2], ids[2])), "{log}");
+    assert!(
+        log.contains(&format!("job {}: malformed job record {}: it names another manifest than the job's; queueing the job again", ids[2], ids[2])),
+        "{log}"
+    );
     let provider_log = provider.log();
     assert!(provider_log.contains("dropped a message from the work queue: malformed job message"), "{provider_log}");
     assert!(provider.metric("gridbox_fleet_provider_malformed_total") >= 2, "{provider_log}");

@@ -284,7 +284,8 @@ impl FleetRunner {
                     }
                     Err(e) => return fault(FleetError::nats(format!("create job record {id}"), e)),
                 }
-                retake.wrote(attempt);
+                retake.written = Some(attempt);
+                retake.seen(attempt);
                 if let Err(e) = self.publish(id, attempt).await {
                     return fault(e);
                 }
@@ -311,7 +312,11 @@ impl FleetRunner {
                     let reason = error_chain(&e);
                     say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
                     match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Some(attempt) = retake.published.take() {
+                                clock.published(attempt);
+                            }
+                        }
                         Ok(Some(outcome)) => return Ok(outcome),
                         Err(e) => return fault(e),
                     }
@@ -367,7 +372,11 @@ impl FleetRunner {
             if let Some(reason) = retaken {
                 say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
                 match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
-                    Ok(None) => {}
+                    Ok(None) => {
+                        if let Some(attempt) = retake.published.take() {
+                            clock.published(attempt);
+                        }
+                    }
                     Ok(Some(outcome)) => return Ok(outcome),
                     Err(e) => return fault(e),
                 }
@@ -411,7 +420,9 @@ impl FleetRunner {
             Ok(_) => {
                 retake.written = Some(attempt);
                 retake.seen(attempt);
-                self.publish(id, attempt).await.map(|()| None)
+                self.publish(id, attempt).await?;
+                retake.published = Some(attempt);
+                Ok(None)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
             Err(e) => Err(FleetError::nats(format!("queue job {id} again"), e)),
@@ -572,6 +583,8 @@ struct Retake {
     /// The attempt this call queued (or, after a restart, found): a record naming another is a
     /// rogue's.
     written: Option<u32>,
+    /// The attempt [`FleetRunner::retake`] just published, for the caller's clock.
+    published: Option<u32>,
 }
 
 impl Retake {
