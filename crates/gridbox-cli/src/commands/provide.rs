@@ -25,8 +25,10 @@ pub(crate) struct ProvideArgs {
     #[command(flatten)]
     nats_auth: NatsArgs,
     /// The key this provider signs receipts with (`gridbox keygen`): its name in the market.
+    /// Default: `$XDG_DATA_HOME/gridbox/provider.key` (or `~/.local/share/gridbox/provider.key`),
+    /// made on first start, so that the provider keeps one name across restarts.
     #[arg(long)]
-    key: PathBuf,
+    key: Option<PathBuf>,
     /// The market's policy file (the gateway's; its [[tenants]] and [serve] are ignored): the
     /// engine is sized for the largest job it allows. Default: the built-in policy.
     #[arg(long)]
@@ -50,7 +52,10 @@ pub(crate) fn provide(args: ProvideArgs) -> Result<u8> {
         Some(path) => gridbox_service::ServiceConfig::from_toml(&read_text(path)?).with_context(|| format!("policy {}", path.display()))?.policy,
         None => Policy::default(),
     };
-    let key = keys::read_secret_key(&args.key)?;
+    let key = match &args.key {
+        Some(path) => keys::read_secret_key(path)?,
+        None => default_key()?,
+    };
     let tensors = policy.capabilities.contains(&Capability::Tensor);
     let engine = engine_on(&policy, args.device, tensors, &args.cache)?;
     engine.announce_device();
@@ -77,4 +82,21 @@ pub(crate) fn provide(args: ProvideArgs) -> Result<u8> {
         eprintln!("gridbox: stopped; jobs it was running go back to the queue");
         Ok(0)
     })
+}
+
+/// The provider's own key in its data folder, made if it is not there yet.
+fn default_key() -> Result<ed25519_dalek::SigningKey> {
+    let data = match std::env::var_os("XDG_DATA_HOME").filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").context("no --key, and neither XDG_DATA_HOME nor HOME is set to keep a provider key under")?)
+            .join(".local/share"),
+    };
+    let path = data.join("gridbox").join("provider.key");
+    if !path.exists() {
+        let folder = path.parent().unwrap_or(&data);
+        std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
+        keys::write_key_pair(&keys::generate()?, &path)?;
+        eprintln!("gridbox: made a provider key in {} (its public half beside it)", path.display());
+    }
+    Ok(keys::read_secret_key(&path)?)
 }
