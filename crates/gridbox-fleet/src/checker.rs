@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, kv};
-use futures_util::StreamExt;
 use gridbox_core::artifacts::Artifacts;
 use gridbox_core::engine::JobEngine;
 use gridbox_core::errors::error_chain;
@@ -20,11 +19,11 @@ use gridbox_core::verify::{Evidence, VerifyOptions, verify};
 use tokio::sync::watch;
 
 use crate::FleetError;
-use crate::gateway::now_ms;
 use crate::market::{CHECKERS_CONSUMER, Market, RECORDS_STREAM};
-use crate::metrics::{Figure, write_metric};
+use crate::metrics::{Figure, write_labelled, write_metric};
 use crate::record::{End, JobRecord, RecordState, Tally, VerdictRecord, bounded_reason, parse_tally};
 use crate::say::say;
+use gridbox_service::db::now_ms;
 
 /// Largest receipt a checker reads.
 const MAX_RECEIPT_BYTES: u64 = 4 << 20;
@@ -99,27 +98,13 @@ impl Checker {
         Ok(())
     }
 
-    async fn work(self: Arc<Self>, consumer: async_nats::jetstream::consumer::PullConsumer, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            let mut batch = match consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    say(&format!("gridbox: checker: cannot pull record updates: {}; trying again", error_chain(&e)));
-                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => {} }
-                    continue;
-                }
-            };
-            loop {
-                // Bounded: a pull that neither delivers nor expires is given up and made again.
-                let next = tokio::select! {
-                    next = tokio::time::timeout(Duration::from_secs(10), batch.next()) => next.ok().flatten(),
-                    _ = stop.changed() => None,
-                };
-                let Some(Ok(message)) = next else { break };
-                let done = self.handle(&message).await;
-                let _ = if done { message.ack().await } else { message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await };
-            }
-        }
+    async fn work(self: Arc<Self>, consumer: async_nats::jetstream::consumer::PullConsumer, stop: watch::Receiver<bool>) {
+        let checker = &self;
+        crate::pull::each_message(&consumer, stop, "checker", "record updates", |message| async move {
+            let done = checker.handle(&message).await;
+            let _ = if done { message.ack().await } else { message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await };
+        })
+        .await;
     }
 
     /// One record update; false to see it again later (a fault of the market or this machine).
@@ -145,8 +130,7 @@ impl Checker {
         let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
         // Judged already (a redelivery, another checker, or the same end written again): once
         // per receipt.
-        let earlier = self.market.verdicts.get(id.as_str()).await.ok().flatten().and_then(|bytes| crate::record::parse_verdict(&id, &bytes).ok());
-        if earlier.is_some_and(|verdict| verdict.receipt == receipt.blake3.to_hex() && verdict.provider == *provider) {
+        if self.judged(&id, &receipt.blake3.to_hex(), provider).await.unwrap_or(false) {
             return true;
         }
         let verdict = match self.replay(&record, provider, receipt.blake3, receipt.size, message).await {
@@ -307,8 +291,8 @@ impl Checker {
     /// written first: if publishing the verdict then fails, the update comes back and may count
     /// twice (a mismatch is never lost; a count can be one too high).
     async fn publish(&self, id: &str, verdict: &VerdictRecord) -> Result<(), FleetError> {
-        let earlier = self.market.verdicts.get(id).await.map_err(|e| FleetError::nats(format!("read the verdict on job {id}"), e))?;
-        if earlier.and_then(|b| crate::record::parse_verdict(id, &b).ok()).is_some_and(|v| v.receipt == verdict.receipt && v.provider == verdict.provider) {
+        // Again after the replay: another checker may have judged it meanwhile.
+        if self.judged(id, &verdict.receipt, &verdict.provider).await? {
             return Ok(());
         }
         if verdict.verdict != "unverifiable" {
@@ -325,6 +309,12 @@ impl Checker {
             _ => self.figures.unverifiable.add(),
         }
         Ok(())
+    }
+
+    /// Whether job `id` has a verdict on receipt `receipt` (hex) of `provider` already.
+    async fn judged(&self, id: &str, receipt: &str, provider: &str) -> Result<bool, FleetError> {
+        let earlier = self.market.verdicts.get(id).await.map_err(|e| FleetError::nats(format!("read the verdict on job {id}"), e))?;
+        Ok(earlier.and_then(|bytes| crate::record::parse_verdict(id, &bytes).ok()).is_some_and(|v| v.receipt == receipt && v.provider == provider))
     }
 
     /// Adds a verdict to its provider's tally, by compare-and-set.
@@ -370,10 +360,8 @@ pub fn render_metrics(checker: &Checker) -> String {
     let mut out = String::new();
     write_metric(&mut out, "checker_seen_total", "counter", "Ended jobs this checker saw.", f.seen.get());
     write_metric(&mut out, "checker_checked_total", "counter", "Jobs this checker replayed.", f.checked.get());
-    out.push_str("# HELP gridbox_fleet_checker_verdicts_total Verdicts this checker published.\n# TYPE gridbox_fleet_checker_verdicts_total counter\n");
-    for (verdict, figure) in [("match", &f.matched), ("mismatch", &f.mismatched), ("unverifiable", &f.unverifiable)] {
-        out.push_str(&format!("gridbox_fleet_checker_verdicts_total{{verdict=\"{verdict}\"}} {}\n", figure.get()));
-    }
+    let verdicts = [("match", f.matched.get()), ("mismatch", f.mismatched.get()), ("unverifiable", f.unverifiable.get())];
+    write_labelled(&mut out, "checker_verdicts_total", "counter", "Verdicts this checker published.", "verdict", verdicts);
     write_metric(&mut out, "checker_malformed_total", "counter", "Records refused as malformed.", f.malformed.get());
     out
 }

@@ -16,12 +16,13 @@ use gridbox_core::job::Outcome;
 use gridbox_core::manifest::ResolvedManifest;
 use gridbox_core::receipt::Receipt;
 use gridbox_service::blobs::BlobStore;
+use gridbox_service::db::now_ms;
 use gridbox_service::remote::{BoxFuture, RemoteJob, RemoteOutcome, RemoteRunner, RunResults, Verdict};
 use tokio::sync::{Notify, watch};
 
 use crate::FleetError;
 use crate::market::{JOBS_STREAM, JOBS_SUBJECT, MAX_RECORD_BYTES, Market, MarketSettings, PROVIDERS_CONSUMER};
-use crate::metrics::{Figure, write_metric};
+use crate::metrics::{Figure, write_labelled, write_metric};
 use crate::record::{End, JobMessage, JobRecord, RecordState, Tally, parse_tally, parse_verdict, valid_key_hex};
 use crate::say::say;
 
@@ -304,79 +305,64 @@ impl FleetRunner {
                     Ok(record)
                 }
             });
-            let record = match parsed {
-                Ok(record) => record,
+            let retaken = match parsed {
                 Err(e) => {
                     // Not a record anyone following spec/fleet.md writes: a rogue's. Start over.
                     self.figures.malformed_records.add();
-                    let reason = error_chain(&e);
-                    say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
-                    match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
-                        Ok(None) => {
-                            if let Some(attempt) = retake.published.take() {
-                                clock.published(attempt);
+                    Some(error_chain(&e))
+                }
+                Ok(record) => {
+                    // After a restart, the record's attempt is the one to follow.
+                    retake.wrote(record.attempt);
+                    clock.at(record.attempt);
+                    match &record.state {
+                        // Taken up again after a restart, or queued for long: make sure it is on the
+                        // queue (a repeat within JetStream's duplicate window is dropped).
+                        RecordState::Queued { .. } => {
+                            if !clock.published || clock.queued_since.get_or_insert_with(Instant::now).elapsed() > stall {
+                                if let Err(e) = self.publish(id, record.attempt).await {
+                                    return fault(e);
+                                }
+                                clock.published(record.attempt);
                             }
+                            None
                         }
-                        Ok(Some(outcome)) => return Ok(outcome),
-                        Err(e) => return fault(e),
-                    }
-                    continue;
-                }
-            };
-            // After a restart, the record's attempt is the one to follow.
-            retake.wrote(record.attempt);
-            clock.at(record.attempt);
-            let retaken = match &record.state {
-                // Taken up again after a restart, or queued for long: make sure it is on the
-                // queue (a repeat within JetStream's duplicate window is dropped).
-                RecordState::Queued { .. } => {
-                    if !clock.published || clock.queued_since.get_or_insert_with(Instant::now).elapsed() > stall {
-                        if let Err(e) = self.publish(id, record.attempt).await {
-                            return fault(e);
+                        RecordState::Running { provider, started_at_ms } => {
+                            let since = clock.running_since.get_or_insert_with(Instant::now);
+                            (since.elapsed() > stall)
+                                .then(|| format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs()))
                         }
-                        clock.published(record.attempt);
+                        RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
+                            Collected::Done(outcome) => {
+                                self.figures.ended.add();
+                                let mut jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
+                                if jobs.len() < MAX_TALLIES || jobs.contains_key(provider) {
+                                    *jobs.entry(provider.clone()).or_default() += 1;
+                                }
+                                return Ok(outcome);
+                            }
+                            Collected::Fault(reason) => return Err(reason),
+                            Collected::Refused(reason) => {
+                                self.figures.refused_results.add();
+                                Some(format!("provider {provider}: {reason}"))
+                            }
+                            // A refusal or a give-up is nobody's signed word: it stands only once
+                            // [`MAX_ATTEMPTS`] attempts in a row have ended so.
+                            Collected::Claimed(reason) if retake.claims + 1 >= MAX_ATTEMPTS && retake.claims == retake.count => {
+                                self.forget(id).await;
+                                return Ok(RemoteOutcome::Refused(reason));
+                            }
+                            Collected::Claimed(reason) => {
+                                retake.claims += 1;
+                                Some(format!("provider {provider} says: {reason}"))
+                            }
+                        },
                     }
-                    None
                 }
-                RecordState::Running { provider, started_at_ms } => {
-                    let since = clock.running_since.get_or_insert_with(Instant::now);
-                    (since.elapsed() > stall)
-                        .then(|| format!("provider {provider} took it at {started_at_ms} ms and had not ended it after {} s", stall.as_secs()))
-                }
-                RecordState::Ended { provider, started_at_ms, end, .. } => match self.collect(job, provider, *started_at_ms, end).await {
-                    Collected::Done(outcome) => {
-                        self.figures.ended.add();
-                        let mut jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
-                        if jobs.len() < MAX_TALLIES || jobs.contains_key(provider) {
-                            *jobs.entry(provider.clone()).or_default() += 1;
-                        }
-                        return Ok(outcome);
-                    }
-                    Collected::Fault(reason) => return Err(reason),
-                    Collected::Refused(reason) => {
-                        self.figures.refused_results.add();
-                        Some(format!("provider {provider}: {reason}"))
-                    }
-                    // A refusal or a give-up is nobody's signed word: it stands only once
-                    // [`MAX_ATTEMPTS`] attempts in a row have ended so.
-                    Collected::Claimed(reason) if retake.claims + 1 >= MAX_ATTEMPTS && retake.claims == retake.count => {
-                        self.forget(id).await;
-                        return Ok(RemoteOutcome::Refused(reason));
-                    }
-                    Collected::Claimed(reason) => {
-                        retake.claims += 1;
-                        Some(format!("provider {provider} says: {reason}"))
-                    }
-                },
             };
             if let Some(reason) = retaken {
-                say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
-                match self.retake(id, job, blobs, &mut retake, entry.revision, reason).await {
-                    Ok(None) => {
-                        if let Some(attempt) = retake.published.take() {
-                            clock.published(attempt);
-                        }
-                    }
+                match self.retake(id, job, blobs, (&mut retake, &mut clock), entry.revision, reason).await {
+                    Ok(None) => {}
                     Ok(Some(outcome)) => return Ok(outcome),
                     Err(e) => return fault(e),
                 }
@@ -399,10 +385,11 @@ impl FleetRunner {
         id: &str,
         job: &RemoteJob,
         blobs: &Arc<BlobStore>,
-        retake: &mut Retake,
+        (retake, clock): (&mut Retake, &mut PhaseClock),
         revision: u64,
         reason: String,
     ) -> Result<Option<RemoteOutcome>, FleetError> {
+        say(&format!("gridbox: job {id}: {reason}; queueing the job again"));
         retake.count += 1;
         if retake.count >= MAX_ATTEMPTS {
             return Ok(Some(self.give_up(id, &reason).await));
@@ -421,7 +408,7 @@ impl FleetRunner {
                 retake.written = Some(attempt);
                 retake.seen(attempt);
                 self.publish(id, attempt).await?;
-                retake.published = Some(attempt);
+                clock.published(attempt);
                 Ok(None)
             }
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
@@ -583,8 +570,6 @@ struct Retake {
     /// The attempt this call queued (or, after a restart, found): a record naming another is a
     /// rogue's.
     written: Option<u32>,
-    /// The attempt [`FleetRunner::retake`] just published, for the caller's clock.
-    published: Option<u32>,
 }
 
 impl Retake {
@@ -672,26 +657,14 @@ impl RemoteRunner for FleetRunner {
             f.refused_results.get(),
         );
         write_metric(&mut out, "malformed_records_total", "counter", "Records or tallies in the market that break spec/fleet.md.", f.malformed_records.get());
-        out.push_str("# HELP gridbox_fleet_provider_jobs_total Jobs whose results this gateway accepted, by the provider that ended them.\n# TYPE gridbox_fleet_provider_jobs_total counter\n");
-        for (provider, jobs) in self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push_str(&format!("gridbox_fleet_provider_jobs_total{{provider=\"{provider}\"}} {jobs}\n"));
-        }
+        let jobs = self.jobs_by_provider.lock().unwrap_or_else(|e| e.into_inner());
+        let help = "Jobs whose results this gateway accepted, by the provider that ended them.";
+        write_labelled(&mut out, "provider_jobs_total", "counter", help, "provider", jobs.iter().map(|(provider, jobs)| (provider.as_str(), *jobs)));
         let tallies = self.tallies.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str(
-            "# HELP gridbox_fleet_provider_checked_total Receipts of a provider a checker replayed.\n# TYPE gridbox_fleet_provider_checked_total counter\n",
-        );
-        for (provider, tally) in tallies.iter() {
-            out.push_str(&format!("gridbox_fleet_provider_checked_total{{provider=\"{provider}\"}} {}\n", tally.checked));
-        }
-        out.push_str("# HELP gridbox_fleet_provider_mismatches_total Receipts of a provider a checker's replay contradicted.\n# TYPE gridbox_fleet_provider_mismatches_total counter\n");
-        for (provider, tally) in tallies.iter() {
-            out.push_str(&format!("gridbox_fleet_provider_mismatches_total{{provider=\"{provider}\"}} {}\n", tally.mismatches));
-        }
+        let rows = |count: fn(&Tally) -> u64| tallies.iter().map(move |(provider, tally)| (provider.as_str(), count(tally)));
+        write_labelled(&mut out, "provider_checked_total", "counter", "Receipts of a provider a checker replayed.", "provider", rows(|t| t.checked));
+        let help = "Receipts of a provider a checker's replay contradicted.";
+        write_labelled(&mut out, "provider_mismatches_total", "counter", help, "provider", rows(|t| t.mismatches));
         out
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

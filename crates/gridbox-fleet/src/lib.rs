@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod market;
 pub mod metrics;
 pub mod provider;
+mod pull;
 pub mod record;
 mod say;
 

@@ -43,6 +43,15 @@ pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value:
     let _ = writeln!(out, "# HELP gridbox_fleet_{name} {help}\n# TYPE gridbox_fleet_{name} {kind}\ngridbox_fleet_{name} {value}");
 }
 
+/// Appends one metric with one label, a line per `(label value, value)`:
+/// `gridbox_fleet_NAME{LABEL="..."} VALUE`. Label values must need no escaping (keys, names).
+pub fn write_labelled<'a>(out: &mut String, name: &str, kind: &str, help: &str, label: &str, rows: impl IntoIterator<Item = (&'a str, u64)>) {
+    let _ = writeln!(out, "# HELP gridbox_fleet_{name} {help}\n# TYPE gridbox_fleet_{name} {kind}");
+    for (value_of_label, value) in rows {
+        let _ = writeln!(out, "gridbox_fleet_{name}{{{label}=\"{value_of_label}\"}} {value}");
+    }
+}
+
 /// What renders a process's metrics.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 

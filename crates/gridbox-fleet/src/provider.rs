@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, kv};
 use ed25519_dalek::SigningKey;
-use futures_util::StreamExt;
 use gridbox_core::LimitKind;
 use gridbox_core::digest::Digest;
 use gridbox_core::engine::JobEngine;
@@ -24,11 +23,11 @@ use gridbox_service::service::failure_reason;
 use tokio::sync::watch;
 
 use crate::FleetError;
-use crate::gateway::now_ms;
 use crate::market::{JOBS_STREAM, Market, PROVIDERS_CONSUMER};
 use crate::metrics::{Figure, write_metric};
 use crate::record::{End, JobMessage, JobRecord, RecordState, bounded_reason};
 use crate::say::say;
+use gridbox_service::db::now_ms;
 
 /// After this many deliveries of a job whose every attempt failed for the providers' reasons
 /// (a blob that cannot be read, a device that fails), the job is ended as failed by them.
@@ -139,34 +138,9 @@ impl Provider {
         Ok(())
     }
 
-    async fn work(self: Arc<Self>, consumer: async_nats::jetstream::consumer::PullConsumer, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow() {
-            let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(e) => {
-                    say(&format!("gridbox: provider: cannot pull jobs: {}; trying again", error_chain(&e)));
-                    tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => {}, _ = stop.changed() => {} }
-                    continue;
-                }
-            };
-            loop {
-                // Bounded: a pull that neither delivers nor expires is given up and made again.
-                let next = tokio::select! {
-                    next = tokio::time::timeout(Duration::from_secs(10), batch.next()) => next.ok().flatten(),
-                    _ = stop.changed() => None,
-                };
-                let Some(message) = next else { break };
-                let message = match message {
-                    Ok(message) => message,
-                    Err(e) => {
-                        say(&format!("gridbox: provider: pulling jobs: {}", error_chain(&*e)));
-                        break;
-                    }
-                };
-                self.handle(message, &stop).await;
-            }
-        }
+    async fn work(self: Arc<Self>, consumer: async_nats::jetstream::consumer::PullConsumer, stop: watch::Receiver<bool>) {
+        let watching = stop.clone();
+        crate::pull::each_message(&consumer, stop, "provider", "jobs", |message| self.handle(message, &watching)).await;
     }
 
     /// One delivery, start to acknowledgement.

@@ -6,11 +6,7 @@ use std::io::Write;
 
 /// Writes `line` and a newline on stderr in one write, its control characters escaped.
 pub(crate) fn say(line: &str) {
-    let mut text: String = if line.chars().any(char::is_control) {
-        line.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-    } else {
-        line.to_string()
-    };
+    let mut text = gridbox_service::escape_control(line).into_owned();
     text.push('\n');
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }

@@ -83,3 +83,13 @@ pub type EventHook = Arc<dyn Fn(&JobEvent<'_>) + Send + Sync>;
 pub fn no_events() -> EventHook {
     Arc::new(|_| {})
 }
+
+/// `text` with control characters (newlines, escapes) written as Rust escapes, for a log line
+/// that text from a job or from a market must not forge or garble.
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
+    } else {
+        text.into()
+    }
+}

@@ -23,6 +23,6 @@ pub mod wire;
 
 pub use config::ServiceConfig;
 pub use error::ServiceError;
-pub use events::{EventHook, JobEvent, JobEventKind};
+pub use events::{EventHook, JobEvent, JobEventKind, escape_control};
 pub use http::serve;
 pub use service::Service;

@@ -10,7 +10,7 @@ use gridbox_core::Policy;
 use gridbox_fleet::checker::{Checker, CheckerConfig, render_metrics};
 use gridbox_fleet::{Market, market};
 
-use super::fleet_flags::{NatsArgs, stop_signal};
+use super::fleet_flags::{NatsArgs, run_until_signal, serve_metrics};
 use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::flags::read_text;
@@ -58,17 +58,10 @@ pub(crate) fn check(args: CheckArgs) -> Result<u8> {
         let client = market::connect(&args.nats, &credentials, "gridbox check").await?;
         let market = Market::open(client).await?;
         let checker = Checker::new(market, engine, CheckerConfig { sample: args.sample, seed, workers: args.workers, policy: policy.clone() });
-        if let Some(addr) = &args.metrics_addr {
-            let shown = checker.clone();
-            let bound = gridbox_fleet::metrics::serve_metrics(addr, Arc::new(move || render_metrics(&shown))).await?;
-            eprintln!("gridbox: metrics on http://{bound}/metrics");
-        }
+        let shown = checker.clone();
+        serve_metrics(args.metrics_addr.as_deref(), Arc::new(move || render_metrics(&shown))).await?;
         eprintln!("gridbox: checking {} of the jobs ended in {}", args.sample, gridbox_fleet::redacted_url(&args.nats));
-        let (stopper, stop) = tokio::sync::watch::channel(false);
-        let running = tokio::spawn(checker.run(stop));
-        stop_signal("checker").await;
-        stopper.send_replace(true);
-        running.await.context("the checker's task")??;
+        run_until_signal("checker", |stop| checker.run(stop)).await?;
         eprintln!("gridbox: stopped");
         Ok(0)
     })

@@ -40,15 +40,41 @@ impl NatsArgs {
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives, saying which.
-pub(crate) async fn stop_signal(what: &'static str) {
+/// Resolves when SIGTERM or SIGINT arrives, saying which and then `stopping` (`stopping the
+/// provider`); if the signals cannot be watched, says so and what to do instead (`without`) and
+/// never resolves.
+pub(crate) async fn stop_signal(stopping: String, without: String) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        eprintln!("gridbox: cannot watch for SIGTERM; stop the {what} with SIGKILL (nothing is lost)");
+        eprintln!("gridbox: cannot watch for SIGTERM; {without}");
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => eprintln!("gridbox: SIGTERM: stopping the {what}"),
-        _ = interrupt.recv() => eprintln!("gridbox: SIGINT: stopping the {what}"),
+        _ = term.recv() => eprintln!("gridbox: SIGTERM: {stopping}"),
+        _ = interrupt.recv() => eprintln!("gridbox: SIGINT: {stopping}"),
     }
+}
+
+/// Serves `GET /metrics` on `addr`, if one was given, and says where.
+pub(crate) async fn serve_metrics(addr: Option<&str>, render: gridbox_fleet::metrics::Render) -> Result<()> {
+    if let Some(addr) = addr {
+        let bound = gridbox_fleet::metrics::serve_metrics(addr, render).await?;
+        eprintln!("gridbox: metrics on http://{bound}/metrics");
+    }
+    Ok(())
+}
+
+/// Runs `task` (a provider's or checker's loop) until SIGTERM or SIGINT, then tells it to stop
+/// and waits for it to return. `what` names it in the messages.
+pub(crate) async fn run_until_signal<F, Fut>(what: &'static str, task: F) -> Result<()>
+where
+    F: FnOnce(tokio::sync::watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), gridbox_fleet::FleetError>> + Send + 'static,
+{
+    let (stopper, stop) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(task(stop));
+    stop_signal(format!("stopping the {what}"), format!("stop the {what} with SIGKILL (nothing is lost)")).await;
+    stopper.send_replace(true);
+    running.await.with_context(|| format!("the {what}'s task"))??;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use gridbox_core::{Capability, Policy, keys};
 use gridbox_fleet::provider::{Provider, ProviderConfig, render_metrics};
 use gridbox_fleet::{Market, market};
 
-use super::fleet_flags::{NatsArgs, stop_signal};
+use super::fleet_flags::{NatsArgs, run_until_signal, serve_metrics};
 use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::flags::read_text;
@@ -68,17 +68,10 @@ pub(crate) fn provide(args: ProvideArgs) -> Result<u8> {
         let client = market::connect(&args.nats, &credentials, "gridbox provide").await?;
         let market = Market::open(client).await?;
         let provider = Provider::new(market, engine, ProviderConfig { workers, key, policy });
-        if let Some(addr) = &args.metrics_addr {
-            let shown = provider.clone();
-            let bound = gridbox_fleet::metrics::serve_metrics(addr, Arc::new(move || render_metrics(&shown))).await?;
-            eprintln!("gridbox: metrics on http://{bound}/metrics");
-        }
+        let shown = provider.clone();
+        serve_metrics(args.metrics_addr.as_deref(), Arc::new(move || render_metrics(&shown))).await?;
         eprintln!("gridbox: providing to {} as {} ({workers} workers)", gridbox_fleet::redacted_url(&args.nats), provider.public_key());
-        let (stopper, stop) = tokio::sync::watch::channel(false);
-        let running = tokio::spawn(provider.run(stop));
-        stop_signal("provider").await;
-        stopper.send_replace(true);
-        running.await.context("the provider's task")??;
+        run_until_signal("provider", |stop| provider.run(stop)).await?;
         eprintln!("gridbox: stopped; jobs it was running go back to the queue");
         Ok(0)
     })

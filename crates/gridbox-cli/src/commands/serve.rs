@@ -10,9 +10,9 @@ use gridbox_compute::DeviceChoice;
 use gridbox_core::keys;
 use gridbox_fleet::gateway::FleetRunner;
 use gridbox_fleet::market::{self, Market, MarketSettings};
-use gridbox_service::{EventHook, JobEvent, JobEventKind, Service, ServiceConfig};
+use gridbox_service::{EventHook, JobEvent, JobEventKind, Service, ServiceConfig, escape_control};
 
-use super::fleet_flags::NatsArgs;
+use super::fleet_flags::{NatsArgs, stop_signal};
 use crate::cache::CacheArgs;
 use crate::device::engine_on;
 use crate::flags::read_text;
@@ -123,26 +123,18 @@ pub(crate) fn serve(args: ServeArgs) -> Result<u8> {
                 args.data.display()
             ),
         }
-        gridbox_service::serve(listener, service, stop_signal()).await.context("serving")?;
+        gridbox_service::serve(
+            listener,
+            service,
+            stop_signal("no new jobs; letting running jobs finish".into(), "stop the server with SIGKILL (queued jobs survive)".into()),
+        )
+        .await.context("serving")?;
         eprintln!("gridbox: stopped");
         Ok(0)
     });
     // A job stuck in a host call keeps its blocking thread; do not wait for it to exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     served
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut interrupt)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        eprintln!("gridbox: cannot watch for SIGTERM; stop the server with SIGKILL (queued jobs survive)");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => eprintln!("gridbox: SIGTERM: no new jobs; letting running jobs finish"),
-        _ = interrupt.recv() => eprintln!("gridbox: SIGINT: no new jobs; letting running jobs finish"),
-    }
 }
 
 /// The hook that logs each job event as one line on stderr, in `format`.
@@ -168,12 +160,12 @@ fn text_line(event: &JobEvent<'_>) -> String {
         JobEventKind::Recovered => format!("gridbox: job {job} recovered: queued again after a stop (tenant {})", event.tenant),
         JobEventKind::Started { waited_ms } => format!("gridbox: job {job} started (queued {waited_ms} ms)"),
         JobEventKind::Requeued { reason, tries, max_tries } => {
-            format!("gridbox: job {job} requeued: the provider failed ({tries} of {max_tries} tries): {}", escaped(reason))
+            format!("gridbox: job {job} requeued: the provider failed ({tries} of {max_tries} tries): {}", escape_control(reason))
         }
         JobEventKind::Ended { state, outcome, reason, fuel_used, wall_ms } => {
             // A failure's reason says more than its outcome (it starts with it).
             let how = reason.or(outcome).unwrap_or("no outcome");
-            format!("gridbox: job {job} ended: {}: {} (fuel {fuel_used}, {wall_ms} ms)", state.as_str(), escaped(how))
+            format!("gridbox: job {job} ended: {}: {} (fuel {fuel_used}, {wall_ms} ms)", state.as_str(), escape_control(how))
         }
         JobEventKind::Expired => format!("gridbox: job {job} expired (tenant {})", event.tenant),
         _ => format!("gridbox: job {job} {}", event.kind.name()),
@@ -196,15 +188,6 @@ fn json_line(event: &JobEvent<'_>) -> String {
         object.extend(fields);
     }
     object.to_string()
-}
-
-/// `text` with control characters (newlines, escapes) written as Rust escapes.
-fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(char::is_control) {
-        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
-    } else {
-        text.into()
-    }
 }
 
 #[cfg(test)]
