@@ -8,9 +8,12 @@
 #     gridbox --no-cache                    vs  wasmtime run -C cache=n
 #     gridbox --no-cache                    vs  the same with gridbox's determinism switches
 #                                               (NaN canonicalisation, fuel, epochs)
-#   floats (float-heavy pure wasm: probe floats 3000), both caches warm.
+#   floats (probe floats 3000: every float op, each result's bits read), both caches warm.
+#   pairs (tests/programs' pairs 2000 20: a float-heavy pair loop, 40 M pairs), both caches
+#   warm, with what each of wasmtime's switches costs on it: fuel alone, and the eager NaN
+#   canonicalisation gridbox used before its NaN rewrite (with fuel and epochs).
 # Wall time and CPU time (user + system) of each process. Goals (issue 15): warm <= 1.5x,
-# first run <= 1.2x.
+# first run <= 1.2x, pairs (the price of determinism on float-heavy code) <= 1.25x.
 #
 # Usage: scripts/bench-startup.sh [ROUNDS]      (default 21)
 # Needs: cargo and the wasm32-wasip1 target; the wasmtime CLI: GRIDBOX_WASMTIME, `wasmtime` on
@@ -26,6 +29,7 @@ if [ -z "${GRIDBOX:-}" ]; then
 fi
 (cd tests/programs && cargo build --release --locked --quiet --target wasm32-wasip1 --target-dir ../../target/wasm-guests)
 module=target/wasm-guests/wasm32-wasip1/release/probe.wasm
+pairs=target/wasm-guests/wasm32-wasip1/release/pairs.wasm
 
 # The wheel's binary itself, before `wasmtime` on PATH: pip's `wasmtime` command (and a pyenv
 # shim) is a Python wrapper that adds a quarter of a second to every run.
@@ -47,10 +51,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "gridbox: $("$GRIDBOX" --version); $("$wasmtime" --version); $(nproc) cores; $rounds rounds"
 
-GRIDBOX="$GRIDBOX" WASMTIME="$wasmtime" MODULE="$module" WORK="$work" ROUNDS="$rounds" python3 - <<'EOF'
+GRIDBOX="$GRIDBOX" WASMTIME="$wasmtime" MODULE="$module" PAIRS="$pairs" WORK="$work" ROUNDS="$rounds" python3 - <<'EOF'
 import os, shutil, statistics, subprocess, time
 
-gridbox, wasmtime, module, work, rounds = (os.environ[k] for k in ("GRIDBOX", "WASMTIME", "MODULE", "WORK", "ROUNDS"))
+gridbox, wasmtime, module, pairs, work, rounds = (os.environ[k] for k in ("GRIDBOX", "WASMTIME", "MODULE", "PAIRS", "WORK", "ROUNDS"))
 rounds = int(rounds)
 # Both caches live in the scratch folder: nothing of the user's is read or written.
 env = dict(os.environ, XDG_CACHE_HOME=f"{work}/xdg", GRIDBOX_CACHE_DIR=f"{work}/gridbox-cache")
@@ -93,9 +97,17 @@ cases = {
     ),
     "gridbox floats": (*gridbox_run("--", "floats", "3000"), None),
     "wasmtime floats": ([wasmtime, "run", module, "floats", "3000"], {}, None),
+    "gridbox pairs": ([gridbox, "run", pairs, "--", "2000", "20"], {}, None),
+    "wasmtime pairs": ([wasmtime, "run", pairs, "2000", "20"], {}, None),
+    "wasmtime pairs, fuel": ([wasmtime, "run", "-W", "fuel=100000000000000", pairs, "2000", "20"], {}, None),
+    "wasmtime pairs, eager": (
+        [wasmtime, "run", "-W", "nan-canonicalization=y,fuel=100000000000000,timeout=1000s,relaxed-simd-deterministic=y", pairs, "2000", "20"],
+        {},
+        None,
+    ),
 }
-# Warm both caches (and the page cache) first.
-for name in ("gridbox warm", "wasmtime cache", "gridbox floats", "wasmtime floats"):
+# Warm the caches (and the page cache) first.
+for name in ("gridbox warm", "wasmtime cache", "gridbox floats", "wasmtime floats", "gridbox pairs", "wasmtime pairs", "wasmtime pairs, fuel", "wasmtime pairs, eager"):
     time_one(*cases[name])
 
 names = list(cases)
@@ -115,6 +127,9 @@ pairs = [
     ("hello, no cache", "gridbox --no-cache", "wasmtime cache=n", None),
     ("  vs the same switches", "gridbox --no-cache", "wasmtime cache=n, gridbox's switches", None),
     ("floats 3000, warm caches", "gridbox floats", "wasmtime floats", None),
+    ("pairs 2000 x 20", "gridbox pairs", "wasmtime pairs", 1.25),
+    ("  wasmtime, fuel alone", "wasmtime pairs, fuel", "wasmtime pairs", None),
+    ("  wasmtime, eager NaNs", "wasmtime pairs, eager", "wasmtime pairs", None),
 ]
 print(f"{'work':<26} {'gridbox':>20} {'wasmtime':>20} {'ratio':>6} {'cpu ratio':>9}  goal")
 print(f"{'':<26} {'wall ms (cpu ms)':>20} {'wall ms (cpu ms)':>20}")

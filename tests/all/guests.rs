@@ -20,6 +20,8 @@ pub(crate) struct Guest {
 
 /// Prints what it is asked to: a line, an exit code, a trap, a limit. See tests/programs.
 pub(crate) const PROBE: Guest = Guest { workspace: "tests/programs", bin: "probe" };
+/// A float-heavy pair loop (`pairs N ROUNDS`). See tests/programs.
+pub(crate) const PAIRS: Guest = Guest { workspace: "tests/programs", bin: "pairs" };
 /// Calls every bridge op of the first release through the SDK. See tests/programs.
 pub(crate) const TENSOR_PROBE: Guest = Guest { workspace: "tests/programs", bin: "tensor-probe" };
 /// Calls the ops language models need (silu, argmax, cast, rope), which a manifest must name.

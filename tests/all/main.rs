@@ -21,6 +21,7 @@ mod layout;
 mod limits;
 mod llama;
 mod mounts;
+mod nan_modes;
 mod receipts;
 mod refusals;
 mod serve;

@@ -19,6 +19,7 @@ use crate::digest::Digest;
 use crate::job::{RunError, RunState};
 use crate::limits::LimitKind;
 use crate::manifest::{Capability, Policy};
+use crate::nan_rewrite;
 use crate::wasi::{self, PREVIEW1_MODULE};
 
 /// How often the epoch advances: the resolution of wall-time limits.
@@ -29,6 +30,18 @@ const MODULE_CACHE_ENTRIES: usize = 64;
 
 /// How many jobs may be instantiated at once in one engine (pooling allocator slots).
 const POOL_SLOTS: u32 = 64;
+
+/// How an engine makes the bits of NaNs deterministic (spec/determinism.md, "NaNs"). Both give
+/// the same results, bit for bit, and the same fuel; they differ in speed.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NanCanonicalization {
+    /// wasmtime canonicalises the NaN of every float operation as it happens.
+    Eager,
+    /// Modules are rewritten ([`nan_rewrite`]) to canonicalise NaNs only where their bits can be
+    /// observed. The default: float-heavy code runs up to twice as fast.
+    AtObservation,
+}
 
 /// A compiled module with its imports checked and resolved against the job linker.
 pub struct PreparedModule {
@@ -44,6 +57,7 @@ pub struct PreparedModule {
 /// instances come from a pooling allocator.
 pub struct JobEngine {
     engine: Engine,
+    nans: NanCanonicalization,
     linker: Linker<RunState>,
     config_fingerprint: [u8; 32],
     backend: Backend,
@@ -68,6 +82,12 @@ impl JobEngine {
 
     /// An engine whose jobs' tensor ops run on `backend`.
     pub fn with_backend(policy: &Policy, backend: Backend) -> Result<Self, RunError> {
+        Self::with_nan_canonicalization(policy, backend, NanCanonicalization::AtObservation)
+    }
+
+    /// An engine whose jobs' tensor ops run on `backend`, making NaNs deterministic as `nans`
+    /// says (the results are the same either way; [`JobEngine::with_backend`] picks the faster).
+    pub fn with_nan_canonicalization(policy: &Policy, backend: Backend, nans: NanCanonicalization) -> Result<Self, RunError> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_core_instances(POOL_SLOTS)
             .total_memories(POOL_SLOTS)
@@ -76,7 +96,7 @@ impl JobEngine {
             .max_tables_per_module(1)
             .max_memory_size(usize::try_from(policy.max(LimitKind::MemoryBytes)).unwrap_or(usize::MAX))
             .table_elements(usize::try_from(policy.max(LimitKind::TableElements)).unwrap_or(usize::MAX));
-        let mut config = deterministic_config();
+        let mut config = config_for(nans);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| RunError::Engine { what: "the wasm engine", source: e.into() })?;
 
@@ -85,7 +105,7 @@ impl JobEngine {
         wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
         bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
 
-        let config_fingerprint = config_fingerprint(&engine);
+        let config_fingerprint = config_fingerprint(&engine, nans);
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -110,7 +130,17 @@ impl JobEngine {
                 })
                 .map_err(|e| RunError::Engine { what: "the epoch thread", source: e.into() })?
         };
-        Ok(JobEngine { engine, linker, config_fingerprint, backend, cache: Mutex::new(ModuleCache::default()), disk: None, ticker: Some(ticker), stop_ticker })
+        Ok(JobEngine {
+            engine,
+            nans,
+            linker,
+            config_fingerprint,
+            backend,
+            cache: Mutex::new(ModuleCache::default()),
+            disk: None,
+            ticker: Some(ticker),
+            stop_ticker,
+        })
     }
 
     /// This engine, keeping the modules it compiles in `cache` and taking them from there
@@ -194,7 +224,18 @@ impl JobEngine {
         if let Some(compiled) = self.disk.as_ref().and_then(|disk| disk.load(&self.engine, key)) {
             return Ok(compiled);
         }
-        let compiled = Module::new(&self.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
+        let compiled = match self.nans {
+            NanCanonicalization::Eager => Module::new(&self.engine, module),
+            NanCanonicalization::AtObservation => {
+                let rewritten = nan_rewrite::rewrite(module).map_err(|e| match e {
+                    // A bug of gridbox's, not the job's fault.
+                    nan_rewrite::RewriteError::Internal(_) => RunError::Engine { what: "the NaN rewrite", source: e.into() },
+                    e => RunError::InvalidModule(e.into()),
+                })?;
+                Module::new(&self.engine, rewritten)
+            }
+        }
+        .map_err(|e| RunError::InvalidModule(e.into()))?;
         if let Some(disk) = &self.disk {
             disk.store(key, &compiled);
         }
@@ -217,7 +258,9 @@ impl Drop for JobEngine {
     }
 }
 
-/// The engine settings that make runs reproducible (see spec/determinism.md).
+/// The engine settings that make runs reproducible (see spec/determinism.md), for modules run as
+/// they are: NaNs canonicalised by wasmtime after every float operation
+/// ([`NanCanonicalization::Eager`]).
 ///
 /// Threads need no setting: wasmtime is built without its `threads` feature, so a module with a
 /// shared memory fails validation.
@@ -233,10 +276,21 @@ pub fn deterministic_config() -> Config {
     config
 }
 
+/// The engine settings for `nans`: [`deterministic_config`], or for modules that went through
+/// [`nan_rewrite::rewrite`]: wasmtime's canonicalisation off, and the fuel table under which the
+/// rewritten module uses the fuel the original does.
+pub fn config_for(nans: NanCanonicalization) -> Config {
+    let mut config = deterministic_config();
+    if nans == NanCanonicalization::AtObservation {
+        config.cranelift_nan_canonicalization(false).operator_cost(nan_rewrite::operator_cost());
+    }
+    config
+}
+
 /// What a compiled module depends on besides its own bytes: wasmtime's compatibility hash of the
-/// engine (its version, target, CPU features, compiler flags and settings) and gridbox's version,
-/// in one BLAKE3.
-fn config_fingerprint(engine: &Engine) -> [u8; 32] {
+/// engine (its version, target, CPU features, compiler flags and settings, the fuel table),
+/// gridbox's version and the NaN rewrite's, in one BLAKE3.
+fn config_fingerprint(engine: &Engine, nans: NanCanonicalization) -> [u8; 32] {
     /// `Hash` into BLAKE3, whose output, unlike `DefaultHasher`'s, is the same in every build.
     struct Blake3Hasher(blake3::Hasher);
     impl Hasher for Blake3Hasher {
@@ -250,6 +304,10 @@ fn config_fingerprint(engine: &Engine) -> [u8; 32] {
     }
     let mut hasher = Blake3Hasher(blake3::Hasher::new());
     hasher.write(concat!("gridbox ", env!("CARGO_PKG_VERSION"), " engine\n").as_bytes());
+    match nans {
+        NanCanonicalization::Eager => hasher.write(b"nans eager\n"),
+        NanCanonicalization::AtObservation => hasher.write(format!("nans at observation, rewrite {}\n", nan_rewrite::REWRITE_VERSION).as_bytes()),
+    }
     engine.precompile_compatibility_hash().hash(&mut hasher);
     *hasher.0.finalize().as_bytes()
 }

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod manifest;
 mod manifest_text;
 pub mod mounts;
+pub mod nan_rewrite;
 pub mod receipt;
 mod strict_json;
 pub mod trace_file;
