@@ -175,4 +175,6 @@ pub(crate) fn write_u32(out: &mut Vec<u8>, mut value: u32) {
 }
 
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;
