@@ -67,6 +67,7 @@ fn every_test_program_runs_the_same_with_nans_canonicalised_eagerly_or_where_obs
     }
     let pairs = same_both_ways(guests::PAIRS, &["120", "2"], None);
     assert!(String::from_utf8_lossy(&pairs.stdout).starts_with("pairs 120 x 2: potential"));
+    assert_eq!(engine().eager_fallbacks(), 0, "every test program went through the rewrite");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,15 +56,37 @@ pub struct PreparedModule {
 /// engine's configuration (in memory, and on disk with [`JobEngine::with_compiled_cache`]), and
 /// instances come from a pooling allocator.
 pub struct JobEngine {
-    engine: Engine,
+    /// The engine jobs run on, configured for `nans`.
+    main: Wasm,
     nans: NanCanonicalization,
-    linker: Linker<RunState>,
-    config_fingerprint: [u8; 32],
+    /// An eager engine for modules the NaN rewrite cannot take (a function at wasm's limits on
+    /// locals or size once rewritten): made at first need, ticked by the epoch thread too.
+    fallback: Arc<OnceLock<Wasm>>,
+    fallbacks: AtomicU64,
     backend: Backend,
     cache: Mutex<ModuleCache>,
     disk: Option<CompiledCache>,
     ticker: Option<JoinHandle<()>>,
     stop_ticker: Arc<AtomicBool>,
+}
+
+/// A wasmtime engine, the job linker on it, and its configuration fingerprint.
+struct Wasm {
+    engine: Engine,
+    linker: Linker<RunState>,
+    fingerprint: [u8; 32],
+}
+
+impl Wasm {
+    fn new(config: &Config, nans: NanCanonicalization) -> Result<Self, RunError> {
+        let engine = Engine::new(config).map_err(|e| RunError::Engine { what: "the wasm engine", source: e.into() })?;
+        let mut linker = Linker::new(&engine);
+        let linker_error = |e: wasmtime::Error| RunError::Engine { what: "the job linker", source: e.into() };
+        wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
+        bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
+        let fingerprint = config_fingerprint(&engine, nans);
+        Ok(Wasm { engine, linker, fingerprint })
+    }
 }
 
 #[derive(Default)]
@@ -98,18 +120,13 @@ impl JobEngine {
             .table_elements(usize::try_from(policy.max(LimitKind::TableElements)).unwrap_or(usize::MAX));
         let mut config = config_for(nans);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| RunError::Engine { what: "the wasm engine", source: e.into() })?;
-
-        let mut linker = Linker::new(&engine);
-        let linker_error = |e: wasmtime::Error| RunError::Engine { what: "the job linker", source: e.into() };
-        wasi::add_to_linker(&mut linker, |state: &mut RunState| &mut state.files).map_err(linker_error)?;
-        bridge::add_to_linker(&mut linker, |state: &mut RunState| &mut state.bridge).map_err(linker_error)?;
-
-        let config_fingerprint = config_fingerprint(&engine, nans);
+        let main = Wasm::new(&config, nans)?;
+        let fallback: Arc<OnceLock<Wasm>> = Arc::new(OnceLock::new());
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
-            let engine = engine.clone();
+            let engine = main.engine.clone();
+            let fallback = fallback.clone();
             let stop = stop_ticker.clone();
             std::thread::Builder::new()
                 .name("gridbox-epoch".into())
@@ -125,16 +142,19 @@ impl JobEngine {
                             continue;
                         }
                         engine.increment_epoch();
+                        if let Some(fallback) = fallback.get() {
+                            fallback.engine.increment_epoch();
+                        }
                         next = now + EPOCH_TICK;
                     }
                 })
                 .map_err(|e| RunError::Engine { what: "the epoch thread", source: e.into() })?
         };
         Ok(JobEngine {
-            engine,
+            main,
             nans,
-            linker,
-            config_fingerprint,
+            fallback,
+            fallbacks: AtomicU64::new(0),
             backend,
             cache: Mutex::new(ModuleCache::default()),
             disk: None,
@@ -158,7 +178,25 @@ impl JobEngine {
 
     /// The underlying wasmtime engine.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.main.engine
+    }
+
+    /// How many modules this engine has run with eager canonicalisation because the NaN rewrite
+    /// could not take them (see [`JobEngine::with_nan_canonicalization`]); tests hold it to 0
+    /// for modules the rewrite should take.
+    pub fn eager_fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
+    }
+
+    /// The eager engine for modules the rewrite cannot take, made at first need.
+    fn fallback(&self) -> Result<&Wasm, RunError> {
+        if let Some(fallback) = self.fallback.get() {
+            return Ok(fallback);
+        }
+        // On-demand instances: a fallback is rare, and the job's limiter still bounds memory and
+        // tables. Two threads may both build one; the first stored is used.
+        let built = Wasm::new(&deterministic_config(), NanCanonicalization::Eager)?;
+        Ok(self.fallback.get_or_init(|| built))
     }
 
     /// Compiles `module` (or takes it from the cache) and checks its imports against the
@@ -172,7 +210,7 @@ impl JobEngine {
     ///
     /// [`Job`]: crate::job::Job
     pub(crate) fn prepare_hashed(&self, hash: Digest, module: &[u8], granted: &[Capability], ops: &BTreeSet<Op>) -> Result<Arc<PreparedModule>, RunError> {
-        let key = CacheKey { module: hash, engine: self.config_fingerprint };
+        let key = CacheKey { module: hash, engine: self.main.fingerprint };
         let cached = self.lock_cache().entries.get(&key).cloned();
         let prepared = match cached {
             Some(prepared) => prepared,
@@ -180,13 +218,13 @@ impl JobEngine {
                 if !module.starts_with(b"\0asm") {
                     return Err(RunError::NotWasm { looks_like: looks_like(module) });
                 }
-                let compiled = self.compile(&key, module)?;
+                let (compiled, wasm) = self.compile(&key, module)?;
                 check_imports(&compiled)?;
                 match compiled.get_export("_start") {
                     Some(wasmtime::ExternType::Func(ty)) if ty.params().len() == 0 && ty.results().len() == 0 => {}
                     _ => return Err(RunError::MissingStart),
                 }
-                let instance_pre = self.linker.instantiate_pre(&compiled).map_err(|e| RunError::InvalidModule(e.into()))?;
+                let instance_pre = wasm.linker.instantiate_pre(&compiled).map_err(|e| RunError::InvalidModule(e.into()))?;
                 let prepared = Arc::new(PreparedModule { hash, instance_pre });
                 let mut cache = self.lock_cache();
                 if cache.entries.insert(key, prepared.clone()).is_none() {
@@ -217,29 +255,50 @@ impl JobEngine {
         Ok(prepared)
     }
 
-    /// `module` compiled: taken from the disk cache if it holds a sound copy, else compiled and
-    /// stored there. The disk cache is only ever a shortcut: what it holds is exactly what
-    /// compiling gives, so a run cannot tell the difference.
-    fn compile(&self, key: &CacheKey, module: &[u8]) -> Result<Module, RunError> {
-        if let Some(compiled) = self.disk.as_ref().and_then(|disk| disk.load(&self.engine, key)) {
-            return Ok(compiled);
-        }
-        let compiled = match self.nans {
-            NanCanonicalization::Eager => Module::new(&self.engine, module),
-            NanCanonicalization::AtObservation => {
-                let rewritten = nan_rewrite::rewrite(module).map_err(|e| match e {
-                    // A bug of gridbox's, not the job's fault.
-                    nan_rewrite::RewriteError::Internal(_) => RunError::Engine { what: "the NaN rewrite", source: e.into() },
-                    e => RunError::InvalidModule(e.into()),
-                })?;
-                Module::new(&self.engine, rewritten)
+    /// `module` compiled, and the engine it was compiled for: taken from the disk cache if it
+    /// holds a sound copy, else compiled and stored there. The disk cache is only ever a
+    /// shortcut: what it holds is exactly what compiling gives, so a run cannot tell the
+    /// difference.
+    ///
+    /// With [`NanCanonicalization::AtObservation`], a module the rewrite cannot take, or whose
+    /// rewrite wasmtime refuses (a function pushed past wasm's limits on locals or body size, or
+    /// a bug of the rewrite's), runs as it is on the eager fallback engine: the same results,
+    /// slower. Only a module wasmtime refuses as it is counts as invalid.
+    fn compile(&self, key: &CacheKey, module: &[u8]) -> Result<(Module, &Wasm), RunError> {
+        if self.nans == NanCanonicalization::AtObservation {
+            if let Some(compiled) = self.cached(&self.main, key) {
+                return Ok((compiled, &self.main));
             }
+            if let Ok(rewritten) = nan_rewrite::rewrite(module)
+                && let Ok(compiled) = Module::new(&self.main.engine, rewritten)
+            {
+                self.store(key, &compiled);
+                return Ok((compiled, &self.main));
+            }
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
-        .map_err(|e| RunError::InvalidModule(e.into()))?;
+        let wasm = match self.nans {
+            NanCanonicalization::Eager => &self.main,
+            NanCanonicalization::AtObservation => self.fallback()?,
+        };
+        let key = CacheKey { module: key.module, engine: wasm.fingerprint };
+        if let Some(compiled) = self.cached(wasm, &key) {
+            return Ok((compiled, wasm));
+        }
+        let compiled = Module::new(&wasm.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
+        self.store(&key, &compiled);
+        Ok((compiled, wasm))
+    }
+
+    /// The disk cache's sound copy of `key` for `wasm`'s engine, if it has one.
+    fn cached(&self, wasm: &Wasm, key: &CacheKey) -> Option<Module> {
+        self.disk.as_ref().and_then(|disk| disk.load(&wasm.engine, key))
+    }
+
+    fn store(&self, key: &CacheKey, compiled: &Module) {
         if let Some(disk) = &self.disk {
-            disk.store(key, &compiled);
+            disk.store(key, compiled);
         }
-        Ok(compiled)
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, ModuleCache> {

