@@ -18,6 +18,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 #[allow(dead_code, clippy::panic)] // Bench code: a guest that does not build stops the bench.
 mod guests;
 
+/// One way to run the job; returns its stdout.
+type Runner<'a> = Box<dyn Fn() -> Vec<u8> + 'a>;
+
 fn main() {
     let numbers: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (points, rounds, repeats) =
@@ -26,7 +29,7 @@ fn main() {
     let module = guests::PAIRS.bytes();
     let rewritten = nan_rewrite::rewrite(&module).expect("rewrite");
 
-    let wasi_run = |config: &Config, bytes: &[u8], metered: bool| -> Box<dyn Fn() -> Vec<u8>> {
+    let wasi_run = |config: &Config, bytes: &[u8], metered: bool| -> Runner<'static> {
         let engine = Engine::new(config).expect("engine");
         let compiled = Module::new(&engine, bytes).expect("compile");
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
@@ -57,13 +60,13 @@ fn main() {
     manifest.args = args.to_vec();
     manifest.limits.set(LimitKind::Fuel, 1_000_000_000_000);
     let job = Job::new(module.clone().into(), manifest.resolve(&Policy::default()).expect("manifest"), Default::default()).expect("job");
-    let gridbox: Box<dyn Fn() -> Vec<u8>> = Box::new(|| {
+    let gridbox: Runner<'_> = Box::new(|| {
         let run = engine.run(&job, RunOptions::default()).expect("run");
         assert_eq!(run.outcome, Outcome::Exited { code: 0 });
         run.stdout
     });
 
-    let cases: Vec<(&str, Box<dyn Fn() -> Vec<u8>>)> = vec![
+    let cases: Vec<(&str, Runner<'_>)> = vec![
         ("wasmtime, defaults", wasi_run(&Config::new(), &module, false)),
         ("+ fuel", wasi_run(&fuel, &module, true)),
         ("+ fuel + epochs", wasi_run(&fuel_epochs, &module, true)),
