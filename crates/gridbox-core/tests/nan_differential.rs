@@ -26,6 +26,8 @@ mod fixed;
 mod r#gen;
 #[path = "nan_differential/module.rs"]
 mod module;
+#[path = "shared/rng.rs"]
+mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

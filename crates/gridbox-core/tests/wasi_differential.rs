@@ -19,6 +19,8 @@
 
 #[path = "wasi_differential/calls.rs"]
 mod calls;
+#[path = "shared/rng.rs"]
+mod rng;
 #[path = "wasi_differential/sides.rs"]
 mod sides;
 

@@ -2,55 +2,11 @@
 //! canonicalisation and its rewrite without, and compares memory, fuel and trap, at full fuel
 //! and at every budget below in a few steps (as tests.rs does).
 
-use wasmtime::{Engine, Instance, Module, Store};
+use wasmtime::{Engine, Module};
 
+use super::tests::{f32_at, same_both_ways as same};
 use super::{RewriteError, rewrite};
 use crate::engine::{NanCanonicalization, config_for};
-
-#[derive(Debug, PartialEq, Eq)]
-struct Ran {
-    memory: Vec<u8>,
-    fuel: u64,
-    trap: Option<String>,
-}
-
-fn run_bytes(nans: NanCanonicalization, original: &[u8], fuel: u64) -> Result<Ran, String> {
-    let engine = Engine::new(&config_for(nans)).unwrap();
-    let bytes = match nans {
-        NanCanonicalization::Eager => original.to_vec(),
-        _ => rewrite(original).map_err(|e| format!("rewrite: {e:?}"))?,
-    };
-    let module = Module::new(&engine, &bytes).map_err(|e| format!("compile: {e:?}"))?;
-    let mut store = Store::new(&engine, ());
-    store.set_fuel(fuel).unwrap();
-    store.set_epoch_deadline(u64::MAX / 2);
-    let instance = Instance::new(&mut store, &module, &[]).map_err(|e| format!("instantiate: {e:?}"))?;
-    let result = instance.get_typed_func::<(), ()>(&mut store, "run").unwrap().call(&mut store, ());
-    let memory = instance.get_memory(&mut store, "memory").unwrap().data(&store)[..256].to_vec();
-    Ok(Ran { memory, fuel: fuel - store.get_fuel().unwrap(), trap: result.err().map(|e| format!("{:?}", e.downcast_ref::<wasmtime::Trap>())) })
-}
-
-fn same_bytes(original: &[u8]) -> Ran {
-    let eager = run_bytes(NanCanonicalization::Eager, original, 1_000_000).unwrap();
-    let lazy = run_bytes(NanCanonicalization::AtObservation, original, 1_000_000).unwrap();
-    assert_eq!(eager, lazy, "with ample fuel");
-    for budget in (0..=eager.fuel).step_by((eager.fuel as usize / 40).max(1)) {
-        assert_eq!(
-            run_bytes(NanCanonicalization::Eager, original, budget).unwrap(),
-            run_bytes(NanCanonicalization::AtObservation, original, budget).unwrap(),
-            "with {budget} fuel"
-        );
-    }
-    eager
-}
-
-fn same(wat: &str) -> Ran {
-    same_bytes(&wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}")))
-}
-
-fn f32_at(ran: &Ran, offset: usize) -> u32 {
-    u32::from_le_bytes(ran.memory[offset..offset + 4].try_into().unwrap())
-}
 
 #[test]
 fn review_multi_value_blocks_and_branches() {

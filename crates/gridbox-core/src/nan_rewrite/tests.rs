@@ -8,7 +8,7 @@ use crate::engine::{NanCanonicalization, config_for};
 
 /// What a run left: the first 256 bytes of memory, the fuel it used, and its trap if any.
 #[derive(Debug, PartialEq, Eq)]
-struct Ran {
+pub(super) struct Ran {
     memory: Vec<u8>,
     fuel: u64,
     trap: Option<String>,
@@ -34,7 +34,7 @@ fn run(nans: NanCanonicalization, wat: &str, fuel: u64) -> Ran {
 
 /// Runs `wat` both ways with plenty of fuel and with every smaller budget down to nothing in
 /// `steps` steps, and asserts the same results each time; returns the full run.
-fn same_both_ways(wat: &str) -> Ran {
+pub(super) fn same_both_ways(wat: &str) -> Ran {
     let eager = run(NanCanonicalization::Eager, wat, 1_000_000);
     let lazy = run(NanCanonicalization::AtObservation, wat, 1_000_000);
     assert_eq!(eager, lazy, "with ample fuel");
@@ -45,7 +45,7 @@ fn same_both_ways(wat: &str) -> Ran {
     eager
 }
 
-fn f32_at(ran: &Ran, offset: usize) -> u32 {
+pub(super) fn f32_at(ran: &Ran, offset: usize) -> u32 {
     u32::from_le_bytes(ran.memory[offset..offset + 4].try_into().unwrap())
 }
 

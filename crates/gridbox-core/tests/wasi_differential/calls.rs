@@ -23,36 +23,7 @@ pub(crate) const RIGHTS_FD_WRITE: u64 = 1 << 6;
 /// looks at them, but a guest passes them.
 const RIGHTS_OTHER: u64 = (1 << 2) | (1 << 5) | (1 << 14) | (1 << 21) | (1 << 22);
 
-/// The small PRNG that drives the generator: splitmix64.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `percent`/100.
-    pub(crate) fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
+pub(crate) use crate::rng::Rng;
 
 /// A descriptor as both sides number it: the two may hand out different numbers for the same
 /// open (gridbox takes the lowest free one, wasmtime-wasi reuses the highest), so every open fd
@@ -361,7 +332,7 @@ pub(crate) fn call(rng: &mut Rng, handles: &[Handle]) -> Call {
         } | if rng.chance(50) { RIGHTS_OTHER } else { 0 };
         let fdflags = if rng.chance(20) { FDFLAGS_APPEND } else { 0 }
             | if rng.chance(5) { FDFLAGS_NONBLOCK } else { 0 }
-            | if rng.chance(4) { *rng.pick(&[FDFLAGS_DSYNC, FDFLAGS_RSYNC, FDFLAGS_SYNC]) } else { 0 };
+            | if rng.chance(4) { rng.pick(&[FDFLAGS_DSYNC, FDFLAGS_RSYNC, FDFLAGS_SYNC]) } else { 0 };
         return Call::Open { dir: dir_fd(rng, handles), path: path(rng), oflags, rights, fdflags };
     }
     let file_handles: Vec<&Handle> = handles.iter().filter(|h| !h.directory).collect();
