@@ -275,6 +275,9 @@ impl JobEngine {
                 self.store(key, &compiled);
                 return Ok((compiled, &self.main));
             }
+            // An invalid module is the job's, refused with wasmtime's words about its own bytes
+            // (not the rewritten ones) and without building the fallback engine.
+            Module::validate(&self.main.engine, module).map_err(|e| RunError::InvalidModule(e.into()))?;
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         let wasm = match self.nans {

@@ -133,6 +133,59 @@ pub(super) fn rewrite_body(module: &[u8], body: &FunctionBody<'_>, validator: &m
     let groups_end = locals.original_position();
     let local_count = validator.len_locals();
 
+    let mut scratch = Scratch { first: local_count, types: Vec::new() };
+    let mut code = Vec::with_capacity(body.range().len() + body.range().len() / 4);
+    if makes_raw_values(body)? {
+        analyse_and_emit(module, body, validator, params, &mut code, &mut scratch)?;
+    } else {
+        // No float arithmetic, so no raw value: nothing to canonicalise, only the fuel table's
+        // `nop`s to place. Most functions (all of most of std) take this path, in one read;
+        // wasmtime validates the body when it compiles the result.
+        let mut reader = body.get_operators_reader()?;
+        while !reader.eof() {
+            let offset = reader.original_position();
+            let op = reader.read()?;
+            copy_op(&mut code, &op, &module[offset..reader.original_position()]);
+        }
+        reader.finish()?;
+    }
+    if local_count.saturating_add(scratch.types.len() as u32) > MAX_LOCALS {
+        return Err(RewriteError::TooManyLocals { function: validator.index() });
+    }
+
+    let mut out = Vec::with_capacity(code.len() + (groups_end - groups_start) + 16);
+    super::write_u32(&mut out, groups + scratch.types.len() as u32);
+    out.extend_from_slice(&module[groups_start..groups_end]);
+    for ty in &scratch.types {
+        super::write_u32(&mut out, 1);
+        out.push(value_type_byte(*ty)?);
+    }
+    out.extend_from_slice(&code);
+    Ok(out)
+}
+
+/// Whether the body has an operator whose result may be a raw NaN (scalar or SIMD float
+/// arithmetic): only then is there anything to track.
+fn makes_raw_values(body: &FunctionBody<'_>) -> Result<bool, RewriteError> {
+    let mut reader = body.get_operators_reader()?;
+    while !reader.eof() {
+        if matches!(role(&reader.read()?), Role::RawResult(_) | Role::VectorArith(_)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The analysis passes (module doc), then the pass that writes the rewritten code.
+fn analyse_and_emit(
+    module: &[u8],
+    body: &FunctionBody<'_>,
+    validator: &mut FuncValidator<ValidatorResources>,
+    params: u32,
+    code: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Result<(), RewriteError> {
+    let local_count = validator.len_locals();
     let mut plan =
         Plan { raw_locals: (0..local_count).map(|i| i >= params && is_float(validator.get_local_type(i))).collect(), canonicalise_after: Vec::new() };
     let start = validator.clone();
@@ -152,25 +205,11 @@ pub(super) fn rewrite_body(module: &[u8], body: &FunctionBody<'_>, validator: &m
         }
     }
 
-    let mut scratch = Scratch { first: local_count, types: Vec::new() };
-    let mut code = Vec::with_capacity(body.range().len() + body.range().len() / 4);
-    let outcome = walk(module, body, validator, &mut plan, Some((&mut code, &mut scratch)))?;
+    let outcome = walk(module, body, validator, &mut plan, Some((code, scratch)))?;
     if outcome.locals_changed {
         return Err(internal("the emitting pass disagreed with the analysis about a local"));
     }
-    if local_count.saturating_add(scratch.types.len() as u32) > MAX_LOCALS {
-        return Err(RewriteError::TooManyLocals { function: validator.index() });
-    }
-
-    let mut out = Vec::with_capacity(code.len() + (groups_end - groups_start) + 16);
-    super::write_u32(&mut out, groups + scratch.types.len() as u32);
-    out.extend_from_slice(&module[groups_start..groups_end]);
-    for ty in &scratch.types {
-        super::write_u32(&mut out, 1);
-        out.push(value_type_byte(*ty)?);
-    }
-    out.extend_from_slice(&code);
-    Ok(out)
+    Ok(())
 }
 
 /// What one pass found.

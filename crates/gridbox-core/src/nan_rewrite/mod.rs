@@ -77,7 +77,9 @@ fn features() -> WasmFeatures {
 /// `module` with NaNs canonicalised only where they are observed, as the module doc says; to be
 /// compiled with eager canonicalisation off and [`operator_cost`] as the fuel table.
 ///
-/// Validates the module as it goes: an invalid module is refused with the validator's error.
+/// Validates the module's sections and every body it has to analyse (those with float
+/// arithmetic); the others are copied with only the fuel table's `nop`s added or dropped, which
+/// leaves an invalid body exactly as invalid, for wasmtime to refuse when it compiles it.
 pub fn rewrite(module: &[u8]) -> Result<Vec<u8>, RewriteError> {
     let mut validator = Validator::new_with_features(features());
     let mut out = Vec::with_capacity(module.len() + module.len() / 8);
