@@ -10,6 +10,8 @@ mod gemm;
 mod layout;
 mod matmul;
 mod pool;
+#[cfg(test)]
+mod pool_review_tests;
 mod reduce;
 mod rope;
 mod simd;
