@@ -1,5 +1,5 @@
-//! The kernels' worker threads: one persistent pool per thread count, started on first use and
-//! kept for the life of the process.
+//! The kernels' worker threads: one persistent pool, started on first use, grown to the most
+//! threads a call has asked for, and kept for the life of the process.
 //!
 //! Starting threads for every call cost 20 to 400 µs each on the 2-core development VM (more
 //! under load), which a 64 Ki-element elementwise op or a 256^3 matmul does not repay; a pool
@@ -46,43 +46,62 @@ const NAP: Duration = Duration::from_micros(500);
 /// How long after its last job a helper naps before it sleeps until woken.
 const NAP_FOR: Duration = Duration::from_secs(1);
 
-/// Pools by helper count (the calling thread is the extra one). Few distinct counts exist in a
-/// process: the policy's `kernel_threads`, and the tests'.
-static POOLS: Mutex<Vec<(usize, Arc<Shared>)>> = Mutex::new(Vec::new());
+/// The pool: started on first use, grown to the most helpers any call has asked for (at most
+/// [`MAX_THREADS`] - 1), kept for the life of the process. One pool, not one per thread count:
+/// kernels ask for fewer threads on small shapes, and a job choosing shapes must not make the
+/// process start a pool per count.
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
-/// The job of one [`for_each`] call as its helpers see it: the caller's drain loop, its
-/// lifetime erased (see the SAFETY note where it is made).
-#[derive(Clone, Copy)]
-struct Job(*const (dyn Fn() + Sync + 'static));
+struct Pool {
+    shared: Arc<Shared>,
+    /// Helper threads started.
+    helpers: usize,
+    /// A start failed: no more are tried (the calls that have fewer helpers are only slower).
+    spawn_failed: bool,
+}
 
-// SAFETY: the pointee is `Sync`, so calling it from another thread is sound; the pointer is
-// only dereferenced while the caller keeps the closure alive (see `for_each`).
+/// One [`for_each`] call's work as its helpers see it. Each call has its own count of helpers
+/// inside and its own panic slot, so that nothing of one call (a helper still leaving, a
+/// panic) can reach another call on the same pool.
+struct Job {
+    /// The caller's drain loop, its lifetime erased (see the SAFETY note where it is made).
+    work: *const (dyn Fn() + Sync + 'static),
+    /// Helpers inside `work`: joined under the pool's lock while the job is open, left by
+    /// [`Leave`] whatever happens inside.
+    active: AtomicUsize,
+    /// The first panic of a helper in this job, for the caller to resume.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `work` points to a `Sync` closure, so calling it from other threads is sound, and it
+// is only called by a helper counted in `active`, which the caller waits to see drop to zero
+// before the closure's frame ends (see `for_each` and `Close`). The other fields are `Send` and
+// `Sync`.
 #[allow(unsafe_code)]
 unsafe impl Send for Job {}
+// SAFETY: as for `Send`: shared access is to atomics, a mutex and a pointer to a `Sync` closure.
+#[allow(unsafe_code)]
+unsafe impl Sync for Job {}
 
-/// What a pool's threads share.
+/// What the pool's threads share.
 struct Shared {
     state: Mutex<State>,
     /// Wakes helpers that sleep (past [`NAP_FOR`] without a job).
     wake: Condvar,
     /// `State::epoch`, readable without the lock: napping helpers poll it.
     epoch: AtomicU64,
-    /// Helpers inside the open job's drain loop (joined under the lock, left without it).
-    active: AtomicUsize,
 }
 
-/// A pool's job slot.
+/// The pool's job slot.
 struct State {
-    /// The open job, if any: at most one per pool (a second caller meanwhile works alone).
-    job: Option<Job>,
-    /// Bumped for every job, so that a helper joins each job at most once.
+    /// The open job, if any: at most one at a time (a second caller meanwhile works alone).
+    job: Option<Arc<Job>>,
+    /// Changed for every job, so that a helper looks at each job once.
     epoch: u64,
     /// Helpers the open job still wants.
     wanted: usize,
     /// Helpers asleep on `wake`.
     sleepers: usize,
-    /// The first panic of a helper in the open job, for the caller to resume.
-    panic: Option<Box<dyn Any + Send>>,
 }
 
 impl Shared {
@@ -91,30 +110,24 @@ impl Shared {
     }
 }
 
-/// The pool of `helpers` threads, started on first use; `None` when no thread could be
-/// started (the work then runs on the calling thread alone, with the same result).
-fn pool(helpers: usize) -> Option<Arc<Shared>> {
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == helpers) {
-        return Some(Arc::clone(pool));
-    }
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State { job: None, epoch: 0, wanted: 0, sleepers: 0, panic: None }),
-        wake: Condvar::new(),
-        epoch: AtomicU64::new(0),
-        active: AtomicUsize::new(0),
+/// The pool with at least `helpers` threads where they could be started, and how many it has;
+/// `None` when it has none (the work then runs on the calling thread alone, with the same
+/// result).
+fn pool(helpers: usize) -> Option<(Arc<Shared>, usize)> {
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    let pool = pool.get_or_insert_with(|| Pool {
+        shared: Arc::new(Shared { state: Mutex::new(State { job: None, epoch: 0, wanted: 0, sleepers: 0 }), wake: Condvar::new(), epoch: AtomicU64::new(0) }),
+        helpers: 0,
+        spawn_failed: false,
     });
-    let started = (0..helpers)
-        .filter(|i| {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new().name(format!("gridbox-kernel-{i}")).spawn(move || helper(&shared)).is_ok()
-        })
-        .count();
-    if started == 0 {
-        return None;
+    while pool.helpers < helpers.min(MAX_THREADS - 1) && !pool.spawn_failed {
+        let shared = Arc::clone(&pool.shared);
+        match thread::Builder::new().name(format!("gridbox-kernel-{}", pool.helpers)).spawn(move || helper(&shared)) {
+            Ok(_) => pool.helpers += 1,
+            Err(_) => pool.spawn_failed = true,
+        }
     }
-    pools.push((helpers, Arc::clone(&shared)));
-    Some(shared)
+    (pool.helpers > 0).then(|| (Arc::clone(&pool.shared), pool.helpers))
 }
 
 /// A helper thread: waits for a job (see the module note), joins it if it still wants
@@ -141,45 +154,96 @@ fn helper(shared: &Shared) {
         let job = {
             let mut state = shared.lock();
             seen = state.epoch;
-            match state.job {
+            match &state.job {
                 Some(job) if state.wanted > 0 => {
+                    // Counted under the lock, so the caller, which closes the job under the
+                    // lock and then waits for `active`, waits for this helper too.
+                    job.active.fetch_add(1, Ordering::AcqRel);
+                    let job = Arc::clone(job);
                     state.wanted -= 1;
-                    shared.active.fetch_add(1, Ordering::AcqRel);
                     Some(job)
                 }
                 _ => None,
             }
         };
+        // Only a job this helper worked on restarts its spin and naps: the others in the pool
+        // that a job did not need keep their own schedule.
         if let Some(job) = job {
-            // SAFETY: the job was open when this helper joined it (under the lock), and its
-            // caller does not return, so the closure stays alive, until `active` drops back to
-            // zero, which this helper's decrement below is part of.
-            #[allow(unsafe_code)]
-            let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() }));
-            if let Err(payload) = result {
-                shared.lock().panic.get_or_insert(payload);
-            }
-            shared.active.fetch_sub(1, Ordering::AcqRel);
+            run(&job);
+            last_job = Instant::now();
         }
-        last_job = Instant::now();
     }
 }
 
-/// Closes the open job and waits (yielding, never sleeping) for the helpers inside it, also
-/// when the caller's own work panics.
-struct Close<'a>(&'a Shared);
+/// Runs a joined job's work on a helper, keeping its first panic for the caller, and leaves.
+fn run(job: &Job) {
+    let _leave = Leave(&job.active);
+    // SAFETY: this helper was counted in `job.active` while the job was open (under the lock),
+    // and its caller waits for `active` to drop to zero (which `_leave` does last, whatever
+    // happens here) before the closure's frame ends.
+    #[allow(unsafe_code)]
+    let result = panic::catch_unwind(AssertUnwindSafe(|| unsafe { (*job.work)() }));
+    if let Err(payload) = result {
+        let mut first = job.panic.lock().unwrap_or_else(PoisonError::into_inner);
+        if first.is_none() {
+            *first = Some(payload);
+        } else {
+            // Not dropped: a payload's `Drop` may itself panic, which would end this thread.
+            std::mem::forget(payload);
+        }
+    }
+}
+
+/// Leaves a job: decrements its count of helpers inside when dropped.
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A caller's hold on its published job: closing it (no helper joins after) and waiting,
+/// yielding, never sleeping, until the helpers inside have left. Done by [`Close::finish`] on
+/// the normal path and by `Drop` when the caller's own work panics.
+struct Close<'a> {
+    shared: &'a Shared,
+    job: &'a Arc<Job>,
+    published: bool,
+}
+
+impl Close<'_> {
+    /// Closes and waits; the first helper panic, if any.
+    fn close(&mut self) -> Option<Box<dyn Any + Send>> {
+        if !std::mem::replace(&mut self.published, false) {
+            return None;
+        }
+        {
+            let mut state = self.shared.lock();
+            if state.job.as_ref().is_some_and(|open| Arc::ptr_eq(open, self.job)) {
+                state.job = None;
+                state.wanted = 0;
+            }
+        }
+        // Helpers inside take what is left in the queue (nothing, or the rest when the caller
+        // is unwinding) and leave.
+        while self.job.active.load(Ordering::Acquire) != 0 {
+            thread::yield_now();
+        }
+        self.job.panic.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn finish(mut self) -> Option<Box<dyn Any + Send>> {
+        self.close()
+    }
+}
 
 impl Drop for Close<'_> {
     fn drop(&mut self) {
-        {
-            let mut state = self.0.lock();
-            state.job = None;
-            state.wanted = 0;
-        }
-        // No helper joins from here on; those inside finish their piece (the queue is empty
-        // or the caller is unwinding) and leave.
-        while self.0.active.load(Ordering::Acquire) != 0 {
-            thread::yield_now();
+        // Only while unwinding from the caller's own panic, which goes on: a helper's panic
+        // would be a second one, and is not dropped (its `Drop` could panic too).
+        if let Some(payload) = self.close() {
+            std::mem::forget(payload);
         }
     }
 }
@@ -187,12 +251,10 @@ impl Drop for Close<'_> {
 /// Calls `work(index, item)` once for every item of `items` (in index order per thread), on
 /// the calling thread and up to `threads - 1` pool threads at once; returns when all are done.
 /// Items are taken one at a time from a shared queue, so make each worth a few microseconds.
+/// A call made while another holds the pool (a concurrent caller, or a kernel inside a kernel)
+/// works alone.
 pub(crate) fn for_each<T: Send>(threads: usize, items: Vec<T>, work: impl Fn(usize, T) + Sync) {
-    // The pool is the one for the thread count asked for (so a process has one pool per
-    // `kernel_threads`, whatever the item counts); no more of its threads join than there are
-    // items for.
-    let pool_threads = threads.clamp(1, MAX_THREADS);
-    let threads = pool_threads.min(items.len());
+    let threads = threads.clamp(1, MAX_THREADS).min(items.len());
     if threads <= 1 {
         items.into_iter().enumerate().for_each(|(i, item)| work(i, item));
         return;
@@ -206,36 +268,34 @@ pub(crate) fn for_each<T: Send>(threads: usize, items: Vec<T>, work: impl Fn(usi
             work(i, item);
         }
     };
-    let Some(shared) = pool(pool_threads - 1) else {
+    let Some((shared, helpers)) = pool(threads - 1) else {
         return drain();
     };
     let drain_ref: &(dyn Fn() + Sync) = &drain;
     // SAFETY: only the lifetime changes. Helpers call the job only after joining it while it is
-    // open, and `Close` (dropped before this function returns or unwinds) closes it and waits
-    // until every helper that joined has left, so no call outlives `drain`.
+    // open, and `close` (finished, or dropped while unwinding, before `drain` goes out of scope:
+    // it is declared after it) closes it and waits until every helper that joined has left.
     #[allow(unsafe_code)]
-    let job = Job(unsafe { std::mem::transmute::<&(dyn Fn() + Sync + '_), &'static (dyn Fn() + Sync + 'static)>(drain_ref) });
+    let work_ptr = unsafe { std::mem::transmute::<*const (dyn Fn() + Sync + '_), *const (dyn Fn() + Sync + 'static)>(drain_ref as *const _) };
+    let job = Arc::new(Job { work: work_ptr, active: AtomicUsize::new(0), panic: Mutex::new(None) });
+    let mut close = Close { shared: &shared, job: &job, published: false };
     {
         let mut state = shared.lock();
         if state.job.is_some() {
-            // Another caller has the pool (concurrent jobs, or a nested call): work alone.
             drop(state);
             return drain();
         }
-        state.job = Some(job);
-        state.wanted = threads - 1;
-        state.panic = None;
-        state.epoch += 1;
+        state.job = Some(Arc::clone(&job));
+        close.published = true;
+        state.wanted = (threads - 1).min(helpers);
+        state.epoch = state.epoch.wrapping_add(1);
         shared.epoch.store(state.epoch, Ordering::Release);
         if state.sleepers > 0 {
             shared.wake.notify_all();
         }
     }
-    let close = Close(&shared);
     drain();
-    drop(close);
-    let payload = shared.lock().panic.take();
-    if let Some(payload) = payload {
+    if let Some(payload) = close.finish() {
         panic::resume_unwind(payload);
     }
 }

@@ -2,8 +2,11 @@
 //! reach. Each test uses a thread count no other test uses, so that a pool it breaks is its own.
 
 use super::pool::for_each;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// Every item runs exactly once, also with many callers on one pool and items of uneven cost.
 #[test]
@@ -29,4 +32,186 @@ fn many_callers_every_item_once() {
     for caller in callers {
         assert!(caller.join().is_ok());
     }
+}
+
+// Interleavings that broke aa89e64's pool (review findings): a helper's panic landing in another
+// call, a helper thread dying inside a job, a dangling job after a panicking payload drop, and
+// nested calls deadlocking.
+
+fn on_helper() -> bool {
+    thread::current().name().is_some_and(|n| n.starts_with("gridbox-kernel"))
+}
+
+/// Waits (bounded, so a broken pool fails the test instead of hanging it) until `done` holds.
+fn wait_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        thread::yield_now();
+    }
+    true
+}
+
+/// A panic payload whose drop panics (quietly: `resume_unwind` skips the hook).
+struct LoudDrop;
+
+impl Drop for LoudDrop {
+    fn drop(&mut self) {
+        panic::resume_unwind(Box::new("payload drop"));
+    }
+}
+
+/// A helper's panic belongs to the job it ran in: with a second caller opening jobs on the same
+/// pool, the first caller's `drop(close)` .. `panic.take()` window (pool.rs 236-237) lets the
+/// second caller's `state.panic = None` (pool.rs 227) drop the payload, and the first caller
+/// returns normally with an item never done.
+#[test]
+fn a_helper_panic_is_never_lost_to_another_caller() {
+    const THREADS: usize = 5;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stolen = Arc::new(AtomicUsize::new(0));
+    let other = {
+        let (stop, stolen) = (Arc::clone(&stop), Arc::clone(&stolen));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = panic::catch_unwind(|| for_each(THREADS, vec![0u8; 2], |_, _| {}));
+                if r.is_err() {
+                    stolen.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let mut lost = 0;
+    let mut helper_panics = 0;
+    for _ in 0..20000 {
+        let panicked = AtomicBool::new(false);
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            for_each(THREADS, vec![0u8; 8], |_, _| {
+                if on_helper() && !panicked.swap(true, Ordering::Relaxed) {
+                    panic::resume_unwind(Box::new("helper"));
+                }
+            })
+        }));
+        if panicked.load(Ordering::Relaxed) {
+            helper_panics += 1;
+            if r.is_ok() {
+                lost += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(other.join().is_ok());
+    let stolen = stolen.load(Ordering::Relaxed);
+    eprintln!("helper panics {helper_panics}, lost {lost}, stolen {stolen}");
+    assert!(lost == 0 && stolen == 0, "of {helper_panics} helper panics, {lost} lost and {stolen} resumed in the other caller");
+}
+
+/// Two helpers panic in one job with payloads whose drop panics: the second payload must not be
+/// dropped on the helper (its drop would end the thread before it leaves the job, and the
+/// caller would wait for it forever). Tried until one run had two helper panics: while another
+/// test holds the pool, a call works alone.
+#[test]
+fn a_helper_whose_panic_payload_panics_on_drop_does_not_hang_the_caller() {
+    let mut two_panicked = false;
+    for _ in 0..50 {
+        let done = Arc::new(AtomicBool::new(false));
+        let panics = Arc::new(AtomicUsize::new(0));
+        {
+            let (done, panics) = (Arc::clone(&done), Arc::clone(&panics));
+            thread::spawn(move || {
+                let _ = panic::catch_unwind(AssertUnwindSafe(|| {
+                    // 3 items: the job wants 2 helpers.
+                    for_each(23, vec![0u8; 3], |_, _| {
+                        if on_helper() {
+                            if panics.fetch_add(1, Ordering::SeqCst) < 2 {
+                                panic::resume_unwind(Box::new(LoudDrop));
+                            }
+                        } else {
+                            let start = Instant::now();
+                            while panics.load(Ordering::SeqCst) < 2 && start.elapsed() < Duration::from_millis(200) {
+                                thread::yield_now();
+                            }
+                        }
+                    })
+                }))
+                .map_err(std::mem::forget);
+                done.store(true, Ordering::SeqCst);
+            });
+        }
+        assert!(wait_until(|| done.load(Ordering::SeqCst)), "for_each never returned: a helper died inside the job");
+        if panics.load(Ordering::SeqCst) >= 2 {
+            two_panicked = true;
+            break;
+        }
+    }
+    assert!(two_panicked, "no run had two helpers panic in one job");
+}
+
+/// A payload left in the slot (caller and helper both panicked) is dropped by the next job's
+/// `state.panic = None` (pool.rs 227) after `state.job = Some(job)` (225) and before `Close`
+/// exists (234): when that drop panics, the caller unwinds with its dangling `drain` still in
+/// the slot. Every later caller then works alone (the slot looks busy), and a helper that takes
+/// the lock meanwhile (it saw an earlier epoch late) joins the dangling job: use after free.
+#[test]
+fn a_stale_panic_payload_cannot_leave_a_dangling_job() {
+    const THREADS: usize = 29;
+    // Job 1: a helper panics with a payload that panics on drop, then the caller panics too, so
+    // `for_each` unwinds without taking the payload.
+    let helper_panicked = AtomicBool::new(false);
+    let first = panic::catch_unwind(AssertUnwindSafe(|| {
+        for_each(THREADS, vec![0u8; 2], |_, _| {
+            if on_helper() {
+                if !helper_panicked.swap(true, Ordering::SeqCst) {
+                    panic::resume_unwind(Box::new(LoudDrop));
+                }
+            } else {
+                assert!(wait_until(|| helper_panicked.load(Ordering::SeqCst)));
+                panic::resume_unwind(Box::new("caller"));
+            }
+        })
+    }));
+    assert!(first.is_err());
+    // Job 2: an innocent call.
+    let second = panic::catch_unwind(|| for_each(THREADS, vec![0u8; 2], |_, _| {}));
+    let second_panicked = second.is_err();
+    if let Err(payload) = second {
+        std::mem::forget(payload);
+    }
+    // Jobs 3..: helpers must still take part.
+    let helped = AtomicBool::new(false);
+    for _ in 0..20 {
+        for_each(THREADS, vec![0u8; 200], |_, _| {
+            if on_helper() {
+                helped.store(true, Ordering::Relaxed);
+            }
+            thread::sleep(Duration::from_micros(50));
+        });
+        if helped.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    assert!(
+        !second_panicked && helped.load(Ordering::Relaxed),
+        "innocent call panicked: {second_panicked}; helpers still join: {}",
+        helped.load(Ordering::Relaxed)
+    );
+}
+
+/// Nested calls on the same pool (work alone) and on another pool both finish, every item once.
+#[test]
+fn nested_calls_finish() {
+    let count = AtomicUsize::new(0);
+    for_each(9, (0..20).collect(), |_, _: usize| {
+        for_each(9, (0..10).collect(), |_, _: usize| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+        for_each(10, (0..10).collect(), |_, _: usize| {
+            for_each(9, (0..3).collect(), |_, _: usize| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+    });
+    assert_eq!(count.load(Ordering::Relaxed), 20 * (10 + 10 * 3));
 }
