@@ -6,8 +6,9 @@
 #     gridbox, compiled-module cache warm   vs  wasmtime run (its default cache, warm)
 #     gridbox first run (cache cold)        vs  wasmtime run -C cache=n
 #     gridbox --no-cache                    vs  wasmtime run -C cache=n
-#     gridbox --no-cache                    vs  the same with gridbox's determinism switches
-#                                               (NaN canonicalisation, fuel, epochs)
+#     gridbox --no-cache                    vs  the same with the switches gridbox's engine uses
+#                                               (fuel, epochs; gridbox's NaN rewrite has no
+#                                               wasmtime switch)
 #   floats (probe floats 3000: every float op, each result's bits read), both caches warm.
 #   pairs (tests/programs' pairs 2000 20: a float-heavy pair loop, 40 M pairs), both caches
 #   warm, with what each of wasmtime's switches costs on it: fuel alone, and the eager NaN
@@ -88,10 +89,10 @@ cases = {
     "gridbox cold": (*gridbox_run(cache=cold_dir), fresh_cold_cache),
     "gridbox --no-cache": (*gridbox_run("--no-cache"), None),
     "wasmtime cache=n": ([wasmtime, "run", "-C", "cache=n", module], {}, None),
-    # wasmtime with the switches gridbox's determinism needs (spec/determinism.md; `timeout`
-    # turns on epoch interruption): what compiling costs under them, whoever embeds wasmtime.
+    # wasmtime with the switches gridbox's engine uses (spec/determinism.md; `timeout` turns on
+    # epoch interruption): what compiling costs under them, whoever embeds wasmtime.
     "wasmtime cache=n, gridbox's switches": (
-        [wasmtime, "run", "-C", "cache=n", "-W", "nan-canonicalization=y,fuel=100000000000000,timeout=1000s,relaxed-simd-deterministic=y", module],
+        [wasmtime, "run", "-C", "cache=n", "-W", "fuel=100000000000000,timeout=1000s,relaxed-simd-deterministic=y", module],
         {},
         None,
     ),
