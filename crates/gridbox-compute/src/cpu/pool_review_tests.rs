@@ -215,3 +215,165 @@ fn nested_calls_finish() {
     });
     assert_eq!(count.load(Ordering::Relaxed), 20 * (10 + 10 * 3));
 }
+
+// Second review (8ef3b07): the closure's lifetime is erased for the helpers, so no helper may
+// run it after `for_each` has returned or unwound, whichever way the call ends.
+
+/// Sets its flag when dropped: captured by the work closure, it marks the end of the closure's
+/// frame as the helpers can see it.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The caller panics on its first item while helpers are inside with slow items: the caller
+/// unwinds only after the helpers have left, so none of them runs the closure (or sees its
+/// captures dropped) after `for_each` has unwound.
+#[test]
+fn no_helper_runs_the_closure_after_the_caller_unwinds() {
+    let mut helped = 0;
+    for _ in 0..30 {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let returned = Arc::new(AtomicBool::new(false));
+        let late = Arc::new(AtomicUsize::new(0));
+        let helpers_in = Arc::new(AtomicUsize::new(0));
+        let flag = DropFlag(Arc::clone(&dropped));
+        let (d, r, l, h) = (Arc::clone(&dropped), Arc::clone(&returned), Arc::clone(&late), Arc::clone(&helpers_in));
+        let result = panic::catch_unwind(AssertUnwindSafe(move || {
+            for_each(4, vec![0u8; 40], move |_, _| {
+                let _keep = &flag;
+                if on_helper() {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_micros(200));
+                    if d.load(Ordering::SeqCst) || r.load(Ordering::SeqCst) {
+                        l.fetch_add(1, Ordering::SeqCst);
+                    }
+                } else {
+                    // Give the helpers time to join, then panic with items left in the queue.
+                    // (Briefly: while another test holds the pool, this call works alone.)
+                    let start = Instant::now();
+                    while h.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_millis(5) {
+                        thread::yield_now();
+                    }
+                    thread::sleep(Duration::from_micros(300));
+                    panic::resume_unwind(Box::new("caller"));
+                }
+            })
+        }));
+        returned.store(true, Ordering::SeqCst);
+        assert!(result.is_err());
+        assert!(dropped.load(Ordering::SeqCst), "the closure's captures outlived the call");
+        // Nothing a helper does after this point may touch the closure: give a straggler time.
+        thread::sleep(Duration::from_millis(2));
+        assert_eq!(late.load(Ordering::SeqCst), 0, "a helper ran the closure after for_each unwound");
+        if helpers_in.load(Ordering::SeqCst) > 0 {
+            helped += 1;
+        }
+    }
+    eprintln!("runs with a helper inside: {helped} of 30");
+}
+
+/// A helper's work calls `for_each` after the outer caller has run out of items (the outer job
+/// is closed, so the nested call publishes its own job and other helpers join it): every item
+/// runs once, and a panic of a helper in the nested job reaches the outermost caller.
+#[test]
+fn nested_jobs_published_by_helpers_finish_and_panics_climb() {
+    const THREADS: usize = 6;
+    // Grow the pool (if no other test has) so that helpers outside the outer job exist.
+    for_each(THREADS, vec![0u8; 64], |_, _| {});
+    let count = AtomicUsize::new(0);
+    let nested_calls = AtomicUsize::new(0);
+    let nested_helped = AtomicBool::new(false);
+    for _ in 0..50 {
+        // Two items: the outer job wants one helper, the rest of the pool is free.
+        for_each(THREADS, vec![0u8; 2], |_, _| {
+            if !on_helper() {
+                thread::sleep(Duration::from_micros(100));
+            } else {
+                // Let the outer caller finish its items and close its job.
+                thread::sleep(Duration::from_micros(500));
+                let me = thread::current().id();
+                nested_calls.fetch_add(1, Ordering::Relaxed);
+                for_each(THREADS, (0..8).collect(), |_, _: usize| {
+                    if thread::current().id() != me {
+                        nested_helped.store(true, Ordering::Relaxed);
+                    }
+                    thread::sleep(Duration::from_micros(200));
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+        if nested_helped.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    assert_eq!(count.load(Ordering::Relaxed), 8 * nested_calls.load(Ordering::Relaxed));
+    assert!(nested_helped.load(Ordering::Relaxed), "no nested job published by a helper had helpers");
+
+    let mut climbed = false;
+    for _ in 0..50 {
+        let r = panic::catch_unwind(|| {
+            for_each(THREADS, vec![0u8; 2], |_, _| {
+                if !on_helper() {
+                    thread::sleep(Duration::from_micros(100));
+                } else {
+                    thread::sleep(Duration::from_micros(500));
+                    let me = thread::current().id();
+                    for_each(THREADS, (0..8).collect(), |_, _: usize| {
+                        thread::sleep(Duration::from_micros(200));
+                        if thread::current().id() != me {
+                            panic::resume_unwind(Box::new(7u32));
+                        }
+                    });
+                }
+            });
+        });
+        if let Err(payload) = r {
+            assert_eq!(payload.downcast_ref::<u32>(), Some(&7), "another panic reached the caller");
+            climbed = true;
+            break;
+        }
+    }
+    assert!(climbed, "no nested helper panic reached the outermost caller");
+}
+
+/// The pool grows (a call asks for more threads) while another caller's job is open: both
+/// calls do every item once, and later calls get the new helpers.
+#[test]
+fn the_pool_grows_while_a_job_is_open() {
+    const BIG: usize = 41;
+    let open = AtomicBool::new(false);
+    let release = AtomicBool::new(false);
+    let seen: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+    let seen_big: Vec<AtomicUsize> = (0..BIG).map(|_| AtomicUsize::new(0)).collect();
+    thread::scope(|s| {
+        s.spawn(|| {
+            for_each(3, (0..64).collect(), |i, _: usize| {
+                open.store(true, Ordering::SeqCst);
+                if i == 0 {
+                    assert!(wait_until(|| release.load(Ordering::SeqCst)));
+                }
+                seen[i].fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert!(wait_until(|| open.load(Ordering::SeqCst)));
+        for_each(BIG, (0..BIG).collect(), |i, _: usize| {
+            seen_big[i].fetch_add(1, Ordering::Relaxed);
+        });
+        release.store(true, Ordering::SeqCst);
+    });
+    assert!(seen.iter().chain(&seen_big).all(|s| s.load(Ordering::Relaxed) == 1));
+    let helpers = std::sync::Mutex::new(std::collections::HashSet::new());
+    for _ in 0..20 {
+        for_each(BIG, (0..400).collect(), |_, _: usize| {
+            if on_helper() {
+                helpers.lock().unwrap().insert(thread::current().id());
+            }
+            thread::sleep(Duration::from_micros(20));
+        });
+    }
+    assert!(helpers.lock().unwrap().len() > 3, "the grown pool's helpers never joined");
+}
