@@ -313,13 +313,17 @@ fn hand_written_cases_run_the_same_and_as_the_spec_says() {
 /// same results.
 #[test]
 fn a_function_at_the_locals_limit_runs_in_both_modes() {
-    let sides = Sides::new();
     let wat = format!(
         "(module (memory (export \"memory\") 1) (func (export \"_start\") (local {}) (local.set 0 (f32.div (f32.const 0) (f32.const 0))) (f32.store (i32.const 0) (local.get 0))))",
         "f32 ".repeat(50_000)
     );
-    let bytes: Arc<[u8]> = wat::parse_str(&wat).unwrap().into();
-    if let Err(mismatch) = compare(&sides, &bytes, FUEL, &mut Counts::default()) {
+    runs_the_same_on_the_fallback(&wat::parse_str(&wat).unwrap());
+}
+
+/// Runs `module` both ways and requires the same run, with AT_OBSERVATION on its fallback engine.
+fn runs_the_same_on_the_fallback(module: &[u8]) {
+    let sides = Sides::new();
+    if let Err(mismatch) = compare(&sides, &Arc::from(module), FUEL, &mut Counts::default()) {
         panic!("{mismatch}");
     }
     assert_eq!(sides.lazy.eager_fallbacks(), 1, "the module ran on the fallback engine");
@@ -330,15 +334,11 @@ fn a_function_at_the_locals_limit_runs_in_both_modes() {
 /// module as it is on its eager fallback engine, with the same results.
 #[test]
 fn a_function_the_rewrite_would_make_too_large_runs_in_both_modes() {
-    let sides = Sides::new();
     let wat = format!(
         "(module (memory (export \"memory\") 1) (func (export \"_start\") (f32.const -1) {} (f32.store (i32.const 0) (f32.div (f32.const 0) (f32.const 0))) (drop)))",
         "f32.sqrt f32.neg ".repeat(460_000)
     );
-    let bytes: Arc<[u8]> = wat::parse_str(&wat).unwrap().into();
+    let bytes = wat::parse_str(&wat).unwrap();
     assert!(gridbox_core::nan_rewrite::rewrite(&bytes).unwrap().len() > 7_654_321, "the rewritten body passes the limit");
-    if let Err(mismatch) = compare(&sides, &bytes, FUEL, &mut Counts::default()) {
-        panic!("{mismatch}");
-    }
-    assert_eq!(sides.lazy.eager_fallbacks(), 1, "the module ran on the fallback engine");
+    runs_the_same_on_the_fallback(&bytes);
 }

@@ -135,19 +135,9 @@ pub(super) fn rewrite_body(module: &[u8], body: &FunctionBody<'_>, validator: &m
 
     let mut scratch = Scratch { first: local_count, types: Vec::new() };
     let mut code = Vec::with_capacity(body.range().len() + body.range().len() / 4);
-    if makes_raw_values(body)? {
+    if !copy_float_free(module, body, &mut code)? {
+        code.clear();
         analyse_and_emit(module, body, validator, params, &mut code, &mut scratch)?;
-    } else {
-        // No float arithmetic, so no raw value: nothing to canonicalise, only the fuel table's
-        // `nop`s to place. Most functions (all of most of std) take this path, in one read;
-        // wasmtime validates the body when it compiles the result.
-        let mut reader = body.get_operators_reader()?;
-        while !reader.eof() {
-            let offset = reader.original_position();
-            let op = reader.read()?;
-            copy_op(&mut code, &op, &module[offset..reader.original_position()]);
-        }
-        reader.finish()?;
     }
     if local_count.saturating_add(scratch.types.len() as u32) > MAX_LOCALS {
         return Err(RewriteError::TooManyLocals { function: validator.index() });
@@ -164,16 +154,23 @@ pub(super) fn rewrite_body(module: &[u8], body: &FunctionBody<'_>, validator: &m
     Ok(out)
 }
 
-/// Whether the body has an operator whose result may be a raw NaN (scalar or SIMD float
-/// arithmetic): only then is there anything to track.
-fn makes_raw_values(body: &FunctionBody<'_>) -> Result<bool, RewriteError> {
+/// Copies a body without float arithmetic, which has no raw value and so nothing to
+/// canonicalise, only the fuel table's `nop`s to place, in one read; false (with `code` half
+/// written) at the first operator whose result may be a raw NaN, scalar or SIMD, which needs
+/// the analysis. Most functions (all of most of std) are copied; wasmtime validates them when it
+/// compiles the result.
+fn copy_float_free(module: &[u8], body: &FunctionBody<'_>, code: &mut Vec<u8>) -> Result<bool, RewriteError> {
     let mut reader = body.get_operators_reader()?;
     while !reader.eof() {
-        if matches!(role(&reader.read()?), Role::RawResult(_) | Role::VectorArith(_)) {
-            return Ok(true);
+        let offset = reader.original_position();
+        let op = reader.read()?;
+        if matches!(role(&op), Role::RawResult(_) | Role::VectorArith(_)) {
+            return Ok(false);
         }
+        copy_op(code, &op, &module[offset..reader.original_position()]);
     }
-    Ok(false)
+    reader.finish()?;
+    Ok(true)
 }
 
 /// The analysis passes (module doc), then the pass that writes the rewritten code.

@@ -4,47 +4,32 @@
 use wasmparser::Operator;
 use wasmtime::OperatorCost;
 
-/// The fuel table for rewritten modules: wasmtime's default, except that the operators the
-/// rewrite inserts cost nothing and `nop`, which the rewrite puts after each original use of
-/// them, costs the one unit they cost before. Together with [`super::rewrite`] this counts
-/// exactly the fuel wasmtime's default table counts for the original module.
-pub fn operator_cost() -> OperatorCost {
-    let mut cost = OperatorCost::new();
-    cost.Nop = 1;
-    cost.LocalGet = 0;
-    cost.LocalSet = 0;
-    cost.LocalTee = 0;
-    cost.Select = 0;
-    cost.F32Const = 0;
-    cost.F64Const = 0;
-    cost.F32Ne = 0;
-    cost.F64Ne = 0;
-    cost.V128Const = 0;
-    cost.F32x4Eq = 0;
-    cost.F64x2Eq = 0;
-    cost.V128Bitselect = 0;
-    cost
+/// The operators the rewrite inserts, named once for both [`operator_cost`] (which makes them
+/// free) and [`made_free`] (which finds the module's own uses of them), so the two cannot
+/// disagree.
+macro_rules! free_operators {
+    ($($op:ident),* $(,)?) => {
+        /// The fuel table for rewritten modules: wasmtime's default, except that the operators
+        /// the rewrite inserts cost nothing and `nop`, which the rewrite puts after each
+        /// original use of them, costs the one unit they cost before. Together with
+        /// [`super::rewrite`] this counts exactly the fuel wasmtime's default table counts for
+        /// the original module.
+        pub fn operator_cost() -> OperatorCost {
+            let mut cost = OperatorCost::new();
+            cost.Nop = 1;
+            $(cost.$op = 0;)*
+            cost
+        }
+
+        /// Whether `op` is one of the operators [`operator_cost`] makes free, so that each of
+        /// the module's own uses must be followed by a `nop` that pays for it.
+        pub(super) fn made_free(op: &Operator<'_>) -> bool {
+            matches!(op, $(Operator::$op { .. })|*)
+        }
+    };
 }
 
-/// Whether `op` is one of the operators [`operator_cost`] makes free, so that each of the
-/// module's own uses must be followed by a `nop` that pays for it.
-pub(super) fn made_free(op: &Operator<'_>) -> bool {
-    matches!(
-        op,
-        Operator::LocalGet { .. }
-            | Operator::LocalSet { .. }
-            | Operator::LocalTee { .. }
-            | Operator::Select
-            | Operator::F32Const { .. }
-            | Operator::F64Const { .. }
-            | Operator::F32Ne
-            | Operator::F64Ne
-            | Operator::V128Const { .. }
-            | Operator::F32x4Eq
-            | Operator::F64x2Eq
-            | Operator::V128Bitselect
-    )
-}
+free_operators!(LocalGet, LocalSet, LocalTee, Select, F32Const, F64Const, F32Ne, F64Ne, V128Const, F32x4Eq, F64x2Eq, V128Bitselect);
 
 /// The lanes of a SIMD float result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
